@@ -1,0 +1,13 @@
+//! Prospeo person enrichment for Apache DataFusion.
+//!
+//! The crate wraps the vendor's Bulk Enrich Person endpoint (up to 50 records a request). It
+//! has one engine and two front doors: a DataFusion table function and the `prospeo` binary.
+//! Its sandbox, a local HTTP server that implements the vendor contract over a synthetic
+//! directory, is both a product feature and the stand-in for the vendor in every test.
+
+pub mod api;
+pub mod datapoints;
+pub(crate) mod rng;
+pub mod sandbox;
+
+pub use datapoints::{Datapoint, Datapoints, MatchRoute};

@@ -1,0 +1,1 @@
+//! Deterministic generator of the sandbox directory and of sample lead files.

@@ -1,0 +1,858 @@
+//! The sandbox's HTTP server: the vendor contract (`reference/prospeo-api.md`) over a
+//! [`Directory`], with per-key credits and rate limits, fault injection, and a stats endpoint.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::api::plan::{QuotaWindow, headers};
+use crate::api::wire::{
+    BulkEnrichResponse, Company, EnrichFlags, EnrichPersonResponse, ErrorBody, ErrorCode,
+    MAX_BULK_RECORDS, MatchedRecord, Person, PersonMobile,
+};
+use crate::datapoints::Datapoints;
+use crate::rng::SplitMix64;
+use crate::sandbox::config::{SandboxConfig, SandboxKey};
+use crate::sandbox::directory::{Directory, Lookup};
+use crate::sandbox::quota::{QuotaReport, QuotaWindows};
+
+/// Faults injected, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStats {
+    pub dropped: u64,
+    pub bad_gateway: u64,
+    pub internal_error: u64,
+    pub slow: u64,
+}
+
+/// What one key did, as `/_sandbox/stats` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStats {
+    /// Authenticated requests received, whatever their outcome.
+    pub requests: u64,
+    /// Requests answered with `error: false`.
+    pub successful_requests: u64,
+    /// Records of successful enrich requests: what counts against the rate limits.
+    pub records: u64,
+    /// Records of every enrich request received, including failed ones and retries.
+    pub records_submitted: u64,
+    pub matched: u64,
+    pub not_matched: u64,
+    pub invalid: u64,
+    /// Credits taken from the balance.
+    pub credits_charged: i64,
+    /// Matches of a person this key had enriched before, not charged.
+    pub free_enrichments: u64,
+    /// Matches that revealed a mobile.
+    pub mobile_reveals: u64,
+    /// Distinct people this key has been charged for.
+    pub people_charged: u64,
+    /// Rate-limit answers sent (429, or 200 with a rate-limit code).
+    pub rate_limited: u64,
+    /// Error answers by `error_code`, injected faults included.
+    pub errors: BTreeMap<String, u64>,
+    pub faults: FaultStats,
+    pub remaining_credits: i64,
+}
+
+/// `/_sandbox/stats`: per key (by label), plus requests with no valid key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStats {
+    pub keys: BTreeMap<String, KeyStats>,
+    pub unauthorized: u64,
+}
+
+impl SandboxStats {
+    /// The stats of the key labelled `label` (empty stats when there is none).
+    pub fn key(&self, label: &str) -> KeyStats {
+        self.keys.get(label).cloned().unwrap_or_default()
+    }
+}
+
+struct KeyState {
+    config: SandboxKey,
+    credits: i64,
+    used_credits: i64,
+    quota: QuotaWindows,
+    /// People this key has enriched, and whether their mobile was revealed.
+    enriched: HashMap<usize, bool>,
+    stats: KeyStats,
+}
+
+struct Inner {
+    keys: HashMap<String, KeyState>,
+    unauthorized: u64,
+    rng: SplitMix64,
+    clock_offset: Duration,
+}
+
+/// State shared by every request of one sandbox.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    directory: Arc<Directory>,
+    config: SandboxConfig,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SandboxConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| {
+                let state = KeyState {
+                    config: k.clone(),
+                    credits: k.credits,
+                    used_credits: 0,
+                    quota: QuotaWindows::new(k.effective_limits()),
+                    enriched: HashMap::new(),
+                    stats: KeyStats {
+                        remaining_credits: k.credits,
+                        ..Default::default()
+                    },
+                };
+                (k.key.clone(), state)
+            })
+            .collect();
+        Shared {
+            inner: Mutex::new(Inner {
+                keys,
+                unauthorized: 0,
+                rng: SplitMix64::new(config.seed),
+                clock_offset: Duration::ZERO,
+            }),
+            directory: config.directory.clone(),
+            config,
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the counters half-written in a way that
+        // matters more than losing the sandbox, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> SandboxStats {
+        let inner = self.lock();
+        SandboxStats {
+            keys: inner
+                .keys
+                .values()
+                .map(|k| (k.config.label.clone(), k.stats.clone()))
+                .collect(),
+            unauthorized: inner.unauthorized,
+        }
+    }
+
+    pub(crate) fn advance_clock(&self, by: Duration) {
+        self.lock().clock_offset += by;
+    }
+
+    /// Sleeps, unless the sandbox is stopping.
+    async fn pause(&self, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
+    }
+}
+
+fn now(inner: &Inner) -> Instant {
+    Instant::now() + inner.clock_offset
+}
+
+/// The router of the sandbox.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/bulk-enrich-person", post(bulk_enrich_person))
+        .route("/enrich-person", post(enrich_person))
+        .route("/account-information", get(account_information))
+        .route("/_sandbox/stats", get(sandbox_stats))
+        .route("/_sandbox/clock", post(sandbox_clock))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// An answer of the sandbox before rate-limit headers are added.
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Answer {
+    fn ok(body: impl Serialize) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            body: serde_json::to_value(body).unwrap_or(Value::Null),
+        }
+    }
+
+    fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Answer::ok(ErrorBody::new(code, message)).with_status(status)
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// The faults drawn for one request.
+struct Draw {
+    delay: Duration,
+    drop: bool,
+    bad_gateway: Option<StatusCode>,
+    internal_error: bool,
+    slow: bool,
+}
+
+fn draw_faults(config: &SandboxConfig, rng: &mut SplitMix64) -> Draw {
+    let f = &config.faults;
+    let jitter = f.latency_jitter.mul_f64(rng.next_f64());
+    let drop = rng.chance(f.drop_rate);
+    let bad_gateway = rng.chance(f.bad_gateway_rate).then(|| {
+        if rng.chance(0.5) {
+            StatusCode::BAD_GATEWAY
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    });
+    let internal_error = rng.chance(f.internal_error_rate);
+    let slow = rng.chance(f.slow_rate);
+    Draw {
+        delay: f.latency + jitter,
+        drop,
+        bad_gateway,
+        internal_error,
+        slow,
+    }
+}
+
+/// The kind of enrich request being served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Bulk,
+    Single,
+}
+
+async fn bulk_enrich_person(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Connection>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    enrich(shared, conn, request_headers, body, Endpoint::Bulk).await
+}
+
+async fn enrich_person(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Connection>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    enrich(shared, conn, request_headers, body, Endpoint::Single).await
+}
+
+/// Serves both enrich endpoints: latency, auth, faults, validation, rate limit, credits,
+/// matching, in that order. Failed requests never count against the rate limits.
+async fn enrich(
+    shared: Arc<Shared>,
+    conn: Connection,
+    request_headers: HeaderMap,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let key = api_key(&request_headers);
+    let draw = draw_faults(&shared.config, &mut shared.lock().rng);
+    shared.pause(draw.delay).await;
+
+    let (answer, quota, slow) = {
+        let mut inner = shared.lock();
+        let now = now(&inner);
+        let Some(state) = key.as_deref().and_then(|k| inner.keys.get_mut(k)) else {
+            inner.unauthorized += 1;
+            drop(inner);
+            return unauthorized();
+        };
+        state.stats.requests += 1;
+        if draw.drop {
+            state.stats.faults.dropped += 1;
+            conn.kill();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        if let Some(status) = draw.bad_gateway {
+            state.stats.faults.bad_gateway += 1;
+            let page = format!(
+                "<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
+            );
+            return (status, [("content-type", "text/html")], page).into_response();
+        }
+        let answer = if draw.internal_error {
+            state.stats.faults.internal_error += 1;
+            Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InternalError,
+                "injected fault: internal error",
+            ))
+        } else {
+            serve_enrich(&shared.directory, &shared.config, state, now, &body, endpoint)
+        };
+        let slow = draw.slow && answer.is_ok();
+        let answer = answer.unwrap_or_else(|failure| failure);
+        if answer.status != StatusCode::OK || answer.body["error"] == json!(true) {
+            let code = answer.body["error_code"].as_str().unwrap_or("").to_string();
+            *state.stats.errors.entry(code).or_default() += 1;
+        } else {
+            state.stats.successful_requests += 1;
+        }
+        if slow {
+            state.stats.faults.slow += 1;
+        }
+        state.stats.remaining_credits = state.credits;
+        (answer, state.quota.report(now), slow)
+    };
+    if slow {
+        shared.pause(shared.config.faults.slow_delay).await;
+    }
+    respond(answer, Some(quota))
+}
+
+/// Validates, rate-limits, matches and charges one enrich request. `Err` is an error answer
+/// (nothing charged, nothing counted against the quota).
+fn serve_enrich(
+    directory: &Directory,
+    config: &SandboxConfig,
+    state: &mut KeyState,
+    now: Instant,
+    body: &[u8],
+    endpoint: Endpoint,
+) -> Result<Answer, Answer> {
+    let invalid = |message: String| {
+        Answer::error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
+    };
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(request) = request else {
+        return Err(invalid("the body must be a JSON object".into()));
+    };
+    let flags = parse_flags(&request).map_err(invalid)?;
+    let records = match endpoint {
+        Endpoint::Bulk => parse_bulk_records(&request).map_err(invalid)?,
+        Endpoint::Single => {
+            let data = request
+                .get("data")
+                .ok_or_else(|| invalid("`data` is required".into()))?;
+            let datapoints = parse_datapoints(data).map_err(|e| invalid(format!("`data`: {e}")))?;
+            vec![(String::new(), datapoints)]
+        }
+    };
+    state.stats.records_submitted += records.len() as u64;
+
+    if let Some(window) = state.quota.check(now, records.len() as u64) {
+        state.stats.rate_limited += 1;
+        let message = format!(
+            "rate limit per {} reached",
+            match window {
+                QuotaWindow::Second => "second",
+                QuotaWindow::Minute => "minute",
+                QuotaWindow::Day => "day",
+            }
+        );
+        return Err(if config.faults.rate_limit_as_200 {
+            let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
+            body.error_code = Some("RATE_LIMIT_EXCEEDED".into());
+            Answer::ok(body)
+        } else {
+            Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                message,
+            )
+        });
+    }
+
+    let outcome = evaluate(directory, config, state, flags, &records);
+    if outcome.total_cost > state.credits {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InsufficientCredits,
+            format!(
+                "this request needs {} credits and {} are left",
+                outcome.total_cost, state.credits
+            ),
+        ));
+    }
+    if endpoint == Endpoint::Single {
+        // The single endpoint reports per-record failures as request errors; they are not
+        // charged and, like every failed request, do not count against the quota.
+        if !outcome.invalid.is_empty() {
+            return Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidDatapoints,
+                "the record does not meet the minimum requirements for matching",
+            ));
+        }
+        if !outcome.not_matched.is_empty() {
+            return Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::NoMatch,
+                "no person matches these datapoints",
+            ));
+        }
+    }
+
+    // Commit: charge, remember who was enriched, count the records.
+    state.quota.record(now, records.len() as u64);
+    state.credits -= outcome.total_cost;
+    state.used_credits += outcome.total_cost;
+    let stats = &mut state.stats;
+    stats.records += records.len() as u64;
+    stats.matched += outcome.matched.len() as u64;
+    stats.not_matched += outcome.not_matched.len() as u64;
+    stats.invalid += outcome.invalid.len() as u64;
+    stats.credits_charged += outcome.total_cost;
+    for charge in &outcome.charges {
+        if charge.cost == 0 {
+            stats.free_enrichments += 1;
+        }
+        if charge.revealed {
+            stats.mobile_reveals += 1;
+        }
+        if !state.enriched.contains_key(&charge.person) {
+            stats.people_charged += 1;
+        }
+        let revealed_before = state.enriched.get(&charge.person).copied().unwrap_or(false);
+        state
+            .enriched
+            .insert(charge.person, revealed_before || charge.revealed);
+    }
+
+    Ok(match endpoint {
+        Endpoint::Bulk => Answer::ok(BulkEnrichResponse {
+            error: false,
+            total_cost: outcome.total_cost,
+            matched: outcome.matched,
+            not_matched: outcome.not_matched,
+            invalid_datapoints: outcome.invalid,
+            extra: Default::default(),
+        }),
+        Endpoint::Single => {
+            let matched = outcome.matched.into_iter().next().unwrap_or_default();
+            Answer::ok(EnrichPersonResponse {
+                error: false,
+                free_enrichment: matched.free_enrichment,
+                person: matched.person,
+                company: matched.company,
+                extra: Default::default(),
+            })
+        }
+    })
+}
+
+/// One charged (or free) match.
+struct Charge {
+    person: usize,
+    cost: i64,
+    revealed: bool,
+}
+
+#[derive(Default)]
+struct Outcome {
+    total_cost: i64,
+    matched: Vec<MatchedRecord>,
+    not_matched: Vec<String>,
+    invalid: Vec<String>,
+    charges: Vec<Charge>,
+}
+
+/// Matches every record and prices it, without changing any state.
+///
+/// Credits (reference, "Credits"): 1 per match; 10 when a mobile is revealed; nothing for
+/// misses and invalid records; nothing for a person this key enriched before
+/// (`free_enrichment: true`), except that the first reveal of their mobile is charged 10.
+fn evaluate(
+    directory: &Directory,
+    config: &SandboxConfig,
+    state: &KeyState,
+    flags: EnrichFlags,
+    records: &[(String, Datapoints)],
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    // People matched earlier in this same request count as enriched before.
+    let mut seen: HashMap<usize, bool> = HashMap::new();
+    for (identifier, datapoints) in records {
+        if !datapoints.normalized().meets_minimum() {
+            outcome.invalid.push(identifier.clone());
+            continue;
+        }
+        let Lookup::Found(index) = directory.find(datapoints) else {
+            outcome.not_matched.push(identifier.clone());
+            continue;
+        };
+        let person = directory.person(index);
+        let verified_email = person
+            .email
+            .as_ref()
+            .is_some_and(|e| e.status.as_deref() == Some("VERIFIED") && e.email.is_some());
+        let has_mobile = person
+            .mobile
+            .as_ref()
+            .is_some_and(|m| m.mobile.is_some());
+        if (flags.only_verified_email && !verified_email)
+            || (flags.only_verified_mobile && !has_mobile)
+        {
+            outcome.not_matched.push(identifier.clone());
+            continue;
+        }
+        let reveal = flags.reveals_mobile() && has_mobile;
+        let before = seen
+            .get(&index)
+            .or_else(|| state.enriched.get(&index))
+            .copied();
+        let cost = match before {
+            None if reveal || (flags.reveals_mobile() && config.charge_mobile_attempts) => 10,
+            None => 1,
+            Some(false) if reveal => 10,
+            Some(_) => 0,
+        };
+        seen.insert(index, before.unwrap_or(false) || reveal);
+        outcome.total_cost += cost;
+        outcome.charges.push(Charge {
+            person: index,
+            cost,
+            revealed: reveal,
+        });
+        outcome.matched.push(MatchedRecord {
+            identifier: identifier.clone(),
+            free_enrichment: Some(before.is_some() && cost == 0),
+            person: Some(present_person(person, flags.reveals_mobile())),
+            company: directory.company_of(person).cloned().map(present_company),
+            extra: Default::default(),
+        });
+    }
+    outcome
+}
+
+/// The person as the API returns them: the mobile masked unless it is revealed.
+fn present_person(person: &Person, reveal_mobile: bool) -> Person {
+    let mut person = person.clone();
+    if !reveal_mobile && let Some(mobile) = person.mobile.as_mut() {
+        *mobile = masked(mobile);
+    }
+    person
+}
+
+fn present_company(company: Company) -> Company {
+    company
+}
+
+/// A mobile with every digit after the country code replaced by `*`, and `revealed: false`.
+fn masked(mobile: &PersonMobile) -> PersonMobile {
+    let mask = |number: &Option<String>| {
+        number.as_ref().map(|n| {
+            let keep = n.chars().take_while(|c| !c.is_ascii_digit()).count() + 1;
+            n.chars()
+                .enumerate()
+                .map(|(i, c)| if i >= keep && c.is_ascii_digit() { '*' } else { c })
+                .collect()
+        })
+    };
+    PersonMobile {
+        revealed: Some(false),
+        mobile: mask(&mobile.mobile),
+        mobile_national: mask(&mobile.mobile_national),
+        mobile_international: mask(&mobile.mobile_international),
+        ..mobile.clone()
+    }
+}
+
+fn parse_flags(request: &serde_json::Map<String, Value>) -> Result<EnrichFlags, String> {
+    let flag = |name: &str| match request.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(format!("`{name}` must be a boolean, got {other}")),
+    };
+    Ok(EnrichFlags {
+        only_verified_email: flag("only_verified_email")?,
+        enrich_mobile: flag("enrich_mobile")?,
+        only_verified_mobile: flag("only_verified_mobile")?,
+    })
+}
+
+fn parse_bulk_records(
+    request: &serde_json::Map<String, Value>,
+) -> Result<Vec<(String, Datapoints)>, String> {
+    let data = match request.get("data") {
+        None => return Err("`data` is required".into()),
+        Some(Value::Array(data)) => data,
+        Some(_) => return Err("`data` must be a list of records".into()),
+    };
+    if data.is_empty() || data.len() > MAX_BULK_RECORDS {
+        return Err(format!(
+            "`data` must hold 1 to {MAX_BULK_RECORDS} records, got {}",
+            data.len()
+        ));
+    }
+    let mut identifiers = HashSet::new();
+    data.iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let identifier = match record.get("identifier") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(format!("record {i} has no `identifier`")),
+            };
+            if !identifiers.insert(identifier.clone()) {
+                return Err(format!("identifier `{identifier}` appears more than once"));
+            }
+            let datapoints = parse_datapoints(record).map_err(|e| format!("record {i}: {e}"))?;
+            Ok((identifier, datapoints))
+        })
+        .collect()
+}
+
+fn parse_datapoints(record: &Value) -> Result<Datapoints, String> {
+    if !record.is_object() {
+        return Err("a record must be a JSON object".into());
+    }
+    serde_json::from_value(record.clone()).map_err(|e| format!("datapoints must be strings: {e}"))
+}
+
+fn api_key(request_headers: &HeaderMap) -> Option<String> {
+    request_headers
+        .get("x-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn unauthorized() -> Response {
+    respond(
+        Answer::error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidApiKey,
+            "invalid API key, check your X-KEY header",
+        ),
+        None,
+    )
+}
+
+fn respond(answer: Answer, quota: Option<QuotaReport>) -> Response {
+    let mut response = (answer.status, Json(answer.body)).into_response();
+    if let Some(q) = quota {
+        let h = response.headers_mut();
+        let values = [
+            (headers::DAILY_LEFT, q.day_left),
+            (headers::MINUTE_LEFT, q.minute_left),
+            (headers::DAILY_RESET_SECONDS, q.day_reset_seconds),
+            (headers::MINUTE_RESET_SECONDS, q.minute_reset_seconds),
+            (headers::DAILY_LIMIT, q.limits.per_day),
+            (headers::MINUTE_LIMIT, q.limits.per_minute),
+            (headers::SECOND_LIMIT, q.limits.per_second),
+        ];
+        for (name, value) in values {
+            h.insert(name, HeaderValue::from(value));
+        }
+    }
+    response
+}
+
+async fn account_information(
+    State(shared): State<Arc<Shared>>,
+    request_headers: HeaderMap,
+) -> Response {
+    let key = api_key(&request_headers);
+    let mut inner = shared.lock();
+    let now = now(&inner);
+    let Some(state) = key.as_deref().and_then(|k| inner.keys.get_mut(k)) else {
+        inner.unauthorized += 1;
+        return unauthorized();
+    };
+    state.stats.requests += 1;
+    state.stats.successful_requests += 1;
+    let renewal = chrono::Utc::now() + chrono::Duration::days(30);
+    let body = json!({
+        "error": false,
+        "response": {
+            "current_plan": state.config.plan.display_name(),
+            "current_team_members": 1,
+            "remaining_credits": state.credits,
+            "used_credits": state.used_credits,
+            "next_quota_renewal_days": 30,
+            "next_quota_renewal_date": renewal.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        }
+    });
+    let quota = state.quota.report(now);
+    respond(
+        Answer {
+            status: StatusCode::OK,
+            body,
+        },
+        Some(quota),
+    )
+}
+
+async fn sandbox_stats(State(shared): State<Arc<Shared>>) -> Json<SandboxStats> {
+    Json(shared.stats())
+}
+
+#[derive(Deserialize)]
+struct ClockRequest {
+    advance_seconds: f64,
+}
+
+/// Moves the sandbox's clock forward, so tests can reach the end of a rate-limit window
+/// without waiting for it.
+async fn sandbox_clock(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ClockRequest>(&body) {
+        Ok(request) if request.advance_seconds.is_finite() && request.advance_seconds >= 0.0 => {
+            shared.advance_clock(Duration::from_secs_f64(request.advance_seconds));
+            Json(json!({"error": false})).into_response()
+        }
+        _ => respond(
+            Answer::error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                "expected {\"advance_seconds\": <non-negative number>}",
+            ),
+            None,
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    respond(
+        Answer::error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Other("NOT_FOUND".into()),
+            "no such endpoint",
+        ),
+        None,
+    )
+}
+
+/// A connection's handle, given to handlers so a fault can drop the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    kill: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Closes the connection without writing a response.
+    fn kill(&self) {
+        self.kill.store(true, Ordering::SeqCst);
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, KillableListener>>
+    for Connection
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP listener whose connections can be dropped by the handler serving them.
+pub(crate) struct KillableListener(pub(crate) TcpListener);
+
+impl axum::serve::Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = Connection;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let kill = Arc::new(AtomicBool::new(false));
+                    let conn = Connection { kill: kill.clone() };
+                    return (KillableStream { stream, kill }, conn);
+                }
+                // Out of file descriptors or a connection reset while queued: wait a little
+                // and go on, as axum's own listener does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Err(io::Error::other("use KillableListener::addr"))
+    }
+}
+
+impl KillableListener {
+    pub(crate) fn addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A TCP stream that fails every write once killed, so the server closes it without a byte of
+/// response: to the client, a connection dropped mid-request.
+pub(crate) struct KillableStream {
+    stream: TcpStream,
+    kill: Arc<AtomicBool>,
+}
+
+impl KillableStream {
+    fn killed(&self) -> bool {
+        self.kill.load(Ordering::SeqCst)
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.killed() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.killed() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.killed() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
