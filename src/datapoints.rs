@@ -81,7 +81,9 @@ impl fmt::Display for Datapoint {
 
 /// The error for a string that names no datapoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown datapoint `{0}`: expected one of first_name, last_name, full_name, linkedin_url, email, company_name, company_website, company_linkedin_url, person_id")]
+#[error(
+    "unknown datapoint `{0}`: expected one of first_name, last_name, full_name, linkedin_url, email, company_name, company_website, company_linkedin_url, person_id"
+)]
 pub struct UnknownDatapoint(pub String);
 
 impl FromStr for Datapoint {
@@ -329,7 +331,10 @@ mod tests {
                 (LinkedinUrl, "https://www.linkedin.com/in/jonah-stones"),
                 (CompanyName, "Deloitte"),
                 (CompanyWebsite, "deloitte.com"),
-                (CompanyLinkedinUrl, "https://www.linkedin.com/company/deloitte"),
+                (
+                    CompanyLinkedinUrl,
+                    "https://www.linkedin.com/company/deloitte",
+                ),
             ]),
             record(&[(LinkedinUrl, "https://www.linkedin.com/in/micah-sanders")]),
             record(&[(FullName, "Brandon Stering")]),
@@ -375,8 +380,16 @@ mod tests {
         assert!(!record(&[(CompanyName, "Acme"), (CompanyWebsite, "acme.com")]).meets_minimum());
         // Any single company field completes a name.
         for company in [CompanyName, CompanyWebsite, CompanyLinkedinUrl] {
-            let r = record(&[(FirstName, "Ada"), (LastName, "Lovelace"), (company, "acme")]);
-            assert_eq!(r.match_route(), Some(MatchRoute::NameAndCompany), "{company}");
+            let r = record(&[
+                (FirstName, "Ada"),
+                (LastName, "Lovelace"),
+                (company, "acme"),
+            ]);
+            assert_eq!(
+                r.match_route(),
+                Some(MatchRoute::NameAndCompany),
+                "{company}"
+            );
         }
         // Empty record.
         assert_eq!(Datapoints::default().match_route(), None);
@@ -408,7 +421,10 @@ mod tests {
             assert_eq!(normalize(Datapoint::LinkedinUrl, url), canonical, "{url}");
         }
         assert_eq!(
-            normalize(Datapoint::CompanyLinkedinUrl, "linkedin.com/company/Deloitte/about/"),
+            normalize(
+                Datapoint::CompanyLinkedinUrl,
+                "linkedin.com/company/Deloitte/about/"
+            ),
             Some("https://www.linkedin.com/company/deloitte".to_string())
         );
         // Not a LinkedIn profile: sent as given, never mangled into one.

@@ -7,7 +7,10 @@
 
 pub mod api;
 pub mod datapoints;
+pub mod error;
 pub(crate) mod rng;
 pub mod sandbox;
 
+pub use api::{Client, ClientBuilder};
 pub use datapoints::{Datapoint, Datapoints, MatchRoute};
+pub use error::{Error, Result};

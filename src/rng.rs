@@ -68,10 +68,12 @@ mod tests {
 
     #[test]
     fn the_stream_is_fixed_by_the_seed() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = SplitMix64::new(7);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut b = SplitMix64::new(7);
         assert!(a.iter().all(|x| *x == b.next_u64()));
         assert_ne!(SplitMix64::new(8).next_u64(), a[0]);

@@ -1,4 +1,14 @@
-//! The Prospeo HTTP API: the wire model shared by the client and the sandbox.
+//! The Prospeo HTTP API: the wire model shared by the client and the sandbox, plans and rate
+//! limits, pacing, and the client.
 
+pub mod client;
+pub mod pacing;
 pub mod plan;
 pub mod wire;
+
+pub use client::{
+    AccountStatus, ApiKey, BatchOutcome, Client, ClientBuilder, DeferReason, Match, RecordOutcome,
+    RecordStatus, RetryPolicy, Totals,
+};
+pub use plan::{Plan, RateLimits};
+pub use wire::EnrichFlags;

@@ -208,9 +208,7 @@ impl ErrorCode {
             "INTERNALERROR" => ErrorCode::InternalError,
             "NOMATCH" => ErrorCode::NoMatch,
             "INVALIDDATAPOINTS" => ErrorCode::InvalidDatapoints,
-            f if f.contains("RATELIMIT") || f.contains("TOOMANYREQUESTS") => {
-                ErrorCode::RateLimited
-            }
+            f if f.contains("RATELIMIT") || f.contains("TOOMANYREQUESTS") => ErrorCode::RateLimited,
             _ => ErrorCode::Other(code.to_string()),
         }
     }
@@ -609,7 +607,15 @@ mod tests {
         assert_eq!(parsed.total_cost, 10);
         assert_eq!(parsed.not_matched, ["2", "3"]);
         assert_eq!(parsed.invalid_datapoints, ["4"]);
-        assert_eq!(parsed.matched[0].person.as_ref().unwrap().person_id.as_deref(), Some("p1"));
+        assert_eq!(
+            parsed.matched[0]
+                .person
+                .as_ref()
+                .unwrap()
+                .person_id
+                .as_deref(),
+            Some("p1")
+        );
         assert_eq!(parsed.matched[1].company, None);
         assert_eq!(parsed.matched[0].free_enrichment, None);
     }
@@ -623,7 +629,10 @@ mod tests {
         });
         let parsed: Person = serde_json::from_value(person.clone()).unwrap();
         assert_eq!(parsed.extra["brand_new_field"], json!({"a": [1, 2]}));
-        assert_eq!(parsed.email.as_ref().unwrap().extra["confidence"], json!(0.9));
+        assert_eq!(
+            parsed.email.as_ref().unwrap().extra["confidence"],
+            json!(0.9)
+        );
         assert_eq!(serde_json::to_value(&parsed).unwrap(), person);
     }
 
@@ -641,9 +650,15 @@ mod tests {
         let parsed: Company = serde_json::from_value(company).unwrap();
         assert_eq!(parsed.employee_count, Some(1200));
         assert_eq!(parsed.founded, Some(1999));
-        assert_eq!(parsed.revenue_range.as_ref().unwrap().max, Some(9_999_999_999));
+        assert_eq!(
+            parsed.revenue_range.as_ref().unwrap().max,
+            Some(9_999_999_999)
+        );
         let attributes = parsed.attributes.unwrap();
-        assert_eq!((attributes.is_b2b, attributes.has_demo), (Some(true), Some(true)));
+        assert_eq!(
+            (attributes.is_b2b, attributes.has_demo),
+            (Some(true), Some(true))
+        );
         assert_eq!(attributes.has_pricing, None);
         assert_eq!(parsed.linkedin_id.as_deref(), Some("12345"));
         assert_eq!(parsed.keywords.unwrap(), ["saas", "7"]);
@@ -653,11 +668,23 @@ mod tests {
     #[test]
     fn error_codes_are_classified_on_the_code_not_the_status() {
         assert_eq!(ErrorCode::parse("RATE_LIMITED"), ErrorCode::RateLimited);
-        assert_eq!(ErrorCode::parse("RATE_LIMIT_EXCEEDED"), ErrorCode::RateLimited);
-        assert_eq!(ErrorCode::parse("Rate limit exceeded"), ErrorCode::RateLimited);
+        assert_eq!(
+            ErrorCode::parse("RATE_LIMIT_EXCEEDED"),
+            ErrorCode::RateLimited
+        );
+        assert_eq!(
+            ErrorCode::parse("Rate limit exceeded"),
+            ErrorCode::RateLimited
+        );
         assert_eq!(ErrorCode::parse("INTERNAL_ERROR"), ErrorCode::InternalError);
-        assert_eq!(ErrorCode::parse("insufficient_credits"), ErrorCode::InsufficientCredits);
-        assert_eq!(ErrorCode::parse("WHO_KNOWS"), ErrorCode::Other("WHO_KNOWS".into()));
+        assert_eq!(
+            ErrorCode::parse("insufficient_credits"),
+            ErrorCode::InsufficientCredits
+        );
+        assert_eq!(
+            ErrorCode::parse("WHO_KNOWS"),
+            ErrorCode::Other("WHO_KNOWS".into())
+        );
         let body: ErrorBody =
             serde_json::from_str(r#"{"error": true, "error_code": "INVALID_API_KEY"}"#).unwrap();
         assert_eq!(body.code(), ErrorCode::InvalidApiKey);
@@ -687,6 +714,12 @@ mod tests {
                 "data": [{"identifier": "1", "full_name": "Eva Kiegler", "company_website": "intercom.com"}]
             })
         );
-        assert!(EnrichFlags { only_verified_mobile: true, ..Default::default() }.reveals_mobile());
+        assert!(
+            EnrichFlags {
+                only_verified_mobile: true,
+                ..Default::default()
+            }
+            .reveals_mobile()
+        );
     }
 }

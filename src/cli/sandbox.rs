@@ -203,7 +203,8 @@ pub fn config_from_args(args: &ServeArgs) -> Result<SandboxConfig, CliError> {
     if keys.is_empty() {
         keys.push(SandboxKey::new("demo", DEMO_KEY, args.credits, args.plan));
     }
-    let overridden = args.per_second.is_some() || args.per_minute.is_some() || args.per_day.is_some();
+    let overridden =
+        args.per_second.is_some() || args.per_minute.is_some() || args.per_day.is_some();
     if overridden {
         for key in &mut keys {
             let base = key.effective_limits();
@@ -227,7 +228,11 @@ async fn serve(args: ServeArgs) -> Result<u8, CliError> {
         .map(|k| {
             let limits = k.effective_limits();
             // The demo key is public and only opens a sandbox; other keys are never shown.
-            let shown = if k.key == DEMO_KEY { format!(" = {DEMO_KEY}") } else { String::new() };
+            let shown = if k.key == DEMO_KEY {
+                format!(" = {DEMO_KEY}")
+            } else {
+                String::new()
+            };
             format!(
                 "  {}{shown}: {} credits, {} plan, {}/s {}/min {}/day",
                 k.label, k.credits, k.plan, limits.per_second, limits.per_minute, limits.per_day

@@ -74,7 +74,9 @@ impl Directory {
                 .clone()
                 .ok_or_else(|| DirectoryError::Invalid(format!("company {i} has no company_id")))?;
             if directory.company_by_id.insert(id.clone(), i).is_some() {
-                return Err(DirectoryError::Invalid(format!("company_id {id} appears twice")));
+                return Err(DirectoryError::Invalid(format!(
+                    "company_id {id} appears twice"
+                )));
             }
         }
         for (i, person) in directory.people.iter().enumerate() {
@@ -83,7 +85,9 @@ impl Directory {
                 .clone()
                 .ok_or_else(|| DirectoryError::Invalid(format!("person {i} has no person_id")))?;
             if directory.by_person_id.insert(id.clone(), i).is_some() {
-                return Err(DirectoryError::Invalid(format!("person_id {id} appears twice")));
+                return Err(DirectoryError::Invalid(format!(
+                    "person_id {id} appears twice"
+                )));
             }
             if let Some(company_id) = current_company_id(person)
                 && !directory.company_by_id.contains_key(company_id)

@@ -13,7 +13,11 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        GeneratorConfig { seed: 42, companies: 40, people: 240 }
+        GeneratorConfig {
+            seed: 42,
+            companies: 40,
+            people: 240,
+        }
     }
 }
 
@@ -35,6 +39,9 @@ pub struct SampleData {
 pub struct GeneratorError;
 
 /// Writes sample data.
-pub fn write_sample_data(_out: &std::path::Path, _sample: &SampleData) -> Result<Directory, GeneratorError> {
+pub fn write_sample_data(
+    _out: &std::path::Path,
+    _sample: &SampleData,
+) -> Result<Directory, GeneratorError> {
     Err(GeneratorError)
 }

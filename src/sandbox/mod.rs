@@ -44,8 +44,8 @@ impl Sandbox {
         let addr = listener.addr()?;
         let (shutdown, stopping) = watch::channel(false);
         let shared = Arc::new(Shared::new(config, stopping.clone()));
-        let app = server::router(shared.clone())
-            .into_make_service_with_connect_info::<Connection>();
+        let app =
+            server::router(shared.clone()).into_make_service_with_connect_info::<Connection>();
         let mut stop = stopping;
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -92,7 +92,10 @@ impl Sandbox {
     }
 
     /// Serves until `stop` resolves (for the command line).
-    pub async fn serve_until(self, stop: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn serve_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
         stop.await;
         self.stop().await
     }

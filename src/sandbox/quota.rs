@@ -124,7 +124,11 @@ mod tests {
     fn windows_count_records_and_roll() {
         let mut q = QuotaWindows::new(RateLimits::new(30, 100, 150));
         let t0 = Instant::now();
-        assert_eq!(q.check(t0, 50), None, "a bulk call larger than the per-second limit, alone");
+        assert_eq!(
+            q.check(t0, 50),
+            None,
+            "a bulk call larger than the per-second limit, alone"
+        );
         q.record(t0, 50);
         assert_eq!(q.check(t0, 1), Some(QuotaWindow::Second));
         let t1 = t0 + Duration::from_millis(1000);
@@ -138,7 +142,10 @@ mod tests {
         let t3 = t0 + Duration::from_secs(61);
         assert_eq!(q.check(t3, 50), None);
         q.record(t3, 50);
-        assert_eq!(q.check(t3 + Duration::from_secs(120), 1), Some(QuotaWindow::Day));
+        assert_eq!(
+            q.check(t3 + Duration::from_secs(120), 1),
+            Some(QuotaWindow::Day)
+        );
         let report = q.report(t3 + Duration::from_secs(120));
         assert_eq!(report.day_left, 0);
         assert_eq!(report.day_reset_seconds, 24 * 3600 - 120 - 61);

@@ -317,7 +317,14 @@ async fn enrich(
                 "injected fault: internal error",
             ))
         } else {
-            serve_enrich(&shared.directory, &shared.config, state, now, &body, endpoint)
+            serve_enrich(
+                &shared.directory,
+                &shared.config,
+                state,
+                now,
+                &body,
+                endpoint,
+            )
         };
         let slow = draw.slow && answer.is_ok();
         let answer = answer.unwrap_or_else(|failure| failure);
@@ -516,10 +523,7 @@ fn evaluate(
             .email
             .as_ref()
             .is_some_and(|e| e.status.as_deref() == Some("VERIFIED") && e.email.is_some());
-        let has_mobile = person
-            .mobile
-            .as_ref()
-            .is_some_and(|m| m.mobile.is_some());
+        let has_mobile = person.mobile.as_ref().is_some_and(|m| m.mobile.is_some());
         if (flags.only_verified_email && !verified_email)
             || (flags.only_verified_mobile && !has_mobile)
         {
@@ -575,7 +579,13 @@ fn masked(mobile: &PersonMobile) -> PersonMobile {
             let keep = n.chars().take_while(|c| !c.is_ascii_digit()).count() + 1;
             n.chars()
                 .enumerate()
-                .map(|(i, c)| if i >= keep && c.is_ascii_digit() { '*' } else { c })
+                .map(|(i, c)| {
+                    if i >= keep && c.is_ascii_digit() {
+                        '*'
+                    } else {
+                        c
+                    }
+                })
                 .collect()
         })
     };

@@ -1,0 +1,436 @@
+//! Pacing: one limiter over records, shared by every caller of a client, that keeps sends inside
+//! the plan's per-second, per-minute and rolling per-day windows (reference, "Rate limits": "A
+//! bulk call counts ONE PER SUBMITTED RECORD").
+//!
+//! Callers reserve a send time for a number of records; reservations are handed out in order
+//! (first come, first served), so concurrent callers share the quota fairly and no window is
+//! ever overbooked by the client's own sends. The limiter trusts the server over itself: when the
+//! `x-*-request-left` headers report fewer records left than it believes, it books the difference
+//! until the reset the headers give.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::api::plan::{QuotaWindow, RateLimits};
+
+/// A reserved send: `records` records may be sent at `send_at`.
+#[derive(Debug)]
+#[must_use = "a reservation must be confirmed or released"]
+pub struct Reservation {
+    id: u64,
+    /// Records reserved.
+    pub records: u64,
+    /// When the records may be sent.
+    pub send_at: Instant,
+}
+
+/// What the limiter says about a send.
+#[derive(Debug)]
+pub enum Admission {
+    /// Send at the reservation's time.
+    Send(Reservation),
+    /// The quota does not return within the caller's patience: the records should be deferred.
+    Defer {
+        /// When the quota returns.
+        until: Instant,
+        /// The window that is exhausted.
+        window: QuotaWindow,
+    },
+}
+
+/// The quota as a response's headers report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaHeaders {
+    pub minute_left: Option<u64>,
+    pub minute_reset_seconds: Option<u64>,
+    pub day_left: Option<u64>,
+    pub day_reset_seconds: Option<u64>,
+    pub second_limit: Option<u64>,
+    pub minute_limit: Option<u64>,
+    pub day_limit: Option<u64>,
+}
+
+impl QuotaHeaders {
+    /// Reads the `x-*` headers of a response; absent or malformed headers are `None`.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Self {
+        use crate::api::plan::headers as h;
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(|v| v.ceil() as u64)
+        };
+        QuotaHeaders {
+            minute_left: number(h::MINUTE_LEFT),
+            minute_reset_seconds: number(h::MINUTE_RESET_SECONDS),
+            day_left: number(h::DAILY_LEFT),
+            day_reset_seconds: number(h::DAILY_RESET_SECONDS),
+            second_limit: number(h::SECOND_LIMIT),
+            minute_limit: number(h::MINUTE_LIMIT),
+            day_limit: number(h::DAILY_LIMIT),
+        }
+    }
+
+    /// How long the server says to wait before records are available again, when a window is
+    /// empty: the day's reset when the day is used up, else the minute's.
+    pub fn wait_hint(&self) -> Option<(QuotaWindow, Duration)> {
+        if self.day_left == Some(0) {
+            return self
+                .day_reset_seconds
+                .map(|s| (QuotaWindow::Day, Duration::from_secs(s)));
+        }
+        if self.minute_left == Some(0) {
+            return self
+                .minute_reset_seconds
+                .map(|s| (QuotaWindow::Minute, Duration::from_secs(s)));
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: u64,
+    at: Instant,
+    records: u64,
+}
+
+#[derive(Debug)]
+struct Log {
+    kind: QuotaWindow,
+    limit: u64,
+    length: Duration,
+    entries: VecDeque<Entry>,
+}
+
+impl Log {
+    fn new(kind: QuotaWindow, limit: u64) -> Self {
+        Log {
+            kind,
+            limit,
+            length: kind.length(),
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Drops entries that no longer count at `now`. Entries are kept in booking order; an
+    /// entry is dropped only when it and every entry booked before it have expired, which can
+    /// only keep records counted longer than necessary, never shorter.
+    fn expire(&mut self, now: Instant) {
+        let mut latest = None::<Instant>;
+        while let Some(front) = self.entries.front() {
+            let expiry = latest.map_or(front.at, |l| l.max(front.at)) + self.length;
+            if expiry > now {
+                break;
+            }
+            latest = Some(latest.map_or(front.at, |l| l.max(front.at)));
+            self.entries.pop_front();
+        }
+    }
+
+    /// Records counted at `at` (entries booked at or before `at`).
+    fn used_at(&self, at: Instant) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.at <= at && e.at + self.length > at)
+            .map(|e| e.records)
+            .sum()
+    }
+
+    /// The earliest time `>= from` at which `records` more fit. Every entry is at or before
+    /// `from` (reservations are handed out in order), so the count only falls after `from`.
+    /// The per-second window admits a send larger than its limit when it is alone in its
+    /// second (see `sandbox::quota`); the caller keeps sends within the other limits.
+    fn earliest(&self, from: Instant, records: u64) -> Instant {
+        let mut used: u64 = self.entries.iter().map(|e| e.records).sum();
+        let allowed = if self.kind == QuotaWindow::Second {
+            self.limit.max(records)
+        } else {
+            self.limit
+        };
+        if used + records <= allowed {
+            return from;
+        }
+        let mut latest = None::<Instant>;
+        for entry in &self.entries {
+            latest = Some(latest.map_or(entry.at, |l: Instant| l.max(entry.at)));
+            used -= entry.records;
+            if used + records <= allowed {
+                return latest.map_or(from, |l| (l + self.length).max(from));
+            }
+        }
+        from
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    logs: [Log; 3],
+    /// No send before this (set after a 429 or by the server's headers).
+    blocked_until: Option<Instant>,
+    /// The latest reservation handed out: reservations are first come, first served.
+    last_reserved: Option<Instant>,
+    next_id: u64,
+}
+
+/// The shared limiter over records (see the module docs).
+#[derive(Debug)]
+pub struct QuotaLimiter {
+    state: Mutex<State>,
+}
+
+impl QuotaLimiter {
+    /// A limiter for these limits.
+    pub fn new(limits: RateLimits) -> Self {
+        let logs = limits
+            .windows()
+            .map(|(kind, limit)| Log::new(kind, limit.max(1)));
+        QuotaLimiter {
+            state: Mutex::new(State {
+                logs,
+                blocked_until: None,
+                last_reserved: None,
+                next_id: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The largest request the limits allow: the per-minute and per-day limits cap it (the
+    /// per-second limit does not: see [`Log::earliest`]).
+    pub fn max_request_records(&self, wanted: usize) -> usize {
+        let state = self.lock();
+        let cap = state.logs[1].limit.min(state.logs[2].limit);
+        wanted.min(cap as usize).max(1)
+    }
+
+    /// Reserves the earliest send time for `records` records, or says to defer them when that
+    /// time is more than `max_wait` away.
+    pub fn reserve(&self, now: Instant, records: u64, max_wait: Duration) -> Admission {
+        let mut state = self.lock();
+        for log in &mut state.logs {
+            log.expire(now);
+        }
+        let mut at = now;
+        for bound in [state.blocked_until, state.last_reserved]
+            .into_iter()
+            .flatten()
+        {
+            at = at.max(bound);
+        }
+        let mut limiting = QuotaWindow::Second;
+        // Moving later only frees capacity, so one pass from the longest window settles it.
+        for log in state.logs.iter().rev() {
+            let earliest = log.earliest(at, records);
+            if earliest > at {
+                at = earliest;
+                limiting = log.kind;
+            }
+        }
+        if at.saturating_duration_since(now) > max_wait {
+            let window = if state.blocked_until.is_some_and(|b| b >= at) {
+                QuotaWindow::Minute
+            } else {
+                limiting
+            };
+            return Admission::Defer { until: at, window };
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.last_reserved = Some(at);
+        for log in &mut state.logs {
+            log.entries.push_back(Entry { id, at, records });
+        }
+        Admission::Send(Reservation {
+            id,
+            records,
+            send_at: at,
+        })
+    }
+
+    /// The request was answered with success at `answered_at`: its records count from then
+    /// (the server counted them somewhere between the send and the answer).
+    pub fn confirm(&self, reservation: Reservation, answered_at: Instant) {
+        let mut state = self.lock();
+        for log in &mut state.logs {
+            if let Some(entry) = log.entries.iter_mut().find(|e| e.id == reservation.id) {
+                entry.at = entry.at.max(answered_at);
+            }
+        }
+    }
+
+    /// The request failed: failed requests do not count (reference), so its records are free
+    /// again.
+    pub fn release(&self, reservation: Reservation) {
+        let mut state = self.lock();
+        for log in &mut state.logs {
+            log.entries.retain(|e| e.id != reservation.id);
+        }
+    }
+
+    /// No send before `until` (after a 429).
+    pub fn block_until(&self, until: Instant) {
+        let mut state = self.lock();
+        state.blocked_until = Some(state.blocked_until.map_or(until, |b| b.max(until)));
+    }
+
+    /// Adapts to what the server reports at `now`: lower limits than configured are adopted,
+    /// and when fewer records are left than the limiter believes, the difference is booked
+    /// until the window's reset.
+    pub fn observe(&self, now: Instant, headers: &QuotaHeaders) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let next_id = &mut state.next_id;
+        let [second, minute, day] = &mut state.logs;
+        for (log, limit) in [
+            (&mut *second, headers.second_limit),
+            (&mut *minute, headers.minute_limit),
+            (&mut *day, headers.day_limit),
+        ] {
+            if let Some(limit) = limit.filter(|l| *l > 0 && *l < log.limit) {
+                log.limit = limit;
+            }
+        }
+        for (log, left, reset) in [
+            (minute, headers.minute_left, headers.minute_reset_seconds),
+            (day, headers.day_left, headers.day_reset_seconds),
+        ] {
+            let Some(server_left) = left else { continue };
+            log.expire(now);
+            let believed_left = log.limit.saturating_sub(log.used_at(now));
+            if server_left >= believed_left {
+                continue;
+            }
+            // Book the records the server counts and the limiter does not, so that they
+            // expire when the server says the window resets (a full window when it does not).
+            let expires_in = reset
+                .map_or(log.length, Duration::from_secs)
+                .min(log.length);
+            let at = (now + expires_in).checked_sub(log.length).unwrap_or(now);
+            let id = *next_id;
+            *next_id += 1;
+            log.entries.push_back(Entry {
+                id,
+                at,
+                records: believed_left - server_left,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(admission: Admission) -> Reservation {
+        match admission {
+            Admission::Send(r) => r,
+            Admission::Defer { until, window } => panic!("deferred to {until:?} by {window:?}"),
+        }
+    }
+
+    const PATIENT: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn sends_are_spaced_by_the_per_second_limit_and_bounded_by_the_minute() {
+        let limiter = QuotaLimiter::new(RateLimits::new(30, 1800, 500_000));
+        let t0 = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..40 {
+            let r = send(limiter.reserve(t0, 50, PATIENT));
+            times.push(r.send_at.duration_since(t0));
+        }
+        // A 50-record send is admitted alone in its second: one a second.
+        assert_eq!(times[0], Duration::ZERO);
+        assert_eq!(times[1], Duration::from_secs(1));
+        assert_eq!(times[35], Duration::from_secs(35));
+        // 36 sends fill the minute (1,800 records); the 37th waits for the first to expire.
+        assert_eq!(times[36], Duration::from_secs(60));
+        assert_eq!(times[37], Duration::from_secs(61));
+    }
+
+    #[test]
+    fn the_day_window_defers_beyond_the_callers_patience() {
+        let limiter = QuotaLimiter::new(RateLimits::new(100, 1000, 120));
+        let t0 = Instant::now();
+        let a = send(limiter.reserve(t0, 50, Duration::from_secs(60)));
+        let b = send(limiter.reserve(t0, 50, Duration::from_secs(60)));
+        limiter.confirm(a, t0);
+        limiter.confirm(b, t0);
+        match limiter.reserve(t0, 50, Duration::from_secs(60)) {
+            Admission::Defer { until, window } => {
+                assert_eq!(window, QuotaWindow::Day);
+                assert_eq!(until.duration_since(t0), QuotaWindow::Day.length());
+            }
+            Admission::Send(r) => panic!("sent at {:?}", r.send_at.duration_since(t0)),
+        }
+        // 20 records still fit today.
+        let c = send(limiter.reserve(t0, 20, Duration::from_secs(60)));
+        limiter.release(c);
+    }
+
+    #[test]
+    fn released_reservations_free_their_records() {
+        let limiter = QuotaLimiter::new(RateLimits::new(100, 100, 1000));
+        let t0 = Instant::now();
+        let a = send(limiter.reserve(t0, 100, PATIENT));
+        limiter.release(a);
+        let b = send(limiter.reserve(t0, 100, PATIENT));
+        assert_eq!(b.send_at, t0);
+        limiter.confirm(b, t0 + Duration::from_millis(300));
+        // Counted from the answer, not the send: the minute frees 60.3 s after t0.
+        let c = send(limiter.reserve(t0, 10, PATIENT));
+        assert_eq!(c.send_at.duration_since(t0), Duration::from_millis(60_300));
+    }
+
+    #[test]
+    fn the_server_is_believed_when_it_reports_less_quota() {
+        let limiter = QuotaLimiter::new(RateLimits::new(30, 1800, 500_000));
+        let t0 = Instant::now();
+        limiter.observe(
+            t0,
+            &QuotaHeaders {
+                minute_left: Some(0),
+                minute_reset_seconds: Some(20),
+                day_left: Some(400_000),
+                ..Default::default()
+            },
+        );
+        let r = send(limiter.reserve(t0, 50, PATIENT));
+        assert_eq!(r.send_at.duration_since(t0), Duration::from_secs(20));
+        // A server reporting a lower plan than configured lowers the limits.
+        let limiter = QuotaLimiter::new(RateLimits::new(30, 1800, 500_000));
+        limiter.observe(
+            t0,
+            &QuotaHeaders {
+                minute_limit: Some(300),
+                day_limit: Some(2000),
+                ..Default::default()
+            },
+        );
+        assert_eq!(limiter.max_request_records(50), 50);
+        for _ in 0..6 {
+            let _ = send(limiter.reserve(t0, 50, PATIENT));
+        }
+        let r = send(limiter.reserve(t0, 50, PATIENT));
+        assert_eq!(r.send_at.duration_since(t0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_block_after_a_429_holds_every_caller() {
+        let limiter = QuotaLimiter::new(RateLimits::new(30, 1800, 500_000));
+        let t0 = Instant::now();
+        limiter.block_until(t0 + Duration::from_secs(5));
+        let r = send(limiter.reserve(t0, 10, PATIENT));
+        assert_eq!(r.send_at.duration_since(t0), Duration::from_secs(5));
+        assert_eq!(limiter.max_request_records(50), 50);
+        let small = QuotaLimiter::new(RateLimits::new(5, 20, 100));
+        assert_eq!(small.max_request_records(50), 20);
+    }
+}
