@@ -134,6 +134,9 @@ pub struct SandboxConfig {
     /// Charge 10 credits for a match with `enrich_mobile` even when no mobile was found (the
     /// other reading of an uncertain vendor rule; by default such a match costs 1).
     pub charge_mobile_attempts: bool,
+    /// Freeze the rate-limit clock: it moves only by [`crate::sandbox::Sandbox::advance_clock`]
+    /// (or `POST /_sandbox/clock`), so tests of the windows never depend on real time.
+    pub manual_clock: bool,
 }
 
 impl SandboxConfig {
@@ -147,6 +150,7 @@ impl SandboxConfig {
             faults: Faults::default(),
             seed: 0,
             charge_mobile_attempts: false,
+            manual_clock: false,
         }
     }
 }

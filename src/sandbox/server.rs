@@ -91,7 +91,8 @@ struct KeyState {
     credits: i64,
     used_credits: i64,
     quota: QuotaWindows,
-    /// People this key has enriched, and whether their mobile was revealed.
+    /// People this key has enriched, and whether their mobile has been paid for (revealed, or
+    /// attempted under `charge_mobile_attempts`).
     enriched: HashMap<usize, bool>,
     stats: KeyStats,
 }
@@ -100,7 +101,10 @@ struct Inner {
     keys: HashMap<String, KeyState>,
     unauthorized: u64,
     rng: SplitMix64,
+    /// The rate-limit clock: real time plus `clock_offset`, or `clock_base` plus the offset
+    /// when the clock is manual.
     clock_offset: Duration,
+    clock_base: Option<Instant>,
 }
 
 /// State shared by every request of one sandbox.
@@ -137,6 +141,7 @@ impl Shared {
                 unauthorized: 0,
                 rng: SplitMix64::new(config.seed),
                 clock_offset: Duration::ZERO,
+                clock_base: config.manual_clock.then(Instant::now),
             }),
             directory: config.directory.clone(),
             config,
@@ -180,7 +185,7 @@ impl Shared {
 }
 
 fn now(inner: &Inner) -> Instant {
-    Instant::now() + inner.clock_offset
+    inner.clock_base.unwrap_or_else(Instant::now) + inner.clock_offset
 }
 
 /// The router of the sandbox.
@@ -450,10 +455,10 @@ fn serve_enrich(
         if !state.enriched.contains_key(&charge.person) {
             stats.people_charged += 1;
         }
-        let revealed_before = state.enriched.get(&charge.person).copied().unwrap_or(false);
+        let paid_before = state.enriched.get(&charge.person).copied().unwrap_or(false);
         state
             .enriched
-            .insert(charge.person, revealed_before || charge.revealed);
+            .insert(charge.person, paid_before || charge.mobile_paid);
     }
 
     Ok(match endpoint {
@@ -483,6 +488,8 @@ struct Charge {
     person: usize,
     cost: i64,
     revealed: bool,
+    /// The mobile price was paid by this match.
+    mobile_paid: bool,
 }
 
 #[derive(Default)]
@@ -531,22 +538,27 @@ fn evaluate(
             continue;
         }
         let reveal = flags.reveals_mobile() && has_mobile;
+        // The mobile price applies to a reveal, and under the other reading of the vendor's
+        // uncertain rule to any enrich_mobile match; it is paid once per person and key.
+        let mobile_price = flags.reveals_mobile() && (has_mobile || config.charge_mobile_attempts);
         let before = seen
             .get(&index)
             .or_else(|| state.enriched.get(&index))
             .copied();
         let cost = match before {
-            None if reveal || (flags.reveals_mobile() && config.charge_mobile_attempts) => 10,
+            None if mobile_price => 10,
             None => 1,
-            Some(false) if reveal => 10,
+            Some(false) if mobile_price => 10,
             Some(_) => 0,
         };
-        seen.insert(index, before.unwrap_or(false) || reveal);
+        let mobile_paid = mobile_price && cost == 10;
+        seen.insert(index, before.unwrap_or(false) || mobile_paid);
         outcome.total_cost += cost;
         outcome.charges.push(Charge {
             person: index,
             cost,
             revealed: reveal,
+            mobile_paid,
         });
         outcome.matched.push(MatchedRecord {
             identifier: identifier.clone(),
@@ -572,18 +584,28 @@ fn present_company(company: Company) -> Company {
     company
 }
 
-/// A mobile with every digit after the country code replaced by `*`, and `revealed: false`.
+/// A mobile with its digits replaced by `*`, and `revealed: false`. International forms keep
+/// their `+` and country code (the country is not a secret: `mobile_country` says it anyway);
+/// the national form shows no digit at all.
 fn masked(mobile: &PersonMobile) -> PersonMobile {
-    let mask = |number: &Option<String>| {
+    let country_digits = mobile
+        .mobile_country_code
+        .as_deref()
+        .map(|c| c.chars().filter(char::is_ascii_digit).count())
+        .unwrap_or(0);
+    let mask = |number: &Option<String>, keep_country: bool| {
         number.as_ref().map(|n| {
-            let keep = n.chars().take_while(|c| !c.is_ascii_digit()).count() + 1;
+            let mut kept = 0;
+            let international = keep_country && n.trim_start().starts_with('+');
             n.chars()
-                .enumerate()
-                .map(|(i, c)| {
-                    if i >= keep && c.is_ascii_digit() {
-                        '*'
-                    } else {
+                .map(|c| {
+                    if !c.is_ascii_digit() {
                         c
+                    } else if international && kept < country_digits {
+                        kept += 1;
+                        c
+                    } else {
+                        '*'
                     }
                 })
                 .collect()
@@ -591,9 +613,9 @@ fn masked(mobile: &PersonMobile) -> PersonMobile {
     };
     PersonMobile {
         revealed: Some(false),
-        mobile: mask(&mobile.mobile),
-        mobile_national: mask(&mobile.mobile_national),
-        mobile_international: mask(&mobile.mobile_international),
+        mobile: mask(&mobile.mobile, true),
+        mobile_national: mask(&mobile.mobile_national, false),
+        mobile_international: mask(&mobile.mobile_international, true),
         ..mobile.clone()
     }
 }
