@@ -628,7 +628,7 @@ impl Client {
                 ErrorCode::InvalidApiKey => Error::InvalidApiKey,
                 code => Error::Api {
                     endpoint: ENDPOINT,
-                    message: error.message.clone().unwrap_or_default(),
+                    message: self.redact(error.message.clone().unwrap_or_default()),
                     code,
                 },
             });
@@ -897,7 +897,11 @@ impl Client {
                     }
                     tracing::debug!(attempt = requests, %reason, "retrying a bulk request");
                     add(&inner.totals.retries, 1);
-                    tokio::time::sleep_until(next_try.into()).await;
+                    // After a rate limit the limiter holds the next send until `resume`, and
+                    // that wait counts as time waiting for quota.
+                    if !rate_limited {
+                        tokio::time::sleep_until(next_try.into()).await;
+                    }
                 }
             }
         }
@@ -941,7 +945,22 @@ impl Client {
         };
         let answered_at = Instant::now();
         let quota = QuotaHeaders::from_headers(&headers);
-        let attempt = classify(status, &headers, &body, &quota);
+        let attempt = match classify(status, &headers, &body, &quota) {
+            // The server's words end up in outputs and logs: a server that echoes the key
+            // must not leak it there.
+            Attempt::Retry {
+                reason,
+                rate_limited,
+                wait,
+            } => Attempt::Retry {
+                reason: self.redact(reason),
+                rate_limited,
+                wait,
+            },
+            Attempt::Reject(reason) => Attempt::Reject(self.redact(reason)),
+            Attempt::Garbled(reason) => Attempt::Garbled(self.redact(reason)),
+            other => other,
+        };
         match attempt {
             Attempt::Answered(_) | Attempt::Garbled(_) => {
                 inner.limiter.confirm(reservation, answered_at)
@@ -950,6 +969,16 @@ impl Client {
         }
         inner.limiter.observe(answered_at, &quota);
         attempt
+    }
+
+    /// `text` with every occurrence of the API key replaced by `<redacted>`.
+    fn redact(&self, text: String) -> String {
+        let key = self.inner.api_key.expose();
+        if text.contains(key) {
+            text.replace(key, "<redacted>")
+        } else {
+            text
+        }
     }
 
     /// Full-jitter exponential backoff before attempt `attempt + 1`.

@@ -1,4 +1,5 @@
-//! Integration tests: the sandbox over real HTTP, and the binary's help.
+//! Integration tests: the sandbox and the client over real HTTP, and the binary's help.
 
+mod client;
 mod common;
 mod sandbox;
