@@ -418,7 +418,7 @@ impl RecordOutcome {
 }
 
 /// The outcome of [`Client::bulk_enrich`]: one outcome per input record, in input order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
     pub records: Vec<RecordOutcome>,
     /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
@@ -429,6 +429,12 @@ pub struct BatchOutcome {
     /// Requests whose `total_cost` the documented rules did not explain (see
     /// [`Client::bulk_enrich`]).
     pub cost_warnings: u32,
+    /// Requests retried.
+    pub retries: u32,
+    /// Rate-limit answers received.
+    pub rate_limited: u32,
+    /// Time spent waiting for quota before sending.
+    pub quota_wait: Duration,
 }
 
 /// Running totals of a client, across every caller.
@@ -693,6 +699,7 @@ impl Client {
             total_cost: 0,
             requests: 0,
             cost_warnings: 0,
+            ..Default::default()
         };
         for chunk in sendable.chunks(self.max_request_records()) {
             let (indices, datapoints): (Vec<usize>, Vec<Datapoints>) =
@@ -706,6 +713,9 @@ impl Client {
             batch.total_cost += answer.total_cost;
             batch.requests += answer.requests;
             batch.cost_warnings += answer.cost_warnings;
+            batch.retries += answer.retries;
+            batch.rate_limited += answer.rate_limited;
+            batch.quota_wait += answer.quota_wait;
             for (i, outcome) in indices.into_iter().zip(answer.records) {
                 outcomes[i] = Some(outcome);
             }
@@ -727,6 +737,21 @@ impl Client {
         records: Vec<Datapoints>,
         flags: EnrichFlags,
     ) -> Result<BatchOutcome> {
+        let mut stats = BatchOutcome::default();
+        let mut outcome = self.send_request_counted(records, flags, &mut stats).await?;
+        outcome.retries = stats.retries;
+        outcome.rate_limited = stats.rate_limited;
+        outcome.quota_wait = stats.quota_wait;
+        Ok(outcome)
+    }
+
+    /// [`Client::send_request`], counting retries, rate limits and quota waits in `stats`.
+    async fn send_request_counted(
+        &self,
+        records: Vec<Datapoints>,
+        flags: EnrichFlags,
+        stats: &mut BatchOutcome,
+    ) -> Result<BatchOutcome> {
         let inner = &self.inner;
         let n = records.len();
         let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>| {
@@ -737,6 +762,7 @@ impl Client {
                 total_cost: 0,
                 requests: 0,
                 cost_warnings: 0,
+                ..Default::default()
             })
         };
         if inner.stopped.load(Ordering::SeqCst) {
@@ -788,6 +814,7 @@ impl Client {
             };
             let wait = reservation.send_at.saturating_duration_since(now);
             add(&inner.totals.quota_wait_ms, wait.as_millis() as u64);
+            stats.quota_wait += wait;
             tokio::time::sleep_until(reservation.send_at.into()).await;
 
             let attempt = {
@@ -823,6 +850,7 @@ impl Client {
                         total_cost: response.total_cost,
                         requests,
                         cost_warnings: u32::from(warning),
+                        ..Default::default()
                     });
                 }
                 Attempt::InvalidKey => return Err(Error::InvalidApiKey),
@@ -839,6 +867,7 @@ impl Client {
                         total_cost: 0,
                         requests,
                         cost_warnings: 0,
+                        ..Default::default()
                     });
                 }
                 Attempt::Retry {
@@ -849,6 +878,7 @@ impl Client {
                     let now = Instant::now();
                     if rate_limited {
                         add(&inner.totals.rate_limited, 1);
+                        stats.rate_limited += 1;
                     }
                     let backoff = self.backoff(requests);
                     // After a rate limit every caller waits: for the reset when the headers
@@ -893,10 +923,12 @@ impl Client {
                             total_cost: 0,
                             requests,
                             cost_warnings: 0,
+                            ..Default::default()
                         });
                     }
                     tracing::debug!(attempt = requests, %reason, "retrying a bulk request");
                     add(&inner.totals.retries, 1);
+                    stats.retries += 1;
                     // After a rate limit the limiter holds the next send until `resume`, and
                     // that wait counts as time waiting for quota.
                     if !rate_limited {
