@@ -8,9 +8,17 @@
 pub mod api;
 pub mod datapoints;
 pub mod error;
+pub mod exec;
+pub mod mapping;
+pub mod options;
+pub mod output;
 pub(crate) mod rng;
 pub mod sandbox;
+pub mod storage;
+pub mod table;
 
 pub use api::{Client, ClientBuilder};
 pub use datapoints::{Datapoint, Datapoints, MatchRoute};
 pub use error::{Error, Result};
+pub use options::EnrichOptions;
+pub use table::{register, register_with_client};

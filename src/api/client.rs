@@ -738,7 +738,9 @@ impl Client {
         flags: EnrichFlags,
     ) -> Result<BatchOutcome> {
         let mut stats = BatchOutcome::default();
-        let mut outcome = self.send_request_counted(records, flags, &mut stats).await?;
+        let mut outcome = self
+            .send_request_counted(records, flags, &mut stats)
+            .await?;
         outcome.retries = stats.retries;
         outcome.rate_limited = stats.rate_limited;
         outcome.quota_wait = stats.quota_wait;

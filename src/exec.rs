@@ -1,0 +1,492 @@
+//! The enrichment node: one DataFusion `ExecutionPlan` over any input plan.
+//!
+//! Per partition it re-chunks the input into requests of at most 50 rows, sends them through
+//! the shared [`Client`] (which bounds requests in flight across every partition and paces them
+//! to the plan's quota), and emits one output row per input row, in input order. At most
+//! `concurrency` chunks per partition are in flight or waiting to be emitted, so memory stays
+//! bounded whatever the input size.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use crate::api::client::{BatchOutcome, Client};
+use crate::api::wire::EnrichFlags;
+use crate::mapping::ColumnMapping;
+use crate::output::OutputSchema;
+
+/// Where an output column comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnSource {
+    /// A column of the input plan, by index.
+    Input(usize),
+    /// A column of the enrichment schema ([`OutputSchema::schema`]), by index.
+    Enrichment(usize),
+}
+
+/// What was pushed below the node, for EXPLAIN.
+#[derive(Debug, Clone, Default)]
+pub struct PushedDown {
+    /// Predicates applied to the input before enrichment.
+    pub filters: Vec<String>,
+    /// Rows taken from the input before enrichment.
+    pub limit: Option<usize>,
+}
+
+/// The enrichment `ExecutionPlan`.
+#[derive(Debug)]
+pub struct EnrichExec {
+    input: Arc<dyn ExecutionPlan>,
+    mapping: Arc<ColumnMapping>,
+    /// Input columns holding the mapped datapoints, in `mapping.column_indices()` order.
+    mapped_columns: Vec<usize>,
+    columns: Vec<ColumnSource>,
+    client: Client,
+    flags: EnrichFlags,
+    output: OutputSchema,
+    concurrency: usize,
+    options_display: String,
+    pushed: PushedDown,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// Everything [`EnrichExec::try_new`] needs besides the input.
+#[derive(Debug, Clone)]
+pub struct EnrichSpec {
+    pub mapping: Arc<ColumnMapping>,
+    /// Input columns holding the mapped datapoints, in `mapping.column_indices()` order.
+    pub mapped_columns: Vec<usize>,
+    /// The output columns, in order.
+    pub columns: Vec<ColumnSource>,
+    pub client: Client,
+    pub flags: EnrichFlags,
+    pub output: OutputSchema,
+    /// Chunks in flight or waiting per partition.
+    pub concurrency: usize,
+    /// The options, as EXPLAIN shows them (never the key).
+    pub options_display: String,
+    pub pushed: PushedDown,
+}
+
+impl EnrichExec {
+    /// The node over `input`.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: EnrichSpec) -> Result<Self> {
+        let input_schema = input.schema();
+        let enrichment = spec.output.schema();
+        let fields: Vec<_> = spec
+            .columns
+            .iter()
+            .map(|c| match *c {
+                ColumnSource::Input(i) => input_schema.fields().get(i).cloned(),
+                ColumnSource::Enrichment(i) => enrichment.fields().get(i).cloned(),
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("an output column of EnrichExec is out of range".into())
+            })?;
+        let schema = Arc::new(Schema::new(fields));
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(EnrichExec {
+            input,
+            mapping: spec.mapping,
+            mapped_columns: spec.mapped_columns,
+            columns: spec.columns,
+            client: spec.client,
+            flags: spec.flags,
+            output: spec.output,
+            concurrency: spec.concurrency.max(1),
+            options_display: spec.options_display,
+            pushed: spec.pushed,
+            schema,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The column mapping the node enriches with.
+    pub fn mapping(&self) -> &ColumnMapping {
+        &self.mapping
+    }
+
+    /// What was pushed below the node.
+    pub fn pushed(&self) -> &PushedDown {
+        &self.pushed
+    }
+
+    /// The input plan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    fn spec(&self) -> EnrichSpec {
+        EnrichSpec {
+            mapping: self.mapping.clone(),
+            mapped_columns: self.mapped_columns.clone(),
+            columns: self.columns.clone(),
+            client: self.client.clone(),
+            flags: self.flags,
+            output: self.output.clone(),
+            concurrency: self.concurrency,
+            options_display: self.options_display.clone(),
+            pushed: self.pushed.clone(),
+        }
+    }
+}
+
+impl DisplayAs for EnrichExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mapping: Vec<String> = self
+            .mapping
+            .mapped()
+            .iter()
+            .map(|m| format!("{}<-{:?}", m.datapoint, m.column))
+            .collect();
+        let enrichment = self
+            .columns
+            .iter()
+            .filter(|c| matches!(c, ColumnSource::Enrichment(_)))
+            .count();
+        write!(
+            f,
+            "EnrichExec: mapping=[{}], options=[{}], enrichment_columns={enrichment}",
+            mapping.join(", "),
+            self.options_display,
+        )?;
+        if !self.pushed.filters.is_empty() {
+            write!(f, ", pushed_filters=[{}]", self.pushed.filters.join(", "))?;
+        }
+        if let Some(limit) = self.pushed.limit {
+            write!(f, ", pushed_limit={limit}")?;
+        }
+        if matches!(t, DisplayFormatType::Verbose) {
+            write!(f, ", ignored=[")?;
+            for (i, ignored) in self.mapping.ignored().iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{:?}: {}", ignored.column, ignored.reason)?;
+            }
+            write!(f, "]")?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(deprecated)]
+impl ExecutionPlan for EnrichExec {
+    fn name(&self) -> &str {
+        "EnrichExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        // Rows do come out in input order within each partition, but the output's equivalence
+        // properties do not carry the input's orderings over (enrichment columns interleave
+        // with input columns), so the optimizer must not rely on it to drop a sort.
+        vec![false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "EnrichExec takes exactly one input".into(),
+            ));
+        }
+        Ok(Arc::new(EnrichExec::try_new(
+            children.swap_remove(0),
+            self.spec(),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let metrics = NodeMetrics::new(&self.metrics, partition);
+        let chunk_rows = self.client.max_request_records();
+        let job = Arc::new(ChunkJob {
+            mapping: self.mapping.clone(),
+            mapped_columns: self.mapped_columns.clone(),
+            columns: self.columns.clone(),
+            client: self.client.clone(),
+            flags: self.flags,
+            output: self.output.clone(),
+            schema: self.schema.clone(),
+            metrics,
+        });
+        let stream = rechunk(input, chunk_rows)
+            .map_ok(move |chunk| {
+                let job = job.clone();
+                async move { job.enrich(chunk).await }
+            })
+            .try_buffered(self.concurrency);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The node's metrics, per partition (EXPLAIN ANALYZE sums them).
+#[derive(Debug, Clone)]
+struct NodeMetrics {
+    records_sent: Count,
+    matched: Count,
+    not_matched: Count,
+    invalid: Count,
+    failed: Count,
+    deferred: Count,
+    credits: Count,
+    requests: Count,
+    retries: Count,
+    rate_limited: Count,
+    quota_wait: Time,
+}
+
+impl NodeMetrics {
+    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        NodeMetrics {
+            records_sent: count("records_sent"),
+            matched: count("matched"),
+            not_matched: count("not_matched"),
+            invalid: count("invalid_datapoints"),
+            failed: count("failed"),
+            deferred: count("deferred"),
+            credits: count("credits"),
+            requests: count("requests"),
+            retries: count("retries"),
+            rate_limited: count("rate_limited"),
+            quota_wait: MetricBuilder::new(set).subset_time("quota_wait_time", partition),
+        }
+    }
+
+    fn record(&self, outcome: &BatchOutcome) {
+        use crate::api::client::RecordStatus as S;
+        for record in &outcome.records {
+            let counter = match record.status() {
+                S::Matched => &self.matched,
+                S::NotMatched => &self.not_matched,
+                S::InvalidDatapoints => &self.invalid,
+                S::Failed => &self.failed,
+                S::Deferred => &self.deferred,
+            };
+            counter.add(1);
+        }
+        let sent = outcome
+            .records
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r,
+                    crate::api::client::RecordOutcome::Deferred { .. }
+                        | crate::api::client::RecordOutcome::InvalidDatapoints
+                )
+            })
+            .count();
+        self.records_sent.add(sent);
+        self.credits.add(outcome.total_cost.max(0) as usize);
+        self.requests.add(outcome.requests as usize);
+        self.retries.add(outcome.retries as usize);
+        self.rate_limited.add(outcome.rate_limited as usize);
+        self.quota_wait.add_duration(outcome.quota_wait);
+    }
+}
+
+/// What every chunk of one partition shares.
+struct ChunkJob {
+    mapping: Arc<ColumnMapping>,
+    mapped_columns: Vec<usize>,
+    columns: Vec<ColumnSource>,
+    client: Client,
+    flags: EnrichFlags,
+    output: OutputSchema,
+    schema: SchemaRef,
+    metrics: NodeMetrics,
+}
+
+impl ChunkJob {
+    /// Enriches one chunk of at most 50 input rows into one output batch of the same rows.
+    async fn enrich(&self, chunk: RecordBatch) -> Result<RecordBatch> {
+        let mapped = chunk.project(&self.mapped_columns)?;
+        let datapoints = self
+            .mapping
+            .datapoints_projected(&mapped)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let outcome = self
+            .client
+            .bulk_enrich(&datapoints, self.flags)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.metrics.record(&outcome);
+        let enrichment = self.output.flatten(&outcome.records)?;
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|c| match *c {
+                ColumnSource::Input(i) => chunk.column(i).clone(),
+                ColumnSource::Enrichment(i) => enrichment.column(i).clone(),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// Re-chunks a stream of batches into batches of exactly `rows` rows (the last may be
+/// shorter), keeping row order. Holds at most one input batch plus `rows` rows.
+pub fn rechunk(
+    input: SendableRecordBatchStream,
+    rows: usize,
+) -> impl Stream<Item = Result<RecordBatch>> + Send {
+    let rows = rows.max(1);
+    let schema = input.schema();
+    futures::stream::unfold(
+        (input, Vec::<RecordBatch>::new(), 0usize, false),
+        move |(mut input, mut pending, mut pending_rows, mut done)| {
+            let schema = schema.clone();
+            async move {
+                loop {
+                    if pending_rows >= rows || (done && pending_rows > 0) {
+                        let take = pending_rows.min(rows);
+                        let chunk = match take_rows(&schema, &mut pending, take) {
+                            Ok(chunk) => chunk,
+                            Err(e) => return Some((Err(e), (input, pending, 0, true))),
+                        };
+                        pending_rows -= take;
+                        return Some((Ok(chunk), (input, pending, pending_rows, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match input.next().await {
+                        Some(Ok(batch)) => {
+                            if batch.num_rows() > 0 {
+                                pending_rows += batch.num_rows();
+                                pending.push(batch);
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), (input, pending, 0, true))),
+                        None => done = true,
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Takes the first `take` rows of `pending`, leaving the rest in it.
+fn take_rows(
+    schema: &SchemaRef,
+    pending: &mut Vec<RecordBatch>,
+    take: usize,
+) -> Result<RecordBatch> {
+    let mut parts = Vec::new();
+    let mut needed = take;
+    while needed > 0 {
+        let first = pending.remove(0);
+        if first.num_rows() <= needed {
+            needed -= first.num_rows();
+            parts.push(first);
+        } else {
+            parts.push(first.slice(0, needed));
+            pending.insert(0, first.slice(needed, first.num_rows() - needed));
+            needed = 0;
+        }
+    }
+    if parts.len() == 1 {
+        return Ok(parts.swap_remove(0));
+    }
+    Ok(concat_batches(schema, &parts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    #[tokio::test]
+    async fn rechunking_keeps_every_row_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut next = 0i64;
+        let batches: Vec<Result<RecordBatch>> = [3usize, 120, 0, 7, 50, 1]
+            .iter()
+            .map(|&len| {
+                let values: Vec<i64> = (next..next + len as i64).collect();
+                next += len as i64;
+                Ok(RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from(values))],
+                )?)
+            })
+            .collect();
+        let input: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(batches),
+        ));
+        let chunks: Vec<RecordBatch> = rechunk(input, 50).try_collect().await.unwrap();
+        let sizes: Vec<usize> = chunks.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, [50, 50, 50, 31]);
+        let all: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| {
+                c.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(all, (0..next).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,557 @@
+//! The SQL front door: the `enrich_person(input [, options])` table function, its
+//! `TableProvider`, and [`register`].
+//!
+//! The provider's schema is the input's columns followed by the enrichment columns. At scan
+//! time it pushes down what saves credits: a query that selects no enrichment column reads the
+//! input and calls nothing; predicates on input columns and LIMIT run below the enrichment node,
+//! so excluded rows are never sent.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, MapArray, StructArray};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue, plan_err};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::limit::GlobalLimitExec;
+use datafusion::prelude::SessionContext;
+
+use crate::api::client::{Client, ClientBuilder};
+use crate::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
+use crate::mapping::ColumnMapping;
+use crate::options::{EnrichOptions, InputFormat};
+use crate::output::OutputSchema;
+
+/// The table function's name.
+pub const FUNCTION_NAME: &str = "enrich_person";
+
+/// Registers `enrich_person` and the `prospeo.*` options on `ctx`. The API key comes from
+/// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) when a query first needs it.
+pub fn register(ctx: &SessionContext) {
+    register_function(ctx, EnrichPersonFunction::default());
+}
+
+/// Registers `enrich_person` with a client of your own (its key, base URL and limits are used
+/// for every query of `ctx`; `prospeo.plan`, `prospeo.base_url` and the like are then ignored).
+pub fn register_with_client(ctx: &SessionContext, client: Client) {
+    register_function(
+        ctx,
+        EnrichPersonFunction {
+            client: Some(client),
+            ..Default::default()
+        },
+    );
+}
+
+fn register_function(ctx: &SessionContext, function: EnrichPersonFunction) {
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let options = state.config_mut().options_mut();
+        if options.extensions.get::<EnrichOptions>().is_none() {
+            options.extensions.insert(EnrichOptions::default());
+        }
+    }
+    ctx.register_udtf(FUNCTION_NAME, Arc::new(function));
+}
+
+/// The `enrich_person` table function. Clients are made on first use and shared by every query
+/// with the same settings, so they share one connection pool and one quota limiter.
+#[derive(Default)]
+pub struct EnrichPersonFunction {
+    client: Option<Client>,
+    clients: Arc<Mutex<HashMap<String, Client>>>,
+}
+
+impl fmt::Debug for EnrichPersonFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrichPersonFunction")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// Makes (or reuses) the client a query needs; called only when enrichment columns are read,
+/// so a free query needs no key.
+#[derive(Clone)]
+struct ClientSource {
+    fixed: Option<Client>,
+    clients: Arc<Mutex<HashMap<String, Client>>>,
+}
+
+impl ClientSource {
+    fn client(&self, options: &EnrichOptions) -> Result<Client> {
+        if let Some(client) = &self.fixed {
+            return Ok(client.clone());
+        }
+        let mut builder = ClientBuilder::from_env();
+        if let Some(url) = &options.base_url {
+            builder = builder.base_url(url.clone());
+        }
+        builder = builder
+            .limits(options.limits())
+            .max_in_flight(options.concurrency)
+            .request_timeout(options.request_timeout())
+            .max_credits(options.max_credits.map(|c| c as i64));
+        let settings_key = format!(
+            "{:?}|{:?}|{}|{:?}|{}",
+            options.base_url,
+            options.limits(),
+            options.concurrency,
+            options.max_credits,
+            options.request_timeout_secs
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&settings_key) {
+            return Ok(client.clone());
+        }
+        let client = builder
+            .build()
+            .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}: {e}")))?;
+        clients.insert(settings_key, client.clone());
+        Ok(client)
+    }
+}
+
+impl TableFunctionImpl for EnrichPersonFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let session = args.session();
+        let usage = format!(
+            "usage: {FUNCTION_NAME}('path, URL, glob or table name' [, named_struct('option', value, ...)])"
+        );
+        let input = match exprs.first() {
+            Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _))
+            | Some(Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _))
+            | Some(Expr::Literal(ScalarValue::Utf8View(Some(s)), _)) => s.clone(),
+            _ => return plan_err!("{FUNCTION_NAME}: the first argument must be a string; {usage}"),
+        };
+        if exprs.len() > 2 {
+            return plan_err!("{FUNCTION_NAME}: too many arguments; {usage}");
+        }
+        let mut options = session
+            .config_options()
+            .extensions
+            .get::<EnrichOptions>()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(literal) = exprs.get(1) {
+            for (key, value) in option_pairs(session, literal)? {
+                options.set(&key, &value)?;
+            }
+        }
+        let (provider, description) = resolve_input(session, &input, &options)?;
+        EnrichTable::try_new(
+            provider,
+            description,
+            options,
+            ClientSource {
+                fixed: self.client.clone(),
+                clients: self.clients.clone(),
+            },
+        )
+        .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
+    }
+}
+
+/// Evaluates the options literal (`named_struct(...)` or `MAP {...}`) into key/value strings.
+fn option_pairs(session: &dyn Session, literal: &Expr) -> Result<Vec<(String, String)>> {
+    let empty = DFSchema::empty();
+    let physical = session.create_physical_expr(literal.clone(), &empty)?;
+    let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
+    let batch = RecordBatch::try_new_with_options(
+        batch.schema(),
+        vec![],
+        &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    let value = physical.evaluate(&batch)?.into_array(1)?;
+    let mut pairs = Vec::new();
+    if let Some(structs) = value.as_any().downcast_ref::<StructArray>() {
+        for (field, column) in structs.fields().iter().zip(structs.columns()) {
+            pairs.push((field.name().clone(), option_value(column.as_ref())?));
+        }
+    } else if let Some(map) = value.as_any().downcast_ref::<MapArray>() {
+        pairs.extend(map_pairs(map)?);
+    } else {
+        return plan_err!(
+            "{FUNCTION_NAME}: options must be named_struct('option', value, ...) or MAP {{'option': value}}, got {}",
+            value.data_type()
+        );
+    }
+    Ok(pairs)
+}
+
+/// One option value as text; a nested map (the `map` option) becomes `column=datapoint, ...`.
+fn option_value(column: &dyn Array) -> Result<String> {
+    if let Some(map) = column.as_any().downcast_ref::<MapArray>() {
+        return Ok(map_pairs(map)?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "));
+    }
+    if column.is_null(0) {
+        return Ok(String::new());
+    }
+    Ok(array_value_to_string(column, 0)?)
+}
+
+fn map_pairs(map: &MapArray) -> Result<Vec<(String, String)>> {
+    let entries = map.value(0);
+    let keys = entries.column(0);
+    let values = entries.column(1);
+    (0..entries.len())
+        .map(|i| {
+            let value = if values.is_null(i) {
+                String::new()
+            } else {
+                array_value_to_string(values.as_ref(), i)?
+            };
+            Ok((array_value_to_string(keys.as_ref(), i)?, value))
+        })
+        .collect()
+}
+
+/// Runs an async step of planning (listing files, reading a schema) from the synchronous
+/// table-function call. On a multi-threaded runtime it blocks this worker in place; elsewhere it
+/// runs on a scoped thread with a runtime of its own, so it never deadlocks a single-threaded
+/// runtime whose only thread is the caller.
+fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(future))
+        }
+        _ => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(future))
+                })
+                .join()
+        })
+        .map_err(|_| ())
+        .and_then(|r| r.map_err(|_| ()))
+        .unwrap_or_else(|_| panic!("cannot start a runtime to plan {FUNCTION_NAME}")),
+    }
+}
+
+/// The input: a table or view of the session, or a path / URL / glob of files.
+fn resolve_input(
+    session: &dyn Session,
+    input: &str,
+    options: &EnrichOptions,
+) -> Result<(Arc<dyn TableProvider>, String)> {
+    let state = session
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Plan(format!("{FUNCTION_NAME} needs a SessionState")))?;
+    let looks_like_path = input.contains('/')
+        || input.contains('\\')
+        || input.contains('*')
+        || InputFormat::from_path(input).is_some();
+    if !looks_like_path && let Ok(schema) = state.schema_for_ref(input) {
+        let table_name = datafusion::common::TableReference::from(input);
+        let table = block_on(schema.table(table_name.table()))?;
+        if let Some(table) = table {
+            return Ok((table, format!("table {input}")));
+        }
+    }
+    let url = ListingTableUrl::parse(input).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "{FUNCTION_NAME}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
+        ))
+    })?;
+    crate::storage::ensure_object_store(state, &url)?;
+    let format = options
+        .format
+        .or_else(|| InputFormat::from_path(input))
+        .ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "{FUNCTION_NAME}: cannot tell the format of `{input}` from its name; say it with named_struct('format', 'parquet' | 'csv' | 'ndjson') or SET prospeo.format"
+            ))
+        })?;
+    let file_format: Arc<dyn FileFormat> = match format {
+        InputFormat::Parquet => Arc::new(ParquetFormat::default()),
+        InputFormat::Csv => Arc::new(
+            CsvFormat::default()
+                .with_has_header(options.csv_has_header)
+                .with_delimiter(options.csv_delimiter),
+        ),
+        InputFormat::Json => Arc::new(JsonFormat::default()),
+    };
+    // A single file is read whatever its extension; a directory or glob takes the files of
+    // the format's extension (compressed or not).
+    let single_file = !url.is_collection() && !input.contains('*');
+    let extension = if single_file {
+        String::new()
+    } else {
+        format.extension().to_string()
+    };
+    let listing = ListingOptions::new(file_format).with_file_extension(extension);
+    let config = ListingTableConfig::new(url).with_listing_options(listing);
+    let config = block_on(config.infer_schema(state)).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "{FUNCTION_NAME}: cannot read the schema of `{input}` as {format}: {e}"
+        ))
+    })?;
+    let table = ListingTable::try_new(config)?;
+    if table.schema().fields().is_empty() {
+        return plan_err!("{FUNCTION_NAME}: `{input}` holds no columns (no files matched?)");
+    }
+    Ok((Arc::new(table), input.to_string()))
+}
+
+/// The provider `enrich_person(...)` returns.
+pub struct EnrichTable {
+    input: Arc<dyn TableProvider>,
+    description: String,
+    mapping: Arc<ColumnMapping>,
+    options: EnrichOptions,
+    output: OutputSchema,
+    clients: ClientSource,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for EnrichTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrichTable")
+            .field("input", &self.description)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl EnrichTable {
+    fn try_new(
+        input: Arc<dyn TableProvider>,
+        description: String,
+        options: EnrichOptions,
+        clients: ClientSource,
+    ) -> Result<Self> {
+        let input_schema = input.schema();
+        let mapping = ColumnMapping::detect(&input_schema, &options.map)
+            .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}({description}): {e}")))?;
+        let output = OutputSchema::new(&options.prefix);
+        let enrichment = output.schema();
+        let collisions: Vec<&str> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| enrichment.field_with_name(name).is_ok())
+            .collect();
+        if !collisions.is_empty() {
+            return plan_err!(
+                "{FUNCTION_NAME}({description}): the input already has column(s) {} that the enrichment would add; choose another prefix, e.g. named_struct('prefix', 'enriched_') or SET prospeo.prefix = 'enriched_'",
+                collisions.join(", ")
+            );
+        }
+        let mut fields: Vec<_> = input_schema.fields().iter().cloned().collect();
+        fields.extend(enrichment.fields().iter().cloned());
+        Ok(EnrichTable {
+            input,
+            description,
+            mapping: Arc::new(mapping),
+            options,
+            output,
+            clients,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The column mapping this table enriches with.
+    pub fn mapping(&self) -> &ColumnMapping {
+        &self.mapping
+    }
+
+    /// The options in force for this call.
+    pub fn options(&self) -> &EnrichOptions {
+        &self.options
+    }
+
+    fn input_width(&self) -> usize {
+        self.input.schema().fields().len()
+    }
+
+    /// The input columns an expression reads, or `None` when it reads an enrichment column.
+    fn input_columns_of(&self, expr: &Expr) -> Option<BTreeSet<usize>> {
+        let input = self.input.schema();
+        expr.column_refs()
+            .into_iter()
+            .map(|c| input.index_of(&c.name).ok())
+            .collect()
+    }
+}
+
+/// Drops table qualifiers, so a predicate planned against this table applies to its input.
+fn unqualified(expr: Expr) -> Result<Expr> {
+    Ok(expr
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.relation.is_some() => {
+                    Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                }
+                other => Transformed::no(other),
+            })
+        })?
+        .data)
+}
+
+#[async_trait]
+impl TableProvider for EnrichTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Exact for predicates on input columns only: they run below the enrichment node.
+        Ok(filters
+            .iter()
+            .map(|f| match self.input_columns_of(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let width = self.input_width();
+        let projection: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let filters: Vec<Expr> = filters
+            .iter()
+            .cloned()
+            .map(unqualified)
+            .collect::<Result<_>>()?;
+        let wants_enrichment = projection.iter().any(|&i| i >= width);
+
+        // The input columns to read: the selected ones, the mapped ones when enriching, and
+        // those the pushed filters read.
+        let mut needed: BTreeSet<usize> =
+            projection.iter().copied().filter(|&i| i < width).collect();
+        if wants_enrichment {
+            needed.extend(self.mapping.column_indices());
+        }
+        for filter in &filters {
+            needed.extend(self.input_columns_of(filter).unwrap_or_default());
+        }
+        let needed: Vec<usize> = needed.into_iter().collect();
+        let position = |input_index: usize| needed.iter().position(|&i| i == input_index);
+
+        let mut plan = self
+            .input
+            .scan(state, Some(&needed), &filters, None)
+            .await?;
+        let pushed = PushedDown {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            limit,
+        };
+        if let Some(predicate) = conjunction(filters.clone()) {
+            let df_schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
+            let predicate = state.create_physical_expr(predicate, &df_schema)?;
+            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
+        }
+        if let Some(limit) = limit {
+            plan = Arc::new(GlobalLimitExec::new(
+                Arc::new(CoalescePartitionsExec::new(plan)),
+                0,
+                Some(limit),
+            ));
+        }
+
+        if !wants_enrichment {
+            // Free: no enrichment column is read, so no API call is made.
+            let columns: Vec<usize> = projection
+                .iter()
+                .map(|&i| position(i).expect("selected input columns are read"))
+                .collect();
+            let exprs = columns
+                .iter()
+                .map(|&i| {
+                    let field = plan.schema().field(i).clone();
+                    (
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            field.name(),
+                            i,
+                        ))
+                            as Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+                        field.name().clone(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            return Ok(Arc::new(
+                datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?,
+            ));
+        }
+
+        let columns: Vec<ColumnSource> = projection
+            .iter()
+            .map(|&i| {
+                if i < width {
+                    ColumnSource::Input(position(i).expect("selected input columns are read"))
+                } else {
+                    ColumnSource::Enrichment(i - width)
+                }
+            })
+            .collect();
+        let mapped_columns: Vec<usize> = self
+            .mapping
+            .column_indices()
+            .into_iter()
+            .map(|i| position(i).expect("mapped columns are read"))
+            .collect();
+        let client = self.clients.client(&self.options)?;
+        let spec = EnrichSpec {
+            mapping: self.mapping.clone(),
+            mapped_columns,
+            columns,
+            client,
+            flags: self.options.flags(),
+            output: self.output.clone(),
+            concurrency: self.options.concurrency,
+            options_display: self.options.to_string(),
+            pushed,
+        };
+        Ok(Arc::new(EnrichExec::try_new(plan, spec)?))
+    }
+}

@@ -1,0 +1,503 @@
+//! `enrich_person(...)` in SQL against the sandbox over real HTTP: inputs, options, mapping,
+//! pushdown (checked in the physical plan and in the sandbox's stats), order, schema, errors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion::prelude::SessionContext;
+use datafusion_prospeo::api::{ApiKey, Client};
+use datafusion_prospeo::exec::EnrichExec;
+use datafusion_prospeo::sandbox::Sandbox;
+use datafusion_prospeo::table::register_with_client;
+
+use crate::common::*;
+
+/// One lead: (lead_id, First Name, Last Name, Email, Company Domain, Country).
+type Lead = (
+    i64,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// Leads in a fixed order: matches by name + domain and by email, an unknown person, a row
+/// below the minimum, and Eva again written differently.
+const LEADS: &[Lead] = &[
+    (1, "Eva", "Kiegler", "", "https://www.Intercom.com/", "US"),
+    (2, "", "", "NICOLAS.B@kpmg.com", "", "FR"),
+    (3, "Nobody", "Atall", "nobody@nowhere.example", "", "US"),
+    (4, "Brandon", "", "", "", "US"),
+    (5, "Omar", "Haddad", "", "globex.com", "FR"),
+    (6, " eva ", "KIEGLER", "", "intercom.com", "US"),
+];
+
+fn leads_batch(leads: &[Lead]) -> RecordBatch {
+    let text = |f: fn(&Lead) -> &'static str| -> Arc<dyn Array> {
+        Arc::new(StringArray::from(
+            leads
+                .iter()
+                .map(|l| Some(f(l)).filter(|v| !v.is_empty()))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("lead_id", DataType::Int64, false),
+        Field::new("First Name", DataType::Utf8, true),
+        Field::new("Last Name", DataType::Utf8, true),
+        Field::new("Email", DataType::Utf8, true),
+        Field::new("Company Domain", DataType::Utf8, true),
+        Field::new("Country", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(
+                leads.iter().map(|l| l.0).collect::<Vec<_>>(),
+            )),
+            text(|l| l.1),
+            text(|l| l.2),
+            text(|l| l.3),
+            text(|l| l.4),
+            text(|l| l.5),
+        ],
+    )
+    .unwrap()
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn write_csv(path: &Path, batch: &RecordBatch) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
+    writer.write(batch).unwrap();
+}
+
+async fn context(sandbox: &Sandbox) -> SessionContext {
+    let client = Client::builder()
+        .base_url(sandbox.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+        .build()
+        .unwrap();
+    let ctx = SessionContext::new();
+    register_with_client(&ctx, client);
+    ctx
+}
+
+/// Runs a query, returning its physical plan (as text) and its rows.
+async fn run(ctx: &SessionContext, sql: &str) -> (Arc<dyn ExecutionPlan>, Vec<RecordBatch>) {
+    let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let plan = df.create_physical_plan().await.unwrap();
+    let batches = collect(plan.clone(), ctx.task_ctx()).await.unwrap();
+    (plan, batches)
+}
+
+fn column_strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = b
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            (0..b.num_rows())
+                .map(|i| {
+                    if column.is_null(i) {
+                        "NULL".to_string()
+                    } else {
+                        array_value_to_string(column, i).unwrap()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn enrich_exec(plan: &Arc<dyn ExecutionPlan>) -> Option<&EnrichExec> {
+    if let Some(exec) = plan.downcast_ref::<EnrichExec>() {
+        return Some(exec);
+    }
+    plan.children().into_iter().find_map(enrich_exec)
+}
+
+fn plan_text(plan: &Arc<dyn ExecutionPlan>) -> String {
+    displayable(plan.as_ref()).indent(true).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_parquet_file_is_enriched_row_for_row_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.parquet");
+    write_parquet(&path, &leads_batch(LEADS));
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let sql = format!(
+        "SELECT * FROM enrich_person('{}') ORDER BY lead_id",
+        path.display()
+    );
+    let (_, batches) = run(&ctx, &sql).await;
+    assert_eq!(
+        column_strings(&batches, "lead_id"),
+        ["1", "2", "3", "4", "5", "6"]
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "matched",
+            "not_matched",
+            "invalid_datapoints",
+            "matched",
+            "matched"
+        ]
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_person_person_id"),
+        [EVA_ID, NICOLAS_ID, "NULL", "NULL", OMAR_ID, EVA_ID]
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_company_domain")[0],
+        "intercom.com"
+    );
+    // Eva twice: charged once.
+    assert_eq!(
+        column_strings(&batches, "prospeo_cost"),
+        ["1", "1", "0", "0", "1", "0"]
+    );
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.records_submitted, 5, "the invalid row was never sent");
+    assert_eq!(stats.credits_charged, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_schema_is_the_input_then_the_enrichment_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.parquet");
+    write_parquet(&path, &leads_batch(LEADS));
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let df = ctx
+        .sql(&format!(
+            "SELECT * FROM enrich_person('{}')",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    let schema = df.schema().as_arrow().clone();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        &names[..6],
+        [
+            "lead_id",
+            "First Name",
+            "Last Name",
+            "Email",
+            "Company Domain",
+            "Country"
+        ]
+    );
+    let output = datafusion_prospeo::output::OutputSchema::new("prospeo_").schema();
+    assert_eq!(names.len(), 6 + output.fields().len());
+    for (field, expected) in schema.fields()[6..].iter().zip(output.fields()) {
+        assert_eq!(field.name(), expected.name());
+        assert_eq!(field.data_type(), expected.data_type());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_with_messy_headers_and_a_glob_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("part-1.csv"), &leads_batch(&LEADS[..3]));
+    write_csv(&dir.path().join("part-2.csv"), &leads_batch(&LEADS[3..]));
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let glob = format!("{}/part-*.csv", dir.path().display());
+    let (_, batches) = run(
+        &ctx,
+        &format!("SELECT lead_id, prospeo_status FROM enrich_person('{glob}') ORDER BY lead_id"),
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "matched",
+            "not_matched",
+            "invalid_datapoints",
+            "matched",
+            "matched"
+        ]
+    );
+    // A single CSV file too.
+    let one = format!("{}/part-1.csv", dir.path().display());
+    let (_, batches) = run(
+        &ctx,
+        &format!("SELECT \"Email\", prospeo_person_person_id FROM enrich_person('{one}')"),
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_person_person_id").len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_table_is_an_input() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
+    let (_, batches) = run(
+        &ctx,
+        "SELECT lead_id, prospeo_status FROM enrich_person('crm_leads') WHERE lead_id <= 2 ORDER BY lead_id",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        ["matched", "matched"]
+    );
+    assert_eq!(sandbox.stats().key(ALPHA).records_submitted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_enrichment_columns_is_free() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
+    let (plan, batches) = run(&ctx, "SELECT count(*) AS n FROM enrich_person('crm_leads')").await;
+    assert_eq!(column_strings(&batches, "n"), ["6"]);
+    assert!(enrich_exec(&plan).is_none(), "{}", plan_text(&plan));
+    let (plan, _) = run(&ctx, "SELECT \"Email\" FROM enrich_person('crm_leads')").await;
+    assert!(enrich_exec(&plan).is_none(), "{}", plan_text(&plan));
+    assert_eq!(sandbox.stats().key(ALPHA).requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_is_pushed_below_the_enrichment() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    // 120 rows: more than two requests' worth.
+    let many: Vec<Lead> = (0..120)
+        .map(|i| LEADS[(i % 6) as usize])
+        .map(|mut l| {
+            l.0 = 0;
+            l
+        })
+        .collect();
+    ctx.register_batch("crm_leads", leads_batch(&many)).unwrap();
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT prospeo_status FROM enrich_person('crm_leads') LIMIT 10",
+    )
+    .await;
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
+    let exec = enrich_exec(&plan).expect("an EnrichExec");
+    assert_eq!(exec.pushed().limit, Some(10));
+    let stats = sandbox.stats().key(ALPHA);
+    // Ten rows, of which the invalid ones are never sent: at most 10 records, one request.
+    assert!(stats.records_submitted <= 10, "{stats:?}");
+    assert_eq!(stats.requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_on_input_columns_run_before_enrichment_and_others_after() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT lead_id FROM enrich_person('crm_leads') WHERE \"Country\" = 'FR' AND prospeo_status = 'matched' ORDER BY lead_id",
+    )
+    .await;
+    assert_eq!(column_strings(&batches, "lead_id"), ["2", "5"]);
+    let exec = enrich_exec(&plan).expect("an EnrichExec");
+    assert_eq!(exec.pushed().filters.len(), 1, "{:?}", exec.pushed());
+    assert!(exec.pushed().filters[0].contains("Country"));
+    let text = plan_text(&plan);
+    assert!(text.contains("pushed_filters"), "{text}");
+    // Only the two FR rows were sent.
+    assert_eq!(sandbox.stats().key(ALPHA).records_submitted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_come_from_set_and_from_a_literal() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(&LEADS[..1]))
+        .unwrap();
+    ctx.sql("SET prospeo.enrich_mobile = true").await.unwrap();
+    let (_, batches) = run(
+        &ctx,
+        "SELECT prospeo_person_mobile_mobile, prospeo_cost FROM enrich_person('crm_leads')",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_person_mobile_mobile"),
+        [EVA_MOBILE]
+    );
+    assert_eq!(column_strings(&batches, "prospeo_cost"), ["10"]);
+    // A literal overrides the session for that call: another prefix.
+    let (_, batches) = run(
+        &ctx,
+        "SELECT enriched_status FROM enrich_person('crm_leads', named_struct('prefix', 'enriched_', 'enrich_mobile', false))",
+    )
+    .await;
+    assert_eq!(column_strings(&batches, "enriched_status"), ["matched"]);
+    let (_, batches) = run(
+        &ctx,
+        "SELECT x_status FROM enrich_person('crm_leads', MAP {'prefix': 'x_'})",
+    )
+    .await;
+    assert_eq!(column_strings(&batches, "x_status"), ["matched"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mappings_override_detection() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.sql(
+        "CREATE VIEW odd AS SELECT * FROM (VALUES ('nicolas.b@kpmg.com', 'eva.kiegler@intercom.com')) AS t(\"Work Addr\", \"Email\")",
+    )
+    .await
+    .unwrap();
+    let (_, batches) = run(
+        &ctx,
+        "SELECT prospeo_person_person_id FROM enrich_person('odd', named_struct('map', MAP {'Work Addr': 'email', 'Email': ''}))",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_person_person_id"),
+        [NICOLAS_ID]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_mapping_options_and_pushdown_but_never_the_key() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
+    let (_, batches) = run(
+        &ctx,
+        "EXPLAIN SELECT prospeo_status FROM enrich_person('crm_leads', named_struct('enrich_mobile', true)) WHERE \"Country\" = 'US' LIMIT 3",
+    )
+    .await;
+    let text = column_strings(&batches, "plan").join("\n");
+    assert!(text.contains("EnrichExec"), "{text}");
+    assert!(text.contains("email<-\"Email\""), "{text}");
+    assert!(text.contains("enrich_mobile=true"), "{text}");
+    assert!(text.contains("pushed_limit=3"), "{text}");
+    assert!(!text.contains(ALPHA_KEY), "{text}");
+    let (_, batches) = run(
+        &ctx,
+        "EXPLAIN ANALYZE SELECT prospeo_status FROM enrich_person('crm_leads')",
+    )
+    .await;
+    let text = column_strings(&batches, "plan").join("\n");
+    for metric in [
+        "records_sent=5",
+        "matched=4",
+        "credits=3",
+        "retries=0",
+        "rate_limited=0",
+        "quota_wait_time",
+    ] {
+        assert!(text.contains(metric), "{metric} missing in {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_errors_say_what_to_do() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.sql("CREATE VIEW notes AS SELECT * FROM (VALUES ('a', 1)) AS t(\"Notes\", \"Score\")")
+        .await
+        .unwrap();
+    let error = ctx
+        .sql("SELECT * FROM enrich_person('notes')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Notes") && error.contains("email"),
+        "{error}"
+    );
+    ctx.sql("CREATE VIEW clash AS SELECT * FROM (VALUES ('a@b.co', 'x')) AS t(\"Email\", \"prospeo_status\")")
+        .await
+        .unwrap();
+    let error = ctx
+        .sql("SELECT * FROM enrich_person('clash')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("prospeo_status") && error.contains("prefix"),
+        "{error}"
+    );
+    let error = ctx
+        .sql("SET prospeo.plan = 'platinum'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("starter, growth or pro"), "{error}");
+    let error = ctx
+        .sql("SET prospeo.nonsense = 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown option prospeo.nonsense"), "{error}");
+    let error = ctx
+        .sql("SELECT * FROM enrich_person('clash', named_struct('concurrency', 0))")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prospeo.concurrency"), "{error}");
+    let error = ctx
+        .sql("SELECT * FROM enrich_person('/no/such/leads.parquet')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("/no/such/leads.parquet"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_string_type_of_input_is_read() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(&LEADS[1..2]))
+        .unwrap();
+    for (name, expr) in [
+        ("utf8view", "arrow_cast(\"Email\", 'Utf8View')"),
+        ("large", "arrow_cast(\"Email\", 'LargeUtf8')"),
+        (
+            "dictionary",
+            "arrow_cast(\"Email\", 'Dictionary(Int32, Utf8)')",
+        ),
+    ] {
+        ctx.sql(&format!(
+            "CREATE VIEW v_{name} AS SELECT {expr} AS \"Email\" FROM crm_leads"
+        ))
+        .await
+        .unwrap();
+        let (_, batches) = run(
+            &ctx,
+            &format!("SELECT prospeo_person_person_id FROM enrich_person('v_{name}')"),
+        )
+        .await;
+        assert_eq!(
+            column_strings(&batches, "prospeo_person_person_id"),
+            [NICOLAS_ID],
+            "{name}"
+        );
+    }
+}
