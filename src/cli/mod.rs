@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch of the `prospeo` binary.
 
+mod enrich;
 mod sandbox;
 
 use std::time::Duration;
@@ -10,6 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code: the command line or the input is wrong.
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: some rows were deferred (quota, credits, budget): run the same command later.
+pub const EXIT_DEFERRED: u8 = 3;
+/// Exit code: the API key is missing or was refused.
+pub const EXIT_BAD_KEY: u8 = 4;
+/// Exit code: interrupted (Ctrl-C).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Prospeo person enrichment from the command line, and a local sandbox of the API.
 #[derive(Debug, Parser)]
@@ -43,6 +50,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Enrich a lead file (Parquet, CSV or NDJSON) into Parquet, CSV or NDJSON.
+    Enrich(enrich::EnrichArgs),
     /// Run a local sandbox of the Prospeo API over a synthetic directory, or generate sample data.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -54,6 +63,10 @@ pub enum CliError {
     BadInput(String),
     #[error("{0}")]
     Failure(String),
+    #[error("{0}")]
+    BadKey(String),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
@@ -62,6 +75,8 @@ impl CliError {
         match self {
             CliError::BadInput(_) => EXIT_BAD_INPUT,
             CliError::Failure(_) => EXIT_FAILURE,
+            CliError::BadKey(_) => EXIT_BAD_KEY,
+            CliError::Interrupted => EXIT_INTERRUPTED,
         }
     }
 }
@@ -69,6 +84,7 @@ impl CliError {
 /// Runs one command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
+        Command::Enrich(args) => enrich::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }
