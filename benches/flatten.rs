@@ -85,7 +85,7 @@ fn s(value: impl Into<String>) -> Option<String> {
 /// A person and company with every documented field filled, varied by `i`.
 fn hand_built(i: usize) -> (Person, Option<Company>) {
     let company_id = format!("c-{}", i % 400);
-    let revealed = i % 3 == 0;
+    let revealed = i.is_multiple_of(3);
     let person = Person {
         person_id: s(format!("p-{i}")),
         first_name: s(format!("First{i}")),

@@ -1281,12 +1281,8 @@ fn assign_costs(outcomes: &mut [RecordOutcome], total_cost: i64, flags: EnrichFl
             })
             .sum()
     };
-    let reading =
-        if sum_with(outcomes, false) != total_cost && sum_with(outcomes, true) == total_cost {
-            true
-        } else {
-            false
-        };
+    // The other reading of the uncertain rule, only when it alone explains the total.
+    let reading = sum_with(outcomes, false) != total_cost && sum_with(outcomes, true) == total_cost;
     for outcome in outcomes.iter_mut() {
         if let RecordOutcome::Matched(m) = outcome {
             m.cost = price(m, reading);

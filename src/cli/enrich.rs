@@ -382,6 +382,9 @@ fn temporary_path(output: &Path) -> PathBuf {
     output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// Takes each batch, then `None` to finish the file.
+type BatchSink = dyn FnMut(Option<&RecordBatch>) -> Result<(), String>;
+
 /// Streams the query into `path`; returns the number of rows.
 async fn write(df: DataFrame, path: &Path, format: OutputFormat) -> Result<u64, CliError> {
     let failure = |e: &dyn std::fmt::Display| CliError::Failure(e.to_string());
@@ -394,7 +397,7 @@ async fn write(df: DataFrame, path: &Path, format: OutputFormat) -> Result<u64, 
         .await
         .map_err(|e| failure(&e))?;
     let mut stream = futures::stream::iter(partitions).flatten();
-    let mut sink: Box<dyn FnMut(Option<&RecordBatch>) -> Result<(), String>> = match format {
+    let mut sink: Box<BatchSink> = match format {
         OutputFormat::Parquet => {
             let properties = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
