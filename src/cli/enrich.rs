@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use datafusion::arrow::array::Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -382,6 +383,40 @@ fn temporary_path(output: &Path) -> PathBuf {
     output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// CSV has no lists or structs: such columns (job history, funding events, skills...) are
+/// written as their text rendering, e.g. `[sales, saas]`.
+fn nested_as_text(
+    batch: &RecordBatch,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+            let text: StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+}
+
 /// Takes each batch, then `None` to finish the file.
 type BatchSink = dyn FnMut(Option<&RecordBatch>) -> Result<(), String>;
 
@@ -419,7 +454,9 @@ async fn write(df: DataFrame, path: &Path, format: OutputFormat) -> Result<u64, 
                 .with_header(true)
                 .build(file);
             Box::new(move |batch| match batch {
-                Some(b) => writer.write(b).map_err(|e| e.to_string()),
+                Some(b) => writer
+                    .write(&nested_as_text(b).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string()),
                 None => Ok(()),
             })
         }

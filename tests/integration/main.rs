@@ -1,5 +1,6 @@
 //! Integration tests: the sandbox, the client and SQL over real HTTP, and the binary's help.
 
+mod cli;
 mod client;
 mod common;
 mod sandbox;
