@@ -53,9 +53,11 @@ fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
             let c = b.column_by_name(column).unwrap().as_string::<i32>().clone();
             (0..c.len())
                 .map(|i| {
-                    c.is_valid(i)
-                        .then(|| c.value(i).to_string())
-                        .unwrap_or_default()
+                    if c.is_valid(i) {
+                        c.value(i).to_string()
+                    } else {
+                        String::new()
+                    }
                 })
                 .collect::<Vec<_>>()
         })
