@@ -1,266 +1,404 @@
-//! Input column names → the nine matching datapoints.
+//! Input column names → the nine matching datapoints of the Bulk Enrich Person API.
 //!
-//! Headers are compared folded (lower case, letters and digits only), so "First Name",
-//! "first_name" and "FIRST-NAME" are one name. A column maps when its folded name is a
-//! datapoint's name or one of its aliases; look-alikes ("Email Status", "Company Phone") are not
-//! aliases and so never map. Explicit mappings override detection.
+//! Headers are compared *folded*: lower case, letters and digits only, so "First Name",
+//! "first_name", "FIRST-NAME" and "firstName" are one name. A column maps when its folded name
+//! is a datapoint's own name or one of the aliases in `ALIASES`. Look-alikes ("Email Status",
+//! "Company Phone", "LinkedIn Followers") are deliberately not aliases, so they never map: a
+//! wrong column sent as a datapoint costs a match, while a missed column is one `--map` away.
+//!
+//! Explicit mappings (`--map 'Column=datapoint'`, `MAP {'Column': 'datapoint'}`) override the
+//! detection. Every decision, and every column that looked like a datapoint but is not used, is
+//! kept with its reason so `EXPLAIN` and the binary can show it.
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 
 use crate::datapoints::{Datapoint, Datapoints};
 
-/// Aliases per datapoint, in order of preference, folded. The datapoint's own name comes first
-/// implicitly. Covers the header sets of Apollo, HubSpot, Salesforce and Sales Navigator exports.
+/// Header aliases per datapoint, most preferred first, written as they appear in exports (they
+/// are folded before comparison). A datapoint's own name ("first_name", "Company Website", ...)
+/// always matches and beats every alias, so it is not repeated here.
+///
+/// Left out on purpose: "Email Status", "Email Confidence", "Secondary Email", "Personal Email",
+/// "Company Name for Emails", "Company Phone", "Company Size", "Company Address", "Title",
+/// "LinkedIn Followers", "LinkedIn Bio" (HubSpot: the bio text, not a URL), "Sales Navigator URL"
+/// (not a public profile URL) and CRM record ids ("Record ID", "Apollo Contact Id").
 const ALIASES: &[(Datapoint, &[&str])] = &[
     (
         Datapoint::FirstName,
         &[
-            "firstname",
-            "givenname",
+            "Given Name",
             "fname",
-            "forename",
-            "contactfirstname",
+            "Forename",
+            "Contact First Name",
+            "Lead First Name",
         ],
     ),
     (
         Datapoint::LastName,
         &[
-            "lastname",
-            "surname",
-            "familyname",
+            "Surname",
+            "Family Name",
             "lname",
-            "contactlastname",
+            "Contact Last Name",
+            "Lead Last Name",
         ],
     ),
     (
         Datapoint::FullName,
-        &["fullname", "name", "contactname", "personname", "contact"],
+        &[
+            "Name",
+            "Contact Name",
+            "Person Name",
+            "Lead Name",
+            "Contact Full Name",
+        ],
     ),
     (
         Datapoint::LinkedinUrl,
         &[
-            "linkedinurl",
-            "personlinkedinurl",
-            "linkedinprofileurl",
-            "linkedinprofile",
-            "linkedin",
-            "profileurl",
-            "linkedinbio",
-            "liprofile",
-            "contactlinkedinurl",
+            "Person Linkedin Url",  // Apollo
+            "LinkedIn Profile URL", // Sales Navigator exports
+            "LinkedIn Profile",
+            "LinkedIn",
+            "Contact LinkedIn URL",
+            "LinkedIn Profile Link",
+            "Profile URL", // Sales Navigator exports
+            "LI Profile",
         ],
     ),
     (
         Datapoint::Email,
         &[
-            "email",
-            "workemail",
-            "emailaddress",
-            "businessemail",
-            "workemailaddress",
-            "contactemail",
-            "primaryemail",
+            "Work Email",
+            "Business Email",
+            "Primary Email",
+            "Email Address",
+            "Work Email Address",
+            "Contact Email",
         ],
     ),
     (
         Datapoint::CompanyName,
         &[
-            "companyname",
-            "company",
-            "accountname",
-            "organization",
-            "organisation",
-            "organizationname",
-            "account",
-            "employer",
-            "currentcompany",
+            "Company",           // Apollo, Sales Navigator
+            "Account Name",      // Salesforce
+            "Company / Account", // Salesforce lead reports
+            "Organization Name",
+            "Organization",
+            "Organisation",
+            "Current Company",
+            "Employer",
+            "Account",
+            "Associated Company", // HubSpot contacts
         ],
     ),
     (
         Datapoint::CompanyWebsite,
         &[
-            "companywebsite",
-            "companydomain",
-            "companydomainname",
-            "domain",
-            "website",
-            "websiteurl",
-            "companyurl",
-            "accountwebsite",
-            "organizationdomain",
-            "organizationwebsite",
+            "Company Domain",
+            "Company Domain Name", // HubSpot
+            "Company Website URL",
+            "Company URL",
+            "Account Website",
+            "Organization Domain",
+            "Organization Website",
+            "Website",     // Apollo, Salesforce
+            "Website URL", // HubSpot
+            "Domain",
         ],
     ),
     (
         Datapoint::CompanyLinkedinUrl,
         &[
-            "companylinkedinurl",
-            "companylinkedin",
-            "organizationlinkedinurl",
-            "organizationlinkedin",
-            "accountlinkedinurl",
+            "Company LinkedIn",
+            "Company LinkedIn Profile",
+            "Company LinkedIn Page",
+            "LinkedIn Company Page", // HubSpot companies
+            "Organization LinkedIn URL",
+            "Organization LinkedIn",
+            "Account LinkedIn URL",
         ],
     ),
-    (
-        Datapoint::PersonId,
-        &["personid", "prospeoid", "prospeopersonid"],
-    ),
+    (Datapoint::PersonId, &["Prospeo Person ID", "Prospeo ID"]),
 ];
 
-/// A header folded for comparison: lower case, ASCII letters and digits only.
-pub fn fold(name: &str) -> String {
+/// How many aliases the error message shows per datapoint.
+const ALIASES_SHOWN: usize = 4;
+
+/// A header folded for comparison: lower case, letters and digits only.
+fn fold(name: &str) -> String {
     name.chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
 }
 
-/// How a column came to be mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MappingSource {
-    /// Its name is the datapoint's name.
-    Exact,
-    /// Its name is an alias of the datapoint.
-    Alias,
-    /// The caller mapped it.
-    Explicit,
-}
-
-/// A column that feeds a datapoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedColumn {
-    pub column: String,
-    /// Index in the schema given to [`ColumnMapping::detect`].
-    pub index: usize,
-    pub datapoint: Datapoint,
-    pub source: MappingSource,
-}
-
-/// A column that looked like a datapoint, or was named explicitly, and is not used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IgnoredColumn {
-    pub column: String,
-    pub reason: String,
-}
-
-/// Why a mapping could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum MappingError {
-    #[error(
-        "no column maps to a Prospeo datapoint. The input's columns are: {columns}. Accepted names (any case, spaces or punctuation): {accepted}. Map a column explicitly with named_struct('map', MAP {{'Your Column': 'email'}}) in SQL or --map 'Your Column=email' on the command line"
-    )]
-    NoMappableColumn { columns: String, accepted: String },
-    #[error(
-        "the mapping names column {column:?}, which the input does not have; its columns are: {columns}"
-    )]
-    UnknownColumn { column: String, columns: String },
-    #[error("column {column:?} is {data_type}, which cannot be read as text")]
-    UnsupportedType { column: String, data_type: DataType },
-    #[error("cannot read column {column:?} as text: {source}")]
-    Arrow { column: String, source: ArrowError },
-}
-
-/// The mapping decisions for one input schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnMapping {
-    mapped: Vec<MappedColumn>,
-    ignored: Vec<IgnoredColumn>,
-}
-
-fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn accepted_names() -> String {
-    ALIASES
-        .iter()
-        .map(|(d, aliases)| {
-            let examples: Vec<&str> = aliases.iter().take(3).copied().collect();
-            format!("{d} ({})", examples.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// The datapoint a folded header names, and how strongly (0 = the datapoint's own name, then
-/// the alias rank).
-fn detect_one(folded: &str) -> Option<(Datapoint, usize)> {
+/// The datapoint a header names by itself, and its rank: 0 for the datapoint's own name, then
+/// 1 + the alias's position in `ALIASES`.
+fn auto_detect(header: &str) -> Option<(Datapoint, usize)> {
+    let folded = fold(header);
+    if folded.is_empty() {
+        return None;
+    }
     ALIASES.iter().find_map(|(datapoint, aliases)| {
         if fold(datapoint.as_str()) == folded {
             return Some((*datapoint, 0));
         }
         aliases
             .iter()
-            .position(|a| *a == folded)
-            .map(|rank| (*datapoint, rank + 1))
+            .position(|alias| fold(alias) == folded)
+            .map(|position| (*datapoint, position + 1))
     })
 }
 
+/// How a column came to be mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingSource {
+    /// Its header, folded, is the datapoint's name ("Email", "First Name", "company_name").
+    Exact,
+    /// Its header, folded, is one of the datapoint's aliases ("Work Email", "Account Name").
+    Alias,
+    /// The caller mapped it.
+    Explicit,
+}
+
+impl fmt::Display for MappingSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MappingSource::Exact => "exact name",
+            MappingSource::Alias => "alias",
+            MappingSource::Explicit => "explicit",
+        })
+    }
+}
+
+/// An input column that feeds a datapoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedColumn {
+    /// The column's name in the input.
+    pub column: String,
+    /// The column's index in the schema given to [`ColumnMapping::detect`].
+    pub index: usize,
+    /// The datapoint its values are sent as.
+    pub datapoint: Datapoint,
+    /// Why it was mapped.
+    pub source: MappingSource,
+}
+
+/// An input column that looked like a datapoint, or was ignored explicitly, and is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredColumn {
+    /// The column's name in the input.
+    pub column: String,
+    /// Why it is not used, and how to use it instead.
+    pub reason: String,
+}
+
+/// Why the input's columns could not be mapped or read.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// No column of the input names a datapoint, and no explicit mapping maps one.
+    #[error(
+        "no column of the input maps to a Prospeo datapoint\n  the input's columns: {}\n  accepted names (case, spaces and punctuation do not matter):\n{}\n  {HOW_TO_MAP}",
+        quoted_list(.columns),
+        accepted_names()
+    )]
+    NoMappableColumn {
+        /// The input's columns.
+        columns: Vec<String>,
+    },
+    /// An explicit mapping names a column that the input does not have.
+    #[error(
+        "the mapping names column {column:?}, which the input does not have (names match exactly, then ignoring case); the input's columns are: {}",
+        quoted_list(.columns)
+    )]
+    UnknownColumn {
+        /// The name in the mapping.
+        column: String,
+        /// The input's columns.
+        columns: Vec<String>,
+    },
+    /// An explicit mapping names a column only up to case, and several columns match.
+    #[error(
+        "the mapping names column {column:?}, which matches several input columns when case is ignored: {}; write the column's name exactly",
+        quoted_list(.candidates)
+    )]
+    AmbiguousColumn {
+        /// The name in the mapping.
+        column: String,
+        /// The input's columns that match it ignoring case.
+        candidates: Vec<String>,
+    },
+    /// A mapped column has a type that has no single text value per row.
+    #[error(
+        "column {column:?} (mapped to {datapoint}) is {data_type}, which cannot be read as text; convert it in SQL first, map another column, or ignore this one with MAP {{{}: ''}} or --map '{column}='",
+        sql_string(.column)
+    )]
+    UnsupportedType {
+        /// The column's name.
+        column: String,
+        /// The datapoint it was mapped to.
+        datapoint: Datapoint,
+        /// Its type.
+        data_type: DataType,
+    },
+    /// Reading a mapped column of a batch as text failed (e.g. a binary column that is not
+    /// UTF-8, or a batch that does not have the mapped columns).
+    #[error("cannot read column {0:?} as text: {1}")]
+    Arrow(String, #[source] ArrowError),
+}
+
+const HOW_TO_MAP: &str = "map a column explicitly: in SQL with named_struct('map', MAP {'Your Column': 'email'}) or SET prospeo.map = 'Your Column=email'; on the command line with --map 'Your Column=email'";
+
+/// `text` as an SQL string literal.
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn quoted_list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(none)".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per datapoint: its name and its first aliases.
+fn accepted_names() -> String {
+    ALIASES
+        .iter()
+        .map(|(datapoint, aliases)| {
+            let shown: Vec<String> = aliases
+                .iter()
+                .take(ALIASES_SHOWN)
+                .map(|a| format!("{a:?}"))
+                .collect();
+            let more = if aliases.len() > ALIASES_SHOWN {
+                ", ..."
+            } else {
+                ""
+            };
+            format!("    {datapoint} (or {}{more})", shown.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The mapping decisions for one input schema: which columns feed which datapoints, and which
+/// datapoint-like columns are not used and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMapping {
+    /// In schema order.
+    mapped: Vec<MappedColumn>,
+    /// In schema order.
+    ignored: Vec<IgnoredColumn>,
+}
+
 impl ColumnMapping {
-    /// Maps `schema`'s columns, with `explicit` overrides: `(column, Some(d))` maps the column
-    /// to `d`, `(column, None)` ignores it.
+    /// Maps the columns of `schema` to datapoints.
+    ///
+    /// `explicit` overrides the detection: `(column, Some(d))` maps the column to `d` (taking
+    /// `d` away from any detected column), `(column, None)` never maps the column. Its column
+    /// names match exactly first, then ignoring case; when a column is named twice, the later
+    /// entry wins, and so does the later of two columns mapped to one datapoint.
+    ///
+    /// Among detected columns that name the same datapoint, the datapoint's own name beats an
+    /// alias, an earlier alias in `ALIASES` beats a later one, and then the first column in
+    /// the schema wins; the others are reported in [`ColumnMapping::ignored`].
     pub fn detect(
         schema: &Schema,
         explicit: &[(String, Option<Datapoint>)],
     ) -> Result<ColumnMapping, MappingError> {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let all_columns = || quoted_list(names.iter().copied());
-        let mut ignored = Vec::new();
-        let mut explicit_index: Vec<(usize, Option<Datapoint>)> = Vec::new();
+        let all_columns = || names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+        // Explicit entries by column index, each column once (its last entry), in the order
+        // of their last mention.
+        let mut explicit_by_index: Vec<(usize, Option<Datapoint>)> = Vec::new();
         for (column, datapoint) in explicit {
-            let index = names
-                .iter()
-                .position(|n| n == column)
-                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(column)))
-                .ok_or_else(|| MappingError::UnknownColumn {
-                    column: column.clone(),
-                    columns: all_columns(),
-                })?;
-            explicit_index.push((index, *datapoint));
+            let index = find_column(&names, column)?;
+            explicit_by_index.retain(|(i, _)| *i != index);
+            explicit_by_index.push((index, *datapoint));
         }
+
         let mut mapped: Vec<MappedColumn> = Vec::new();
-        for &(index, datapoint) in &explicit_index {
-            match datapoint {
-                Some(datapoint) => {
-                    mapped.retain(|m| m.datapoint != datapoint);
-                    mapped.push(MappedColumn {
-                        column: names[index].to_string(),
-                        index,
-                        datapoint,
-                        source: MappingSource::Explicit,
-                    });
-                }
-                None => ignored.push(IgnoredColumn {
+        let mut ignored: Vec<(usize, IgnoredColumn)> = Vec::new();
+        let ignore = |ignored: &mut Vec<(usize, IgnoredColumn)>, index: usize, reason: String| {
+            ignored.push((
+                index,
+                IgnoredColumn {
                     column: names[index].to_string(),
-                    reason: "ignored by the mapping".into(),
-                }),
+                    reason,
+                },
+            ));
+        };
+
+        for &(index, datapoint) in &explicit_by_index {
+            let Some(datapoint) = datapoint else {
+                ignore(&mut ignored, index, "ignored by the mapping".to_string());
+                continue;
+            };
+            if let Some(earlier) = mapped.iter().position(|m| m.datapoint == datapoint) {
+                let earlier = mapped.remove(earlier);
+                ignore(
+                    &mut ignored,
+                    earlier.index,
+                    format!(
+                        "the mapping maps {datapoint} to {:?} too, and the later mapping wins",
+                        names[index]
+                    ),
+                );
             }
+            mapped.push(MappedColumn {
+                column: names[index].to_string(),
+                index,
+                datapoint,
+                source: MappingSource::Explicit,
+            });
         }
-        // Candidates by strength, then schema order.
+
+        // Detected candidates, best first: by rank, then schema order.
         let mut candidates: Vec<(usize, usize, Datapoint)> = names
             .iter()
             .enumerate()
-            .filter(|(i, _)| !explicit_index.iter().any(|(e, _)| e == i))
-            .filter_map(|(i, name)| detect_one(&fold(name)).map(|(d, rank)| (rank, i, d)))
+            .filter(|(index, _)| !explicit_by_index.iter().any(|(i, _)| i == index))
+            .filter_map(|(index, name)| auto_detect(name).map(|(d, rank)| (rank, index, d)))
             .collect();
-        candidates.sort();
+        candidates.sort_by_key(|&(rank, index, _)| (rank, index));
+        let mut ranks: Vec<(Datapoint, usize)> = Vec::new();
         for (rank, index, datapoint) in candidates {
             if let Some(winner) = mapped.iter().find(|m| m.datapoint == datapoint) {
-                ignored.push(IgnoredColumn {
-                    column: names[index].to_string(),
-                    reason: format!("{datapoint} already comes from {:?}", winner.column),
-                });
+                let why = match (winner.source, ranks.iter().find(|(d, _)| *d == datapoint)) {
+                    (MappingSource::Explicit, _) => "mapped explicitly",
+                    (_, Some(&(_, winner_rank))) if winner_rank < rank => {
+                        if winner_rank == 0 {
+                            "its exact name beats an alias"
+                        } else {
+                            "a preferred alias"
+                        }
+                    }
+                    _ => "the same name, earlier in the input",
+                };
+                ignore(
+                    &mut ignored,
+                    index,
+                    format!(
+                        "{datapoint} already comes from {:?} ({why}); map this column explicitly to use it instead",
+                        winner.column
+                    ),
+                );
                 continue;
             }
+            ranks.push((datapoint, rank));
             mapped.push(MappedColumn {
                 column: names[index].to_string(),
                 index,
@@ -272,23 +410,28 @@ impl ColumnMapping {
                 },
             });
         }
+
         if mapped.is_empty() {
             return Err(MappingError::NoMappableColumn {
                 columns: all_columns(),
-                accepted: accepted_names(),
             });
         }
+        mapped.sort_by_key(|m| m.index);
         for m in &mapped {
             let data_type = schema.field(m.index).data_type();
-            if !is_text(data_type) && !can_cast_types(data_type, &DataType::Utf8) {
+            if !readable_as_text(data_type) {
                 return Err(MappingError::UnsupportedType {
                     column: m.column.clone(),
+                    datapoint: m.datapoint,
                     data_type: data_type.clone(),
                 });
             }
         }
-        mapped.sort_by_key(|m| m.index);
-        Ok(ColumnMapping { mapped, ignored })
+        ignored.sort_by_key(|(index, _)| *index);
+        Ok(ColumnMapping {
+            mapped,
+            ignored: ignored.into_iter().map(|(_, i)| i).collect(),
+        })
     }
 
     /// The mapped columns, in schema order.
@@ -296,99 +439,193 @@ impl ColumnMapping {
         &self.mapped
     }
 
-    /// Columns that looked like datapoints or were named explicitly, and are not used.
+    /// The columns that looked like a datapoint, or were ignored explicitly, and are not used,
+    /// in schema order.
     pub fn ignored(&self) -> &[IgnoredColumn] {
         &self.ignored
     }
 
-    /// The input columns enrichment reads, in schema order.
+    /// The input columns enrichment reads, in schema order (the order
+    /// [`ColumnMapping::datapoints_projected`] expects).
     pub fn column_indices(&self) -> Vec<usize> {
         self.mapped.iter().map(|m| m.index).collect()
     }
 
-    /// The datapoints of every row of `batch`, which has the schema given to `detect`.
+    /// The datapoints of every row of `batch`, which has the schema given to
+    /// [`ColumnMapping::detect`]. Nulls and empty (or blank) strings are absent; values are not
+    /// normalised (see [`Datapoints::normalized`]).
     pub fn datapoints(&self, batch: &RecordBatch) -> Result<Vec<Datapoints>, MappingError> {
-        let columns: Vec<&ArrayRef> = self.mapped.iter().map(|m| batch.column(m.index)).collect();
-        self.read(batch.num_rows(), &columns)
+        let mut out = vec![Datapoints::default(); batch.num_rows()];
+        for m in &self.mapped {
+            let column = batch.columns().get(m.index).ok_or_else(|| {
+                missing_column(m, format!("the batch has {} columns", batch.num_columns()))
+            })?;
+            read_column(m, column, &mut out)?;
+        }
+        Ok(out)
     }
 
-    /// The same for a batch holding only the mapped columns, in `column_indices()` order.
+    /// The same as [`ColumnMapping::datapoints`], for a batch that holds only the mapped
+    /// columns, in [`ColumnMapping::column_indices`] order (the input after a projection).
     pub fn datapoints_projected(
         &self,
         batch: &RecordBatch,
     ) -> Result<Vec<Datapoints>, MappingError> {
-        let columns: Vec<&ArrayRef> = batch.columns().iter().collect();
-        self.read(batch.num_rows(), &columns)
-    }
-
-    fn read(&self, rows: usize, columns: &[&ArrayRef]) -> Result<Vec<Datapoints>, MappingError> {
-        let mut out = vec![Datapoints::default(); rows];
-        for (m, column) in self.mapped.iter().zip(columns) {
-            let text = as_text(column).map_err(|source| MappingError::Arrow {
-                column: m.column.clone(),
-                source,
-            })?;
-            let strings = text.as_string::<i32>();
-            for (row, datapoints) in out.iter_mut().enumerate() {
-                if strings.is_valid(row) {
-                    let value = strings.value(row);
-                    if !value.trim().is_empty() {
-                        datapoints.set(m.datapoint, Some(value.to_string()));
-                    }
-                }
-            }
+        if batch.num_columns() != self.mapped.len() {
+            let m = &self.mapped[batch.num_columns().min(self.mapped.len() - 1)];
+            return Err(missing_column(
+                m,
+                format!(
+                    "the projected batch has {} columns, the mapping {}",
+                    batch.num_columns(),
+                    self.mapped.len()
+                ),
+            ));
+        }
+        let mut out = vec![Datapoints::default(); batch.num_rows()];
+        for (m, column) in self.mapped.iter().zip(batch.columns()) {
+            read_column(m, column, &mut out)?;
         }
         Ok(out)
     }
 }
 
-fn is_text(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    ) || matches!(data_type, DataType::Dictionary(_, v) if is_text(v))
-}
-
-/// Any castable column as a `Utf8` array.
-fn as_text(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
-    if column.data_type() == &DataType::Utf8 {
-        Ok(Arc::clone(column))
-    } else {
-        cast(column.as_ref(), &DataType::Utf8)
+/// Resolves an explicit mapping's column: exact name first, then ignoring case.
+fn find_column(names: &[&str], column: &str) -> Result<usize, MappingError> {
+    if let Some(index) = names.iter().position(|n| *n == column) {
+        return Ok(index);
+    }
+    let matches: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i].to_lowercase() == column.to_lowercase())
+        .collect();
+    match matches.as_slice() {
+        [index] => Ok(*index),
+        [] => Err(MappingError::UnknownColumn {
+            column: column.to_string(),
+            columns: names.iter().map(|n| n.to_string()).collect(),
+        }),
+        several => Err(MappingError::AmbiguousColumn {
+            column: column.to_string(),
+            candidates: several.iter().map(|&i| names[i].to_string()).collect(),
+        }),
     }
 }
 
+fn missing_column(m: &MappedColumn, detail: String) -> MappingError {
+    MappingError::Arrow(
+        m.column.clone(),
+        ArrowError::InvalidArgumentError(format!(
+            "the batch does not have the mapped columns: {detail}"
+        )),
+    )
+}
+
+/// Whether a column of this type has one text value per row: strings, and anything arrow casts
+/// to a string value by value. Lists cast to "[a, b]", which is no datapoint, so they do not count.
+fn readable_as_text(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => readable_as_text(values),
+        DataType::RunEndEncoded(_, values) => readable_as_text(values.data_type()),
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(..)
+        | DataType::Struct(_)
+        | DataType::Map(..)
+        | DataType::Union(..) => false,
+        other => can_cast_types(other, &DataType::Utf8),
+    }
+}
+
+/// Sets `m.datapoint` of every row of `out` from `column`: the column is cast to text once,
+/// then read by index.
+fn read_column(
+    m: &MappedColumn,
+    column: &ArrayRef,
+    out: &mut [Datapoints],
+) -> Result<(), MappingError> {
+    let error = |source| MappingError::Arrow(m.column.clone(), source);
+    if column.len() != out.len() {
+        return Err(error(ArrowError::InvalidArgumentError(format!(
+            "the column has {} values for {} rows",
+            column.len(),
+            out.len()
+        ))));
+    }
+    let text = match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Arc::clone(column),
+        // Not `safe`: a value that does not convert (bytes that are not UTF-8) is an error, not
+        // a silently missing datapoint.
+        _ => cast_with_options(
+            column.as_ref(),
+            &DataType::Utf8,
+            &CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            },
+        )
+        .map_err(error)?,
+    };
+    match text.data_type() {
+        DataType::Utf8 => fill(text.as_string::<i32>(), m.datapoint, out),
+        DataType::LargeUtf8 => fill(text.as_string::<i64>(), m.datapoint, out),
+        DataType::Utf8View => fill(text.as_string_view(), m.datapoint, out),
+        other => {
+            return Err(error(ArrowError::CastError(format!("{other} is not text"))));
+        }
+    }
+    Ok(())
+}
+
+fn fill<'a>(
+    values: impl ArrayAccessor<Item = &'a str>,
+    datapoint: Datapoint,
+    out: &mut [Datapoints],
+) {
+    for (row, datapoints) in out.iter_mut().enumerate() {
+        if values.is_valid(row) {
+            let value = values.value(row);
+            if !value.trim().is_empty() {
+                datapoints.set(datapoint, Some(value.to_string()));
+            }
+        }
+    }
+}
+
+/// One line per mapped datapoint, `email <- "Work Email" (alias)`, in the order of
+/// [`Datapoint::ALL`], then one line per ignored column with the reason.
 impl fmt::Display for ColumnMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for m in &self.mapped {
-            let how = match m.source {
-                MappingSource::Exact => "exact name",
-                MappingSource::Alias => "alias",
-                MappingSource::Explicit => "explicit",
-            };
-            writeln!(
-                f,
-                "  {:<21} <- {:?} ({how})",
-                m.datapoint.as_str(),
-                m.column
-            )?;
+        let mut lines = Vec::new();
+        for datapoint in Datapoint::ALL {
+            for m in self.mapped.iter().filter(|m| m.datapoint == datapoint) {
+                lines.push(format!("{datapoint} <- {:?} ({})", m.column, m.source));
+            }
         }
         for i in &self.ignored {
-            writeln!(f, "  ignored {:?}: {}", i.column, i.reason)?;
+            lines.push(format!("ignored {:?}: {}", i.column, i.reason));
         }
-        Ok(())
+        f.write_str(&lines.join("\n"))
     }
 }
 
-/// Parses `COLUMN=datapoint` (split at the last `=`); an empty datapoint, `none` or `ignore`
-/// ignores the column.
+/// Parses a `COLUMN=datapoint` mapping (`--map`, `SET prospeo.map`). It splits at the last
+/// `=`, so a column name may itself contain `=` ("a=b=email" maps column "a=b"); a datapoint name
+/// never does. An empty datapoint, `none` or `ignore` ignores the column.
 pub fn parse_mapping_arg(arg: &str) -> Result<(String, Option<Datapoint>), String> {
-    let (column, datapoint) = arg
-        .rsplit_once('=')
-        .ok_or_else(|| format!("`{arg}` is not COLUMN=datapoint"))?;
+    let Some((column, datapoint)) = arg.rsplit_once('=') else {
+        return Err(format!(
+            "`{arg}` is not COLUMN=datapoint: write e.g. '{0}=email' to map the column, or '{0}=' to ignore it",
+            arg.trim()
+        ));
+    };
     let column = column.trim();
     if column.is_empty() {
-        return Err(format!("`{arg}` names no column"));
+        return Err(format!(
+            "`{arg}` names no column: write COLUMN=datapoint, e.g. 'Work Email=email'"
+        ));
     }
     let datapoint = datapoint.trim();
     if datapoint.is_empty()
@@ -397,7 +634,9 @@ pub fn parse_mapping_arg(arg: &str) -> Result<(String, Option<Datapoint>), Strin
     {
         return Ok((column.to_string(), None));
     }
-    let datapoint = datapoint.parse().map_err(|e| format!("{e}"))?;
+    let datapoint = datapoint.parse().map_err(|e| {
+        format!("`{arg}`: {e} (or nothing, 'none' or 'ignore' to ignore the column)")
+    })?;
     Ok((column.to_string(), Some(datapoint)))
 }
 
@@ -405,9 +644,11 @@ pub fn parse_mapping_arg(arg: &str) -> Result<(String, Option<Datapoint>), Strin
 mod tests {
     use super::*;
     use datafusion::arrow::array::{
-        DictionaryArray, Int64Array, LargeStringArray, StringArray, StringViewArray,
+        BinaryArray, DictionaryArray, Int64Array, LargeStringArray, StringArray, StringViewArray,
     };
-    use datafusion::arrow::datatypes::{Field, Int32Type};
+    use datafusion::arrow::datatypes::{Field, Fields, Int32Type, Int64Type};
+
+    use Datapoint::*;
 
     fn schema(names: &[&str]) -> Schema {
         Schema::new(
@@ -418,41 +659,72 @@ mod tests {
         )
     }
 
-    fn decisions(mapping: &ColumnMapping) -> Vec<(String, Datapoint)> {
+    fn detect(names: &[&str]) -> ColumnMapping {
+        ColumnMapping::detect(&schema(names), &[]).unwrap()
+    }
+
+    fn decisions(mapping: &ColumnMapping) -> Vec<(&str, Datapoint)> {
         mapping
             .mapped()
             .iter()
-            .map(|m| (m.column.clone(), m.datapoint))
+            .map(|m| (m.column.as_str(), m.datapoint))
             .collect()
     }
 
-    fn pairs(list: &[(&str, Datapoint)]) -> Vec<(String, Datapoint)> {
+    fn ignored(mapping: &ColumnMapping) -> Vec<&str> {
+        mapping
+            .ignored()
+            .iter()
+            .map(|i| i.column.as_str())
+            .collect()
+    }
+
+    fn explicit(list: &[(&str, Option<Datapoint>)]) -> Vec<(String, Option<Datapoint>)> {
         list.iter().map(|(c, d)| (c.to_string(), *d)).collect()
     }
 
+    const LOOK_ALIKES: &[&str] = &[
+        "Email Status",
+        "Email Confidence",
+        "Secondary Email",
+        "Company Phone",
+        "Company Size",
+        "Company Address",
+        "Title",
+        "LinkedIn Followers",
+        "LinkedIn Bio",
+    ];
+
     #[test]
-    fn crm_exports_map_without_look_alikes() {
-        use Datapoint::*;
-        let apollo = schema(&[
+    fn apollo_export() {
+        let m = detect(&[
             "First Name",
             "Last Name",
             "Title",
             "Company",
+            "Company Name for Emails",
             "Email",
             "Email Status",
+            "Primary Email Source",
             "Email Confidence",
+            "Seniority",
+            "Mobile Phone",
+            "# Employees",
+            "Industry",
             "Person Linkedin Url",
             "Website",
             "Company Linkedin Url",
-            "Company Phone",
-            "# Employees",
-            "Company Size",
+            "Facebook Url",
             "Company Address",
+            "Company Phone",
+            "Company Size",
+            "Apollo Contact Id",
+            "Secondary Email",
+            "LinkedIn Followers",
         ]);
-        let m = ColumnMapping::detect(&apollo, &[]).unwrap();
         assert_eq!(
             decisions(&m),
-            pairs(&[
+            [
                 ("First Name", FirstName),
                 ("Last Name", LastName),
                 ("Company", CompanyName),
@@ -460,139 +732,452 @@ mod tests {
                 ("Person Linkedin Url", LinkedinUrl),
                 ("Website", CompanyWebsite),
                 ("Company Linkedin Url", CompanyLinkedinUrl),
-            ])
+            ]
         );
-        let hubspot = schema(&[
+        assert!(m.ignored().is_empty(), "{m}");
+    }
+
+    #[test]
+    fn hubspot_export() {
+        let m = detect(&[
+            "Record ID",
             "First Name",
             "Last Name",
             "Email",
+            "Phone Number",
+            "Job Title",
             "Company Name",
             "Company Domain Name",
-            "Phone Number",
+            "Website URL",
+            "LinkedIn Bio",
+            "Associated Company",
+            "Lifecycle Stage",
         ]);
-        let m = ColumnMapping::detect(&hubspot, &[]).unwrap();
-        assert_eq!(m.mapped().len(), 5);
-        let salesforce = schema(&[
+        assert_eq!(
+            decisions(&m),
+            [
+                ("First Name", FirstName),
+                ("Last Name", LastName),
+                ("Email", Email),
+                ("Company Name", CompanyName),
+                ("Company Domain Name", CompanyWebsite),
+            ]
+        );
+        assert_eq!(ignored(&m), ["Website URL", "Associated Company"]);
+        assert_eq!(m.mapped()[3].source, MappingSource::Exact);
+        assert_eq!(m.mapped()[4].source, MappingSource::Alias);
+    }
+
+    #[test]
+    fn salesforce_exports() {
+        let contacts = detect(&[
+            "Contact ID",
             "First Name",
             "Last Name",
+            "Title",
             "Email",
             "Account Name",
             "Website",
             "Lead Source",
         ]);
-        let m = ColumnMapping::detect(&salesforce, &[]).unwrap();
-        assert!(decisions(&m).contains(&("Account Name".into(), CompanyName)));
-        let navigator = schema(&[
+        assert_eq!(
+            decisions(&contacts),
+            [
+                ("First Name", FirstName),
+                ("Last Name", LastName),
+                ("Email", Email),
+                ("Account Name", CompanyName),
+                ("Website", CompanyWebsite),
+            ]
+        );
+        let leads = detect(&[
+            "Lead ID",
             "First Name",
             "Last Name",
+            "Company / Account",
+            "Email",
+        ]);
+        assert!(decisions(&leads).contains(&("Company / Account", CompanyName)));
+    }
+
+    #[test]
+    fn sales_navigator_export() {
+        let m = detect(&[
+            "First Name",
+            "Last Name",
+            "Title",
             "Company",
             "LinkedIn Profile URL",
+            "Profile URL",
             "Company LinkedIn URL",
-            "Title",
+            "LinkedIn Followers",
         ]);
-        let m = ColumnMapping::detect(&navigator, &[]).unwrap();
-        assert!(decisions(&m).contains(&("LinkedIn Profile URL".into(), LinkedinUrl)));
-    }
-
-    #[test]
-    fn names_are_folded_and_the_best_candidate_wins() {
-        let m =
-            ColumnMapping::detect(&schema(&["E-MAIL ADDRESS", "email", "firstName"]), &[]).unwrap();
         assert_eq!(
             decisions(&m),
-            pairs(&[
-                ("email", Datapoint::Email),
-                ("firstName", Datapoint::FirstName)
-            ])
+            [
+                ("First Name", FirstName),
+                ("Last Name", LastName),
+                ("Company", CompanyName),
+                ("LinkedIn Profile URL", LinkedinUrl),
+                ("Company LinkedIn URL", CompanyLinkedinUrl),
+            ]
         );
-        assert_eq!(m.mapped()[0].source, MappingSource::Exact);
-        assert_eq!(m.ignored()[0].column, "E-MAIL ADDRESS");
-        assert!(m.to_string().contains("email"), "{m}");
+        assert_eq!(ignored(&m), ["Profile URL"]);
+        assert_eq!(m.mapped()[4].source, MappingSource::Exact);
+        // A tool's camelCase export of the same.
+        let m = detect(&["firstName", "lastName", "companyName", "profileUrl"]);
+        assert_eq!(
+            decisions(&m),
+            [
+                ("firstName", FirstName),
+                ("lastName", LastName),
+                ("companyName", CompanyName),
+                ("profileUrl", LinkedinUrl),
+            ]
+        );
     }
 
     #[test]
-    fn explicit_mappings_override() {
-        let s = schema(&["Work Addr", "Email", "Notes"]);
+    fn look_alikes_never_map() {
+        for name in LOOK_ALIKES {
+            let err = ColumnMapping::detect(&schema(&[name]), &[]).unwrap_err();
+            assert!(
+                matches!(err, MappingError::NoMappableColumn { .. }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_folded() {
+        for name in [
+            "First Name",
+            "first_name",
+            "FIRST-NAME",
+            "firstName",
+            " first.name ",
+            "FirstName",
+        ] {
+            let m = detect(&[name]);
+            assert_eq!(decisions(&m), [(name, FirstName)]);
+            assert_eq!(m.mapped()[0].source, MappingSource::Exact);
+        }
+        for name in ["Work Email", "work_email", "WORK-EMAIL", "workEmail"] {
+            let m = detect(&[name]);
+            assert_eq!(decisions(&m), [(name, Email)]);
+            assert_eq!(m.mapped()[0].source, MappingSource::Alias);
+        }
+        let m = detect(&[
+            "LI Profile",
+            "company_url",
+            "prospeo id",
+            "organization linkedin",
+        ]);
+        assert_eq!(
+            decisions(&m),
+            [
+                ("LI Profile", LinkedinUrl),
+                ("company_url", CompanyWebsite),
+                ("prospeo id", PersonId),
+                ("organization linkedin", CompanyLinkedinUrl),
+            ]
+        );
+    }
+
+    #[test]
+    fn best_candidate_wins_and_the_others_are_reported() {
+        // An exact name beats an alias, wherever it is.
+        let m = detect(&["Work Email", "E-Mail", "firstName"]);
+        assert_eq!(decisions(&m), [("E-Mail", Email), ("firstName", FirstName)]);
+        assert_eq!(ignored(&m), ["Work Email"]);
+        let reason = &m.ignored()[0].reason;
+        assert!(
+            reason.contains("email already comes from \"E-Mail\"") && reason.contains("exact"),
+            "{reason}"
+        );
+        // An earlier alias beats a later one.
+        let m = detect(&["Email Address", "Work Email"]);
+        assert_eq!(decisions(&m), [("Work Email", Email)]);
+        assert!(m.ignored()[0].reason.contains("preferred alias"), "{m}");
+        // Equal names: the first column wins.
+        let m = detect(&["email", "EMAIL"]);
+        assert_eq!(decisions(&m), [("email", Email)]);
+        assert_eq!(ignored(&m), ["EMAIL"]);
+        assert!(m.ignored()[0].reason.contains("earlier"), "{m}");
+    }
+
+    #[test]
+    fn explicit_mappings_override_detection() {
+        let s = schema(&["Work Addr", "Email", "Notes", "Company"]);
         let m = ColumnMapping::detect(
             &s,
-            &[
-                ("Work Addr".into(), Some(Datapoint::Email)),
-                ("email".into(), None),
-            ],
+            &explicit(&[("Work Addr", Some(Email)), ("company", None)]),
         )
         .unwrap();
-        assert_eq!(decisions(&m), pairs(&[("Work Addr", Datapoint::Email)]));
+        assert_eq!(decisions(&m), [("Work Addr", Email)]);
         assert_eq!(m.mapped()[0].source, MappingSource::Explicit);
-        let err =
-            ColumnMapping::detect(&s, &[("Nope".into(), Some(Datapoint::Email))]).unwrap_err();
+        assert_eq!(ignored(&m), ["Email", "Company"]);
+        assert!(m.ignored()[0].reason.contains("mapped explicitly"), "{m}");
+        assert_eq!(m.ignored()[1].reason, "ignored by the mapping");
+
+        // An explicit None on the only candidate leaves nothing to map.
+        let err = ColumnMapping::detect(&s, &explicit(&[("Email", None), ("Company", None)]))
+            .unwrap_err();
         assert!(
-            err.to_string().contains("\"Nope\"") && err.to_string().contains("\"Notes\""),
+            matches!(err, MappingError::NoMappableColumn { .. }),
+            "{err}"
+        );
+
+        // The later of two entries for one column, or one datapoint, wins.
+        let m = ColumnMapping::detect(
+            &s,
+            &explicit(&[
+                ("Notes", Some(CompanyName)),
+                ("Notes", Some(FullName)),
+                ("Work Addr", Some(Email)),
+                ("Email", Some(Email)),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            decisions(&m),
+            [
+                ("Email", Email),
+                ("Notes", FullName),
+                ("Company", CompanyName)
+            ]
+        );
+        assert_eq!(ignored(&m), ["Work Addr"]);
+    }
+
+    #[test]
+    fn explicit_columns_match_exactly_then_ignoring_case() {
+        let s = schema(&["email", "EMAIL", "Notes"]);
+        let m = ColumnMapping::detect(&s, &explicit(&[("EMAIL", Some(Email))])).unwrap();
+        assert_eq!(decisions(&m), [("EMAIL", Email)]);
+        let m = ColumnMapping::detect(&s, &explicit(&[("NOTES", Some(FullName))])).unwrap();
+        assert!(decisions(&m).contains(&("Notes", FullName)));
+        let err = ColumnMapping::detect(&s, &explicit(&[("Email", Some(Email))])).unwrap_err();
+        assert!(matches!(err, MappingError::AmbiguousColumn { .. }), "{err}");
+
+        let err = ColumnMapping::detect(&s, &explicit(&[("Nope", Some(Email))]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"Nope\"") && err.contains("\"email\", \"EMAIL\", \"Notes\""),
             "{err}"
         );
     }
 
     #[test]
-    fn no_mappable_column_lists_columns_and_accepted_names() {
+    fn no_mappable_column_lists_columns_accepted_names_and_what_to_do() {
         let err = ColumnMapping::detect(&schema(&["Notes", "Score"]), &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"Notes\", \"Score\""), "{err}");
-        assert!(err.contains("email") && err.contains("--map"), "{err}");
+        for datapoint in Datapoint::ALL {
+            assert!(err.contains(datapoint.as_str()), "{datapoint}: {err}");
+        }
+        assert!(err.contains("\"Work Email\""), "{err}");
+        assert!(
+            err.contains("MAP {'Your Column': 'email'}")
+                && err.contains("--map 'Your Column=email'"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn every_string_type_and_numbers_are_read() {
-        let values = [Some("a@b.co"), None, Some(""), Some("c@d.co")];
+    fn display_shows_every_decision() {
+        let s = schema(&["Notes", "Work Email", "Email Address", "First Name"]);
+        let m = ColumnMapping::detect(&s, &explicit(&[("Notes", None)])).unwrap();
+        let shown = m.to_string();
+        assert_eq!(
+            shown.lines().take(2).collect::<Vec<_>>(),
+            [
+                "first_name <- \"First Name\" (exact name)",
+                "email <- \"Work Email\" (alias)"
+            ],
+            "{shown}"
+        );
+        assert!(
+            shown.contains("ignored \"Notes\": ignored by the mapping"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("ignored \"Email Address\": email already comes from"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_alias_table_is_unambiguous() {
+        let mut seen: Vec<String> = Datapoint::ALL.iter().map(|d| fold(d.as_str())).collect();
+        for (datapoint, aliases) in ALIASES {
+            for alias in *aliases {
+                let folded = fold(alias);
+                assert!(!folded.is_empty());
+                assert!(
+                    !seen.contains(&folded),
+                    "{alias} ({datapoint}) is listed twice"
+                );
+                assert_eq!(auto_detect(alias).map(|(d, _)| d), Some(*datapoint));
+                seen.push(folded);
+            }
+        }
+        for name in LOOK_ALIKES {
+            assert!(!seen.contains(&fold(name)), "{name}");
+        }
+        assert_eq!(ALIASES.len(), Datapoint::ALL.len());
+    }
+
+    /// Emails in every string encoding, beside an Int64 person_id.
+    fn batch_with_emails(emails: ArrayRef) -> RecordBatch {
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), Some(8), None, Some(9)]));
+        let notes: ArrayRef = Arc::new(StringArray::from(vec!["x"; 4]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("Notes", DataType::Utf8, true),
+            Field::new("Work Email", emails.data_type().clone(), true),
+            Field::new("person_id", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(schema, vec![notes, emails, ids]).unwrap()
+    }
+
+    #[test]
+    fn datapoints_from_every_string_type() {
+        let values = [Some("a@b.co"), None, Some(""), Some(" C@D.co ")];
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(values.to_vec())),
             Arc::new(LargeStringArray::from(values.to_vec())),
             Arc::new(StringViewArray::from(values.to_vec())),
-            Arc::new(
-                values
-                    .iter()
-                    .copied()
-                    .collect::<DictionaryArray<Int32Type>>(),
-            ),
+            Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>()),
         ];
         for array in arrays {
-            let ids: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), Some(8), None, Some(9)]));
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("Email", array.data_type().clone(), true),
-                Field::new("person_id", DataType::Int64, true),
-            ]));
-            let batch = RecordBatch::try_new(schema.clone(), vec![array.clone(), ids]).unwrap();
-            let m = ColumnMapping::detect(&schema, &[]).unwrap();
+            let data_type = array.data_type().clone();
+            let batch = batch_with_emails(array);
+            let m = ColumnMapping::detect(&batch.schema(), &[]).unwrap();
+            assert_eq!(m.column_indices(), [1, 2], "{data_type}");
             let rows = m.datapoints(&batch).unwrap();
             let emails: Vec<Option<&str>> = rows.iter().map(|d| d.email.as_deref()).collect();
+            // Not normalised here: that is the client's step.
             assert_eq!(
                 emails,
-                [Some("a@b.co"), None, None, Some("c@d.co")],
-                "{}",
-                array.data_type()
+                [Some("a@b.co"), None, None, Some(" C@D.co ")],
+                "{data_type}"
             );
-            assert_eq!(rows[0].person_id.as_deref(), Some("7"));
-            assert_eq!(rows[2].person_id, None);
+            let ids: Vec<Option<&str>> = rows.iter().map(|d| d.person_id.as_deref()).collect();
+            assert_eq!(ids, [Some("7"), Some("8"), None, Some("9")], "{data_type}");
+            assert!(rows.iter().all(|d| d.full_name.is_none()));
             let projected = batch.project(&m.column_indices()).unwrap();
-            assert_eq!(m.datapoints_projected(&projected).unwrap(), rows);
+            assert_eq!(
+                m.datapoints_projected(&projected).unwrap(),
+                rows,
+                "{data_type}"
+            );
         }
+    }
+
+    #[test]
+    fn datapoints_from_other_encodings() {
+        // A dictionary of numbers, cast value by value.
+        let ids: ArrayRef = Arc::new(
+            [Some("12"), None, Some("12")]
+                .into_iter()
+                .collect::<DictionaryArray<Int64Type>>(),
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "prospeo_id",
+            ids.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![ids]).unwrap();
+        let rows = ColumnMapping::detect(&schema, &[])
+            .unwrap()
+            .datapoints(&batch)
+            .unwrap();
+        let ids: Vec<Option<&str>> = rows.iter().map(|d| d.person_id.as_deref()).collect();
+        assert_eq!(ids, [Some("12"), None, Some("12")]);
+    }
+
+    #[test]
+    fn batches_without_the_mapped_columns_are_errors() {
+        let batch = batch_with_emails(Arc::new(StringArray::from(vec!["a@b.co"; 4])));
+        let m = ColumnMapping::detect(&batch.schema(), &[]).unwrap();
+        let err = m.datapoints_projected(&batch).unwrap_err();
+        assert!(matches!(err, MappingError::Arrow(..)), "{err}");
+        let err = m.datapoints(&batch.project(&[0]).unwrap()).unwrap_err();
+        assert!(matches!(err, MappingError::Arrow(..)), "{err}");
+    }
+
+    #[test]
+    fn columns_without_a_text_value_are_errors() {
+        let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+        let strukt = DataType::Struct(Fields::from(vec![Field::new("a", DataType::Utf8, true)]));
+        for data_type in [list, strukt] {
+            let s = Schema::new(vec![Field::new("Email", data_type.clone(), true)]);
+            let err = ColumnMapping::detect(&s, &[]).unwrap_err();
+            assert!(
+                matches!(&err, MappingError::UnsupportedType { column, .. } if column == "Email"),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("MAP {'Email': ''} or --map 'Email='"),
+                "{err}"
+            );
+            // Ignoring the column, or mapping another, gets past it.
+            let s = Schema::new(vec![
+                Field::new("Email", data_type, true),
+                Field::new("Addr", DataType::Utf8, true),
+            ]);
+            let m = ColumnMapping::detect(&s, &explicit(&[("Addr", Some(Email))])).unwrap();
+            assert_eq!(decisions(&m), [("Addr", Email)]);
+        }
+        // Binary that is not UTF-8 fails when read, naming the column.
+        let bytes: ArrayRef = Arc::new(BinaryArray::from(vec![&[0xff_u8, 0xfe][..]]));
+        let s = Arc::new(Schema::new(vec![Field::new(
+            "email",
+            DataType::Binary,
+            true,
+        )]));
+        let m = ColumnMapping::detect(&s, &[]).unwrap();
+        let batch = RecordBatch::try_new(s, vec![bytes]).unwrap();
+        let err = m.datapoints(&batch).unwrap_err();
+        assert!(err.to_string().contains("\"email\""), "{err}");
     }
 
     #[test]
     fn mapping_arguments_parse() {
         assert_eq!(
             parse_mapping_arg("Work Email=email"),
-            Ok(("Work Email".into(), Some(Datapoint::Email)))
+            Ok(("Work Email".into(), Some(Email)))
         );
         assert_eq!(parse_mapping_arg("Notes="), Ok(("Notes".into(), None)));
         assert_eq!(
+            parse_mapping_arg("Notes=ignore"),
+            Ok(("Notes".into(), None))
+        );
+        assert_eq!(
+            parse_mapping_arg("Notes = None"),
+            Ok(("Notes".into(), None))
+        );
+        assert_eq!(
             parse_mapping_arg("a=b=email"),
-            Ok(("a=b".into(), Some(Datapoint::Email)))
+            Ok(("a=b".into(), Some(Email)))
+        );
+        assert_eq!(
+            parse_mapping_arg("Company = COMPANY_NAME"),
+            Ok(("Company".into(), Some(CompanyName)))
+        );
+        let err = parse_mapping_arg("Notes=phone").unwrap_err();
+        assert!(
+            err.contains("unknown datapoint `phone`") && err.contains("email"),
+            "{err}"
         );
         assert!(
-            parse_mapping_arg("Notes=phone")
+            parse_mapping_arg("no equals")
                 .unwrap_err()
-                .contains("unknown datapoint")
+                .contains("'no equals=email'")
         );
-        assert!(parse_mapping_arg("no equals").is_err());
+        assert!(parse_mapping_arg("=email").is_err());
     }
 }

@@ -22,15 +22,7 @@ use serde::Serialize;
 
 use super::{CliError, EXIT_DEFERRED};
 
-/// Enrich a lead file: every input row comes out once, in input order, with the person and
-/// company columns and a status and cost per row.
-///
-/// The key comes from PROSPEO_API_KEY or --api-key-file (never from the command line). Rows
-/// below the vendor's minimum (e.g. a first name alone) are never sent. Exit codes: 0 every row
-/// settled; 3 some rows were deferred (daily quota, credits, or --max-credits): run the same
-/// command again later; 2 bad input or arguments; 4 the key is missing or refused; 130
-/// interrupted; 1 any other failure. The output is written to a temporary file and renamed
-/// only when complete, so a failed run never leaves a file that looks finished.
+/// Options of `prospeo enrich`.
 #[derive(Debug, Args)]
 pub struct EnrichArgs {
     /// Input: a Parquet, CSV or NDJSON file, directory or glob.

@@ -51,6 +51,16 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Enrich a lead file (Parquet, CSV or NDJSON) into Parquet, CSV or NDJSON.
+    ///
+    /// Every input row comes out once, in input order, with the person and company columns and
+    /// a status and cost per row. The key comes from PROSPEO_API_KEY or --api-key-file, never
+    /// from the command line; --sandbox runs against an embedded sandbox instead. Rows below
+    /// the vendor's minimum (a first name alone, say) are never sent. The output is written to
+    /// a temporary file and renamed only when complete.
+    ///
+    /// Exit codes: 0 every row settled; 3 some rows were deferred (daily quota, credits or
+    /// --max-credits): run the same command again later; 2 bad input or arguments; 4 the key
+    /// is missing or refused; 130 interrupted; 1 any other failure.
     Enrich(enrich::EnrichArgs),
     /// Run a local sandbox of the Prospeo API over a synthetic directory, or generate sample data.
     Sandbox(sandbox::SandboxArgs),
