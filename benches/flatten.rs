@@ -50,7 +50,7 @@ fn outcomes() -> Vec<RecordOutcome> {
             RecordOutcome::Matched(Box::new(Match {
                 person: Some(person),
                 company,
-                free_enrichment: i % 7 == 0,
+                free_enrichment: i.is_multiple_of(7),
                 cost: 1,
             }))
         })

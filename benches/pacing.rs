@@ -4,7 +4,8 @@
 //! The plan is Pro-shaped (per-minute = 60 × per-second) and scaled up 20× so that a run of
 //! under a minute reaches a steady state: 600 records a second, 36,000 a minute.
 //!
-//! Run: `cargo bench --bench pacing` (optional arguments: seconds, callers).
+//! Run: `cargo bench --bench pacing` (optional arguments: seconds, callers, and `pro` for the
+//! real Pro limits, which need a run of several minutes: `cargo bench --bench pacing -- 180 8 pro`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,15 +20,20 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
     let callers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
+    let pro = args.next().is_some_and(|a| a == "pro");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(run(Duration::from_secs(seconds), callers));
+    runtime.block_on(run(Duration::from_secs(seconds), callers, pro));
 }
 
-async fn run(duration: Duration, callers: usize) {
-    let limits = RateLimits::new(600, 36_000, 10_000_000);
+async fn run(duration: Duration, callers: usize, pro: bool) {
+    let limits = if pro {
+        datafusion_prospeo::api::Plan::Pro.limits()
+    } else {
+        RateLimits::new(600, 36_000, 10_000_000)
+    };
     let mut config = SandboxConfig::new(Arc::new(Directory::default()));
     config.keys = vec![
         SandboxKey::new(

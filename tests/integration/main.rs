@@ -3,5 +3,6 @@
 mod cli;
 mod client;
 mod common;
+mod object_storage;
 mod sandbox;
 mod sql;
