@@ -501,3 +501,65 @@ async fn every_string_type_of_input_is_read() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_mapped_and_selected_input_columns_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.parquet");
+    write_parquet(&path, &leads_batch(LEADS));
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let (plan, _) = run(
+        &ctx,
+        &format!(
+            "SELECT lead_id, prospeo_status FROM enrich_person('{}')",
+            path.display()
+        ),
+    )
+    .await;
+    let text = plan_text(&plan);
+    let scan = text
+        .lines()
+        .find(|l| l.contains("DataSourceExec"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        scan.contains("projection=[lead_id, First Name, Last Name, Email, Company Domain]"),
+        "{scan}"
+    );
+    assert!(!scan.contains("Country"), "{scan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_stops_sending() {
+    use futures::StreamExt;
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let many: Vec<Lead> = (0..300).map(|i| (i, "", "", "", "", "US")).collect();
+    let mut batch = leads_batch(&many);
+    // 300 distinct unknown people by email: six requests if run to the end.
+    let emails: StringArray = (0..300)
+        .map(|i| Some(format!("stranger{i}@nowhere.example")))
+        .collect();
+    batch = RecordBatch::try_new(batch.schema(), {
+        let mut columns = batch.columns().to_vec();
+        columns[3] = Arc::new(emails);
+        columns
+    })
+    .unwrap();
+    ctx.register_batch("crm_leads", batch).unwrap();
+    let df = ctx
+        .sql(
+            "SELECT prospeo_status FROM enrich_person('crm_leads', named_struct('concurrency', 1))",
+        )
+        .await
+        .unwrap();
+    let mut stream = df.execute_stream().await.unwrap();
+    let first = stream.next().await.expect("a first batch").unwrap();
+    assert!(first.num_rows() > 0);
+    drop(stream);
+    let requests = sandbox.stats().key(ALPHA).requests;
+    assert!(
+        (1..6).contains(&requests),
+        "{requests} requests after the stream was dropped"
+    );
+}
