@@ -263,6 +263,9 @@ pub async fn run(args: EnrichArgs) -> Result<u8, CliError> {
         .sql(&sql)
         .await
         .map_err(|e| CliError::BadInput(e.to_string()))?;
+    if !args.quiet {
+        print_mapping(&df).await?;
+    }
 
     let temporary = temporary_path(&args.output);
     let written = tokio::select! {
@@ -311,6 +314,25 @@ pub async fn run(args: EnrichArgs) -> Result<u8, CliError> {
             .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(exit_code)
+}
+
+/// Prints how the input's columns were mapped, from the plan the job will run.
+async fn print_mapping(df: &DataFrame) -> Result<(), CliError> {
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion_prospeo::exec::EnrichExec;
+    fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<&EnrichExec> {
+        plan.downcast_ref::<EnrichExec>()
+            .or_else(|| plan.children().into_iter().find_map(find))
+    }
+    let plan = df
+        .clone()
+        .create_physical_plan()
+        .await
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    if let Some(exec) = find(&plan) {
+        eprintln!("Column mapping:\n{}", exec.mapping());
+    }
+    Ok(())
 }
 
 fn summary(args: &EnrichArgs, rows: u64, totals: &Totals, elapsed: f64, exit_code: u8) -> Summary {
