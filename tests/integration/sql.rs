@@ -532,8 +532,17 @@ async fn only_the_mapped_and_selected_input_columns_are_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_stops_sending() {
     use futures::StreamExt;
-    let sandbox = start(config()).await;
-    let ctx = context(&sandbox).await;
+    let mut config = config();
+    // Slow enough answers that a request is still in flight when the stream is dropped.
+    config.faults.latency = std::time::Duration::from_millis(300);
+    let sandbox = start(config).await;
+    let client = Client::builder()
+        .base_url(sandbox.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+        .build()
+        .unwrap();
+    let ctx = SessionContext::new();
+    register_with_client(&ctx, client.clone());
     let many: Vec<Lead> = (0..300).map(|i| (i, "", "", "", "", "US")).collect();
     let mut batch = leads_batch(&many);
     // 300 distinct unknown people by email: six requests if run to the end.
@@ -549,7 +558,7 @@ async fn dropping_the_stream_stops_sending() {
     ctx.register_batch("crm_leads", batch).unwrap();
     let df = ctx
         .sql(
-            "SELECT prospeo_status FROM enrich_person('crm_leads', named_struct('concurrency', 1))",
+            "SELECT prospeo_status FROM enrich_person('crm_leads', named_struct('concurrency', 2))",
         )
         .await
         .unwrap();
