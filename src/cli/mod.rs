@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch of the `prospeo` binary.
 
+mod account;
 mod enrich;
 mod sandbox;
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// --max-credits): run the same command again later; 2 bad input or arguments; 4 the key
     /// is missing or refused; 130 interrupted; 1 any other failure.
     Enrich(enrich::EnrichArgs),
+    /// Show the plan, the credits left, and the quota left this minute and today (free: no
+    /// credit is spent). The key comes from PROSPEO_API_KEY or --api-key-file.
+    Account(account::AccountArgs),
     /// Run a local sandbox of the Prospeo API over a synthetic directory, or generate sample data.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -95,6 +99,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Enrich(args) => enrich::run(args).await,
+        Command::Account(args) => account::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

@@ -227,3 +227,34 @@ async fn unreadable_input_exits_2_with_the_path_in_the_message() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("/no/such/leads.csv"));
     assert!(!output.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_shows_the_plan_credits_and_quota() {
+    let sandbox = sandbox_with_credits(1234).await;
+    let run = prospeo(
+        vec!["account".into(), "--json".into()],
+        vec![
+            ("PROSPEO_API_KEY", KEY.into()),
+            ("PROSPEO_BASE_URL", sandbox.base_url()),
+        ],
+    )
+    .await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(json["plan"], "PRO");
+    assert_eq!(json["remaining_credits"], 1234);
+    assert_eq!(json["day_limit"], 500_000);
+    let refused = prospeo(
+        vec!["account".into()],
+        vec![
+            ("PROSPEO_API_KEY", "nope".into()),
+            ("PROSPEO_BASE_URL", sandbox.base_url()),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(4));
+}

@@ -1,0 +1,84 @@
+//! `prospeo account`: the plan, the credits left, and the quota the rate-limit headers report.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use datafusion_prospeo::api::ClientBuilder;
+
+use super::CliError;
+
+/// Options of `prospeo account`.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// The API's base URL (also PROSPEO_BASE_URL).
+    #[arg(long, env = "PROSPEO_BASE_URL")]
+    pub base_url: Option<String>,
+    /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
+    #[arg(long, env = "PROSPEO_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: AccountArgs) -> Result<u8, CliError> {
+    let mut builder = ClientBuilder::from_env();
+    if let Some(url) = args.base_url {
+        builder = builder.base_url(url);
+    }
+    if let Some(path) = args.api_key_file {
+        builder = builder.api_key_file(path);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| CliError::BadKey(e.to_string()))?;
+    let status = client.account_status().await.map_err(|e| match e {
+        datafusion_prospeo::Error::InvalidApiKey => CliError::BadKey(e.to_string()),
+        other => CliError::Failure(other.to_string()),
+    })?;
+    let a = &status.account;
+    let q = &status.quota;
+    let show = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    if args.json {
+        let json = serde_json::json!({
+            "plan": a.current_plan,
+            "remaining_credits": a.remaining_credits,
+            "used_credits": a.used_credits,
+            "next_quota_renewal_date": a.next_quota_renewal_date,
+            "minute_left": q.minute_left,
+            "minute_limit": q.minute_limit,
+            "day_left": q.day_left,
+            "day_limit": q.day_limit,
+            "day_reset_seconds": q.day_reset_seconds,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "plan               {}",
+            a.current_plan.as_deref().unwrap_or("?")
+        );
+        println!(
+            "credits left       {}",
+            a.remaining_credits.map_or("?".into(), |c| c.to_string())
+        );
+        println!(
+            "credits used       {}",
+            a.used_credits.map_or("?".into(), |c| c.to_string())
+        );
+        println!(
+            "quota renews       {}",
+            a.next_quota_renewal_date.as_deref().unwrap_or("?")
+        );
+        println!(
+            "records this minute {} left of {}",
+            show(q.minute_left),
+            show(q.minute_limit)
+        );
+        println!(
+            "records today       {} left of {}",
+            show(q.day_left),
+            show(q.day_limit)
+        );
+    }
+    Ok(0)
+}
