@@ -4,5 +4,6 @@ mod cli;
 mod client;
 mod common;
 mod object_storage;
+mod s3;
 mod sandbox;
 mod sql;
