@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -979,7 +979,7 @@ impl Client {
         };
         let answered_at = Instant::now();
         let quota = QuotaHeaders::from_headers(&headers);
-        let attempt = match classify(status, &headers, &body, &quota) {
+        let attempt = match classify(status, &body, &quota) {
             // The server's words end up in outputs and logs: a server that echoes the key
             // must not leak it there.
             Attempt::Retry {
@@ -1100,12 +1100,7 @@ fn transport_reason(e: &reqwest::Error) -> String {
 
 /// Classifies an answer on its `error_code` first and its HTTP status second (reference,
 /// "Errors": INTERNAL_ERROR arrives as HTTP 400, rate limits have been seen as HTTP 200).
-fn classify(
-    status: StatusCode,
-    _headers: &HeaderMap,
-    body: &[u8],
-    quota: &QuotaHeaders,
-) -> Attempt {
+fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let error_body = json
         .as_ref()
@@ -1443,70 +1438,43 @@ mod tests {
     #[test]
     fn answers_are_classified_on_the_error_code() {
         let quota = QuotaHeaders::default();
-        let headers = HeaderMap::new();
         let body =
             |code: &str| format!(r#"{{"error": true, "error_code": "{code}"}}"#).into_bytes();
         let is_retry = |a: &Attempt, limited: bool| matches!(a, Attempt::Retry { rate_limited, .. } if *rate_limited == limited);
         assert!(is_retry(
-            &classify(
-                StatusCode::BAD_REQUEST,
-                &headers,
-                &body("INTERNAL_ERROR"),
-                &quota
-            ),
+            &classify(StatusCode::BAD_REQUEST, &body("INTERNAL_ERROR"), &quota),
             false
         ));
         assert!(is_retry(
-            &classify(
-                StatusCode::OK,
-                &headers,
-                &body("RATE_LIMIT_EXCEEDED"),
-                &quota
-            ),
+            &classify(StatusCode::OK, &body("RATE_LIMIT_EXCEEDED"), &quota),
             true
         ));
         assert!(is_retry(
-            &classify(
-                StatusCode::TOO_MANY_REQUESTS,
-                &headers,
-                b"slow down",
-                &quota
-            ),
+            &classify(StatusCode::TOO_MANY_REQUESTS, b"slow down", &quota),
             true
         ));
         assert!(is_retry(
-            &classify(StatusCode::BAD_GATEWAY, &headers, b"<html>", &quota),
+            &classify(StatusCode::BAD_GATEWAY, b"<html>", &quota),
             false
         ));
         assert!(matches!(
-            classify(
-                StatusCode::UNAUTHORIZED,
-                &headers,
-                &body("INVALID_API_KEY"),
-                &quota
-            ),
+            classify(StatusCode::UNAUTHORIZED, &body("INVALID_API_KEY"), &quota),
             Attempt::InvalidKey
         ));
         assert!(matches!(
             classify(
                 StatusCode::BAD_REQUEST,
-                &headers,
                 &body("INSUFFICIENT_CREDITS"),
                 &quota
             ),
             Attempt::OutOfCredits
         ));
         assert!(matches!(
-            classify(
-                StatusCode::BAD_REQUEST,
-                &headers,
-                &body("INVALID_REQUEST"),
-                &quota
-            ),
+            classify(StatusCode::BAD_REQUEST, &body("INVALID_REQUEST"), &quota),
             Attempt::Reject(_)
         ));
         assert!(matches!(
-            classify(StatusCode::OK, &headers, b"<html>oops</html>", &quota),
+            classify(StatusCode::OK, b"<html>oops</html>", &quota),
             Attempt::Garbled(_)
         ));
     }

@@ -8,7 +8,6 @@
 //! must never cost the other 49 records. Fields this version does not know are kept in `extra`
 //! and serialised back unchanged ("The vendor adds fields over time", reference, last line).
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -581,11 +580,6 @@ where
     T: Loose,
 {
     Ok(Option::<Value>::deserialize(deserializer)?.and_then(T::from_value))
-}
-
-/// Parses a JSON body into `T`, for tests and callers that hold raw bytes.
-pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
-    serde_json::from_slice(body)
 }
 
 #[cfg(test)]

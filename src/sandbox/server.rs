@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::api::plan::{QuotaWindow, headers};
 use crate::api::wire::{
-    BulkEnrichResponse, Company, EnrichFlags, EnrichPersonResponse, ErrorBody, ErrorCode,
-    MAX_BULK_RECORDS, MatchedRecord, Person, PersonMobile,
+    BulkEnrichResponse, EnrichFlags, EnrichPersonResponse, ErrorBody, ErrorCode, MAX_BULK_RECORDS,
+    MatchedRecord, Person, PersonMobile,
 };
 use crate::datapoints::Datapoints;
 use crate::rng::SplitMix64;
@@ -564,7 +564,7 @@ fn evaluate(
             identifier: identifier.clone(),
             free_enrichment: Some(before.is_some() && cost == 0),
             person: Some(present_person(person, flags.reveals_mobile())),
-            company: directory.company_of(person).cloned().map(present_company),
+            company: directory.company_of(person).cloned(),
             extra: Default::default(),
         });
     }
@@ -578,10 +578,6 @@ fn present_person(person: &Person, reveal_mobile: bool) -> Person {
         *mobile = masked(mobile);
     }
     person
-}
-
-fn present_company(company: Company) -> Company {
-    company
 }
 
 /// A mobile with its digits replaced by `*`, and `revealed: false`. International forms keep

@@ -6,9 +6,6 @@ use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::collect;
-use datafusion::prelude::SessionContext;
-use datafusion_prospeo::api::{ApiKey, Client};
-use datafusion_prospeo::table::register_with_client;
 
 use crate::common::*;
 use crate::s3::S3Server;
@@ -44,13 +41,7 @@ async fn an_s3_input_is_enriched_from_a_real_s3_server() {
 
     let s3 = S3Server::start(root.path()).await;
     let sandbox = start(config()).await;
-    let client = Client::builder()
-        .base_url(sandbox.base_url())
-        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
-        .build()
-        .unwrap();
-    let ctx = SessionContext::new();
-    register_with_client(&ctx, client);
+    let ctx = crate::sql::context(&sandbox).await;
     let url = url::Url::parse("s3://crm").unwrap();
     ctx.register_object_store(&url, s3.store("crm"));
 

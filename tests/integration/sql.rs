@@ -86,7 +86,7 @@ fn write_csv(path: &Path, batch: &RecordBatch) {
     writer.write(batch).unwrap();
 }
 
-async fn context(sandbox: &Sandbox) -> SessionContext {
+pub(crate) async fn context(sandbox: &Sandbox) -> SessionContext {
     let client = Client::builder()
         .base_url(sandbox.base_url())
         .api_key(ApiKey::new(ALPHA_KEY).unwrap())
@@ -95,6 +95,11 @@ async fn context(sandbox: &Sandbox) -> SessionContext {
     let ctx = SessionContext::new();
     register_with_client(&ctx, client);
     ctx
+}
+
+/// The text of the error a query fails to plan with.
+async fn planning_error(ctx: &SessionContext, sql: &str) -> String {
+    ctx.sql(sql).await.expect_err(sql).to_string()
 }
 
 /// Runs a query, returning its physical plan (as text) and its rows.
@@ -423,11 +428,7 @@ async fn planning_errors_say_what_to_do() {
     ctx.sql("CREATE VIEW notes AS SELECT * FROM (VALUES ('a', 1)) AS t(\"Notes\", \"Score\")")
         .await
         .unwrap();
-    let error = ctx
-        .sql("SELECT * FROM enrich_person('notes')")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(&ctx, "SELECT * FROM enrich_person('notes')").await;
     assert!(
         error.contains("Notes") && error.contains("email"),
         "{error}"
@@ -435,38 +436,26 @@ async fn planning_errors_say_what_to_do() {
     ctx.sql("CREATE VIEW clash AS SELECT * FROM (VALUES ('a@b.co', 'x')) AS t(\"Email\", \"prospeo_status\")")
         .await
         .unwrap();
-    let error = ctx
-        .sql("SELECT * FROM enrich_person('clash')")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(&ctx, "SELECT * FROM enrich_person('clash')").await;
     assert!(
         error.contains("prospeo_status") && error.contains("prefix"),
         "{error}"
     );
-    let error = ctx
-        .sql("SET prospeo.plan = 'platinum'")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(&ctx, "SET prospeo.plan = 'platinum'").await;
     assert!(error.contains("starter, growth or pro"), "{error}");
-    let error = ctx
-        .sql("SET prospeo.nonsense = 1")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(&ctx, "SET prospeo.nonsense = 1").await;
     assert!(error.contains("unknown option prospeo.nonsense"), "{error}");
-    let error = ctx
-        .sql("SELECT * FROM enrich_person('clash', named_struct('concurrency', 0))")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(
+        &ctx,
+        "SELECT * FROM enrich_person('clash', named_struct('concurrency', 0))",
+    )
+    .await;
     assert!(error.contains("prospeo.concurrency"), "{error}");
-    let error = ctx
-        .sql("SELECT * FROM enrich_person('/no/such/leads.parquet')")
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = planning_error(
+        &ctx,
+        "SELECT * FROM enrich_person('/no/such/leads.parquet')",
+    )
+    .await;
     assert!(error.contains("/no/such/leads.parquet"), "{error}");
 }
 
