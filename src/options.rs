@@ -112,6 +112,8 @@ pub struct EnrichOptions {
     pub csv_has_header: bool,
     /// CSV delimiter.
     pub csv_delimiter: u8,
+    /// CSV quote character.
+    pub csv_quote: u8,
     /// Explicit column mappings, as `column=datapoint` pairs (`column=` ignores the column).
     pub map: Vec<(String, Option<Datapoint>)>,
 }
@@ -134,6 +136,7 @@ impl Default for EnrichOptions {
             format: None,
             csv_has_header: true,
             csv_delimiter: b',',
+            csv_quote: b'"',
             map: Vec::new(),
         }
     }
@@ -180,6 +183,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ),
     ("csv_has_header", "whether CSV input has a header row"),
     ("csv_delimiter", "CSV delimiter, one character"),
+    ("csv_quote", "CSV quote character, one character"),
     (
         "map",
         "explicit column mappings: 'Column=datapoint, Other='",
@@ -293,6 +297,10 @@ impl EnrichOptions {
                     _ => return Err(bad_value(&key, value, "a single ASCII character")),
                 }
             }
+            "csv_quote" => match value.as_bytes() {
+                [b] if b.is_ascii() => self.csv_quote = *b,
+                _ => return Err(bad_value(&key, value, "a single ASCII character")),
+            },
             "map" => {
                 for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
                     let (column, datapoint) = parse_mapping_arg(pair.trim())
@@ -356,6 +364,7 @@ impl EnrichOptions {
             "format" => opt(&self.format),
             "csv_has_header" => Some(self.csv_has_header.to_string()),
             "csv_delimiter" => Some((self.csv_delimiter as char).to_string()),
+            "csv_quote" => Some((self.csv_quote as char).to_string()),
             "map" => (!self.map.is_empty()).then(|| {
                 self.map
                     .iter()

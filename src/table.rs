@@ -302,7 +302,8 @@ fn resolve_input(
         InputFormat::Csv => Arc::new(
             CsvFormat::default()
                 .with_has_header(options.csv_has_header)
-                .with_delimiter(options.csv_delimiter),
+                .with_delimiter(options.csv_delimiter)
+                .with_quote(options.csv_quote),
         ),
         InputFormat::Json => Arc::new(JsonFormat::default()),
     };

@@ -294,6 +294,7 @@ impl ClientBuilder {
                 in_flight: Semaphore::new(self.max_in_flight),
                 totals: Counters::default(),
                 stopped: AtomicBool::new(false),
+                halted: AtomicBool::new(false),
                 credits_reserved: AtomicI64::new(0),
                 rng: Mutex::new(SplitMix64::new(self.seed)),
                 settings: self,
@@ -338,6 +339,8 @@ pub enum DeferReason {
     InsufficientCredits,
     /// The job's credit budget (`max_credits`) is spent.
     Budget,
+    /// The job was stopped ([`Client::stop_sending`]) before the record was sent.
+    Stopped,
 }
 
 impl fmt::Display for DeferReason {
@@ -347,6 +350,7 @@ impl fmt::Display for DeferReason {
             DeferReason::RateLimited => "the rate limit did not allow sending in time",
             DeferReason::InsufficientCredits => "the account has no credits left",
             DeferReason::Budget => "the job's credit budget is spent",
+            DeferReason::Stopped => "the job was stopped before it was sent",
         })
     }
 }
@@ -538,6 +542,8 @@ struct ClientInner {
     totals: Counters,
     /// Set when the account ran out of credits: nothing more is sent.
     stopped: AtomicBool,
+    /// Set by [`Client::stop_sending`]: requests not yet on the wire are deferred.
+    halted: AtomicBool,
     /// Worst-case credits of requests in flight, counted against `max_credits`.
     credits_reserved: AtomicI64,
     rng: Mutex<SplitMix64>,
@@ -598,6 +604,22 @@ impl Client {
     /// Totals so far, across every caller.
     pub fn totals(&self) -> Totals {
         self.inner.totals.snapshot()
+    }
+
+    /// Stops the client for good: requests not yet on the wire are deferred
+    /// ([`DeferReason::Stopped`]); requests already sent still complete and are counted.
+    pub fn stop_sending(&self) {
+        self.inner.halted.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits, at most `timeout`, until no request is on the wire; true when none is. After
+    /// [`Client::stop_sending`] this makes the totals include every answer that was paid for.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let all = self.inner.settings.max_in_flight as u32;
+        matches!(
+            tokio::time::timeout(timeout, self.inner.in_flight.acquire_many(all)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Records per request the plan allows (50, or less on tiny custom limits).
@@ -828,6 +850,9 @@ impl Client {
                         endpoint: "/bulk-enrich-person",
                         reason: "the client was shut down".into(),
                     })?;
+                if inner.halted.load(Ordering::SeqCst) {
+                    return defer_all(DeferReason::Stopped, None);
+                }
                 requests += 1;
                 add(&inner.totals.requests, 1);
                 self.attempt(&body, reservation).await

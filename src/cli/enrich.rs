@@ -1,49 +1,54 @@
 //! `prospeo enrich INPUT -o OUTPUT`: the same plan as `enrich_person(...)`, written to a file.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
-use datafusion::arrow::array::Array;
-use datafusion::arrow::record_batch::RecordBatch;
+use clap::Args;
+use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, lit};
 use datafusion_prospeo::api::{ApiKey, Client, ClientBuilder, RecordStatus, Totals};
 use datafusion_prospeo::options::EnrichOptions;
 use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
 use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
-use datafusion_prospeo::table::register_with_client;
+use datafusion_prospeo::table::{EnrichTable, FUNCTION_NAME, register_with_client};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{CliError, EXIT_DEFERRED};
+use super::output::{Output, OutputFormat, query_error};
+use super::progress::{Progress, ProgressMode};
+use super::{CliError, EXIT_DEFERRED, GlobalArgs, LogFormat};
 
 /// Options of `prospeo enrich`.
 #[derive(Debug, Args)]
 pub struct EnrichArgs {
-    /// Input: a Parquet, CSV or NDJSON file, directory or glob.
+    /// Input: a Parquet, CSV or NDJSON file, directory or glob, local or an s3://, gs://, az://
+    /// or http(s):// URL (object stores are configured from AWS_*, GOOGLE_*, AZURE_*).
     pub input: String,
-    /// Output file: .parquet (zstd), .csv or .ndjson/.jsonl, chosen by extension or --output-format.
-    #[arg(short, long)]
-    pub output: PathBuf,
+    /// Output: a local path or an s3://, gs://, az:// URL; .parquet (zstd), .csv, .ndjson or
+    /// .arrow (Arrow IPC), chosen by extension or --output-format. Written to a temporary file
+    /// or upload and committed only when complete.
+    #[arg(short, long, required_unless_present = "dry_run")]
+    pub output: Option<String>,
     /// Output format, when the extension does not say it.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormat>,
     /// Input format, when the extension does not say it: parquet, csv or ndjson.
     #[arg(long)]
     pub input_format: Option<String>,
-    /// CSV input: the delimiter.
+    /// CSV input: the delimiter (`\t` for tab).
     #[arg(long, default_value = ",")]
     pub delimiter: String,
+    /// CSV input: the quote character.
+    #[arg(long, default_value = "\"")]
+    pub quote: String,
     /// CSV input: the file has no header row.
     #[arg(long)]
     pub no_header: bool,
     /// Map a column to a datapoint, e.g. --map 'Work Email=email'; 'Column=' ignores a column.
-    /// Repeatable.
+    /// Repeatable. Columns are otherwise mapped by name (see the README's alias table).
     #[arg(long = "map", value_name = "COLUMN=DATAPOINT")]
     pub maps: Vec<String>,
     /// Only return people with a verified email.
@@ -76,6 +81,10 @@ pub struct EnrichArgs {
     /// Go ahead even when --max-credits exceeds the credits left on the account.
     #[arg(long)]
     pub yes: bool,
+    /// Read the input, print the mapping, count rows by what would happen (valid, invalid,
+    /// duplicate) and the worst-case credits; call nothing that costs, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The API's base URL (also PROSPEO_BASE_URL).
     #[arg(long, env = "PROSPEO_BASE_URL")]
     pub base_url: Option<String>,
@@ -86,31 +95,12 @@ pub struct EnrichArgs {
     /// paid, no key is needed.
     #[arg(long)]
     pub sandbox: bool,
-    /// Print nothing but errors.
+    /// Print nothing but errors (no mapping, progress bar or summary).
     #[arg(long, short)]
     pub quiet: bool,
     /// Also write the summary as JSON to this file, for orchestrators.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
-}
-
-/// Output file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Parquet,
-    Csv,
-    Ndjson,
-}
-
-impl OutputFormat {
-    fn from_path(path: &Path) -> Option<Self> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
-            "parquet" | "pq" => Some(OutputFormat::Parquet),
-            "csv" => Some(OutputFormat::Csv),
-            "ndjson" | "jsonl" | "json" => Some(OutputFormat::Ndjson),
-            _ => None,
-        }
-    }
 }
 
 /// The numbers of a run, printed at the end and written by --summary-json.
@@ -130,9 +120,27 @@ struct Summary {
     retries: u64,
     rate_limited: u64,
     cost_warnings: u64,
+    quota_wait_seconds: f64,
     elapsed_seconds: f64,
     rows_per_second: f64,
     exit_code: u8,
+}
+
+/// What `--dry-run` found.
+#[derive(Debug, Default, Serialize)]
+struct DryRun {
+    input: String,
+    rows: u64,
+    /// Rows that meet the vendor's minimum and would be sent.
+    valid: u64,
+    /// Rows below the minimum: never sent, never charged.
+    invalid_datapoints: u64,
+    /// Valid rows whose normalised datapoints repeat an earlier row's: sent once.
+    duplicates: u64,
+    /// Distinct valid records that would be sent.
+    records_to_send: u64,
+    /// Credits if every record sent matched (10 a match with --enrich-mobile).
+    worst_case_credits: u64,
 }
 
 fn sql_string(s: &str) -> String {
@@ -164,6 +172,7 @@ fn apply_options(ctx: &SessionContext, args: &EnrichArgs) -> Result<(), CliError
     set("plan", args.plan.clone())?;
     set("csv_has_header", (!args.no_header).to_string())?;
     set("csv_delimiter", args.delimiter.clone())?;
+    set("csv_quote", args.quote.clone())?;
     if let Some(format) = &args.input_format {
         set("format", format.clone())?;
     }
@@ -205,17 +214,17 @@ fn build_client(args: &EnrichArgs, sandbox: Option<&Sandbox>) -> Result<Client, 
         })
 }
 
-pub async fn run(args: EnrichArgs) -> Result<u8, CliError> {
+/// Runs `prospeo enrich`; returns the exit code.
+pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> {
     let started = Instant::now();
-    let format = args
-        .output_format
-        .or_else(|| OutputFormat::from_path(&args.output))
-        .ok_or_else(|| {
-            CliError::BadInput(format!(
-                "cannot tell the output format of {} from its extension: use .parquet, .csv or .ndjson, or --output-format",
-                args.output.display()
-            ))
-        })?;
+    let ctx = SessionContext::new();
+    if args.dry_run {
+        datafusion_prospeo::register(&ctx);
+        apply_options(&ctx, &args)?;
+        return dry_run(&ctx, &args).await;
+    }
+    let target = args.output.as_deref().unwrap_or_default();
+    let output = Output::resolve(target, args.output_format, &ctx.runtime_env())?;
     let sandbox = if args.sandbox {
         let directory = generate_directory(&GeneratorConfig::default());
         let sandbox = Sandbox::start(SandboxConfig::new(Arc::new(directory)))
@@ -255,44 +264,56 @@ pub async fn run(args: EnrichArgs) -> Result<u8, CliError> {
         )));
     }
 
-    let ctx = SessionContext::new();
     register_with_client(&ctx, client.clone());
     apply_options(&ctx, &args)?;
-    let sql = format!("SELECT * FROM enrich_person({})", sql_string(&args.input));
+    let input = sql_string(&args.input);
     let df = ctx
-        .sql(&sql)
+        .sql(&format!("SELECT * FROM {FUNCTION_NAME}({input})"))
         .await
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     if !args.quiet {
         print_mapping(&df).await?;
     }
+    // The output must be writable before anything is paid for.
+    let open = output.open().await?;
 
-    let temporary = temporary_path(&args.output);
-    let written = tokio::select! {
-        result = write(df, &temporary, format) => result,
-        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+    let mode = ProgressMode::choose(args.quiet, global.log_format == LogFormat::Json);
+    let total = if mode == ProgressMode::Off {
+        None
+    } else {
+        count_rows(&ctx, &input).await
     };
+    let progress = Progress::start(mode, client.clone(), total);
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    // Partitions are written one after the other, so rows come out in input order.
+    let partitions = df.execute_stream_partitioned().await.map_err(query_error)?;
+    let stream = futures::stream::iter(partitions).flatten();
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let written = open.write(schema, stream, interrupted).await;
+    progress.finish();
     let rows = match written {
         Ok(rows) => rows,
         Err(e) => {
-            let _ = std::fs::remove_file(&temporary);
+            // Nothing more is sent; answers already on their way are still counted.
+            client.stop_sending();
+            client.wait_idle(Duration::from_secs(30)).await;
+            let totals = client.totals();
             if matches!(e, CliError::Interrupted) {
-                let totals = client.totals();
                 eprintln!(
                     "Interrupted: nothing was written. Spent {} credits on {} records.",
+                    totals.credits, totals.records_sent
+                );
+            } else if totals.records_sent > 0 {
+                eprintln!(
+                    "Nothing was written. Spent {} credits on {} records.",
                     totals.credits, totals.records_sent
                 );
             }
             return Err(e);
         }
     };
-    std::fs::rename(&temporary, &args.output).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        CliError::Failure(format!(
-            "cannot move the output into {}: {e}",
-            args.output.display()
-        ))
-    })?;
     if let Some(sandbox) = sandbox {
         let _ = sandbox.stop().await;
     }
@@ -304,16 +325,123 @@ pub async fn run(args: EnrichArgs) -> Result<u8, CliError> {
         0
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let summary = summary(&args, rows, &totals, elapsed, exit_code);
+    let summary = summary(&args, output.target(), rows, &totals, elapsed, exit_code);
     if !args.quiet {
         print_summary(&summary);
     }
+    if global.log_format == LogFormat::Json {
+        tracing::info!(
+            target: "prospeo::summary",
+            summary = %serde_json::to_string(&summary).unwrap_or_default(),
+            "done"
+        );
+    }
     if let Some(path) = &args.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        std::fs::write(path, json)
-            .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))?;
+        write_json(path, &summary)?;
     }
     Ok(exit_code)
+}
+
+fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<(), CliError> {
+    let json = serde_json::to_vec_pretty(value).unwrap_or_default();
+    std::fs::write(path, json)
+        .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The input's row count, for the progress bar (free: no enrichment column is read).
+async fn count_rows(ctx: &SessionContext, input: &str) -> Option<u64> {
+    let df = ctx
+        .sql(&format!("SELECT count(*) FROM {FUNCTION_NAME}({input})"))
+        .await
+        .ok()?;
+    let batches = df.collect().await.ok()?;
+    let column = batches.first()?.column(0);
+    datafusion::arrow::array::cast::as_primitive_array::<datafusion::arrow::datatypes::Int64Type>(
+        column,
+    )
+    .values()
+    .first()
+    .map(|&n| n as u64)
+}
+
+/// `--dry-run`: reads the mapped columns only and counts what would happen to each row.
+async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError> {
+    let state = ctx.state();
+    let provider = ctx
+        .table_function(FUNCTION_NAME)
+        .and_then(|f| {
+            f.create_table_provider_with_args(TableFunctionArgs::new(
+                &[lit(args.input.clone())],
+                &state,
+            ))
+        })
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let table = provider
+        .downcast_ref::<EnrichTable>()
+        .ok_or_else(|| CliError::Failure("enrich_person did not return its table".into()))?;
+    let mapping = table.mapping().clone();
+    let options = table.options().clone();
+    if !args.quiet {
+        eprintln!("Column mapping:\n{mapping}");
+    }
+    let schema = provider.schema();
+    let columns: Vec<String> = mapping
+        .column_indices()
+        .into_iter()
+        .map(|i| schema.field(i).name().clone())
+        .collect();
+    let df = ctx
+        .read_table(provider.clone())
+        .and_then(|df| df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>()))
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let mut stream = df.execute_stream().await.map_err(query_error)?;
+    let mut report = DryRun {
+        input: args.input.clone(),
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| CliError::BadInput(e.to_string()))?;
+        let records = mapping
+            .datapoints_projected(&batch)
+            .map_err(|e| CliError::BadInput(format!("{}: {e}", args.input)))?;
+        for record in records {
+            report.rows += 1;
+            let normalized = record.normalized();
+            if !normalized.meets_minimum() {
+                report.invalid_datapoints += 1;
+            } else {
+                report.valid += 1;
+                if !seen.insert(normalized) {
+                    report.duplicates += 1;
+                }
+            }
+        }
+    }
+    report.records_to_send = report.valid - report.duplicates;
+    let per_match = if options.flags().reveals_mobile() {
+        10
+    } else {
+        1
+    };
+    report.worst_case_credits = report.records_to_send * per_match;
+    if !args.quiet {
+        eprintln!("\nDry run of {} (nothing was sent)", report.input);
+        for (label, n) in [
+            ("rows", report.rows),
+            ("valid", report.valid),
+            ("invalid_datapoints", report.invalid_datapoints),
+            ("duplicates", report.duplicates),
+            ("records to send", report.records_to_send),
+            ("worst-case credits", report.worst_case_credits),
+        ] {
+            eprintln!("  {label:<20} {n:>8}");
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        write_json(path, &report)?;
+    }
+    Ok(0)
 }
 
 /// Prints how the input's columns were mapped, from the plan the job will run.
@@ -335,10 +463,17 @@ async fn print_mapping(df: &DataFrame) -> Result<(), CliError> {
     Ok(())
 }
 
-fn summary(args: &EnrichArgs, rows: u64, totals: &Totals, elapsed: f64, exit_code: u8) -> Summary {
+fn summary(
+    args: &EnrichArgs,
+    output: &str,
+    rows: u64,
+    totals: &Totals,
+    elapsed: f64,
+    exit_code: u8,
+) -> Summary {
     Summary {
         input: args.input.clone(),
-        output: args.output.display().to_string(),
+        output: output.to_string(),
         rows,
         matched: totals.matched,
         not_matched: totals.not_matched,
@@ -351,6 +486,7 @@ fn summary(args: &EnrichArgs, rows: u64, totals: &Totals, elapsed: f64, exit_cod
         retries: totals.retries,
         rate_limited: totals.rate_limited,
         cost_warnings: totals.cost_warnings,
+        quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
         elapsed_seconds: elapsed,
         rows_per_second: if elapsed > 0.0 {
             rows as f64 / elapsed
@@ -377,6 +513,7 @@ fn print_summary(s: &Summary) {
     eprintln!("  {:<20} {:>8}", "requests", s.requests);
     eprintln!("  {:<20} {:>8}", "retries", s.retries);
     eprintln!("  {:<20} {:>8}", "429s", s.rate_limited);
+    eprintln!("  {:<20} {:>8.1} s", "quota wait", s.quota_wait_seconds);
     eprintln!(
         "  {:<20} {:>8.1} s ({:.0} rows/s)",
         "elapsed", s.elapsed_seconds, s.rows_per_second
@@ -387,115 +524,4 @@ fn print_summary(s: &Summary) {
             s.deferred
         );
     }
-}
-
-fn temporary_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
-}
-
-/// CSV has no lists or structs: such columns (job history, funding events, skills...) are
-/// written as their text rendering, e.g. `[sales, saas]`.
-fn nested_as_text(
-    batch: &RecordBatch,
-) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    use datafusion::arrow::array::{ArrayRef, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| f.data_type().is_nested())
-    {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if field.data_type().is_nested() {
-            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
-            let text: StringArray = (0..column.len())
-                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
-                .collect();
-            fields.push(Field::new(field.name(), DataType::Utf8, true));
-            columns.push(std::sync::Arc::new(text));
-        } else {
-            fields.push(field.as_ref().clone());
-            columns.push(column.clone());
-        }
-    }
-    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
-}
-
-/// Takes each batch, then `None` to finish the file.
-type BatchSink = dyn FnMut(Option<&RecordBatch>) -> Result<(), String>;
-
-/// Streams the query into `path`; returns the number of rows.
-async fn write(df: DataFrame, path: &Path, format: OutputFormat) -> Result<u64, CliError> {
-    let failure = |e: &dyn std::fmt::Display| CliError::Failure(e.to_string());
-    let file = std::fs::File::create(path)
-        .map_err(|e| CliError::BadInput(format!("cannot write {}: {e}", path.display())))?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    // Partitions are written one after the other, so rows come out in input order.
-    let partitions = df
-        .execute_stream_partitioned()
-        .await
-        .map_err(|e| failure(&e))?;
-    let mut stream = futures::stream::iter(partitions).flatten();
-    let mut sink: Box<BatchSink> = match format {
-        OutputFormat::Parquet => {
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build();
-            let mut writer = Some(
-                ArrowWriter::try_new(file, schema, Some(properties)).map_err(|e| failure(&e))?,
-            );
-            Box::new(move |batch| match batch {
-                Some(b) => writer
-                    .as_mut()
-                    .map_or(Ok(()), |w| w.write(b).map_err(|e| e.to_string())),
-                None => writer
-                    .take()
-                    .map_or(Ok(()), |w| w.close().map(|_| ()).map_err(|e| e.to_string())),
-            })
-        }
-        OutputFormat::Csv => {
-            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(file);
-            Box::new(move |batch| match batch {
-                Some(b) => writer
-                    .write(&nested_as_text(b).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string()),
-                None => Ok(()),
-            })
-        }
-        OutputFormat::Ndjson => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(file);
-            Box::new(move |batch| match batch {
-                Some(b) => writer.write(b).map_err(|e| e.to_string()),
-                None => writer.finish().map_err(|e| e.to_string()),
-            })
-        }
-    };
-    let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| match e.find_root() {
-            datafusion::error::DataFusionError::External(inner)
-                if inner.to_string().contains("INVALID_API_KEY") =>
-            {
-                CliError::BadKey(inner.to_string())
-            }
-            _ => failure(&e),
-        })?;
-        rows += batch.num_rows() as u64;
-        sink(Some(&batch))
-            .map_err(|e| CliError::Failure(format!("cannot write the output: {e}")))?;
-    }
-    sink(None).map_err(|e| CliError::Failure(format!("cannot finish the output: {e}")))?;
-    Ok(rows)
 }

@@ -2,7 +2,10 @@
 
 mod account;
 mod enrich;
+mod output;
+mod progress;
 mod sandbox;
+mod sql;
 
 use std::time::Duration;
 
@@ -63,6 +66,15 @@ pub enum Command {
     /// --max-credits): run the same command again later; 2 bad input or arguments; 4 the key
     /// is missing or refused; 130 interrupted; 1 any other failure.
     Enrich(enrich::EnrichArgs),
+    /// Run SQL with enrich_person registered: one query, a script (--file), or an interactive
+    /// shell.
+    ///
+    /// The session reads Parquet, CSV and NDJSON from local paths and s3://, gs://, az:// URLs
+    /// (stores configured from the environment), and `SET prospeo.<option> = value` sets the
+    /// enrichment options (see the README). Results print as a table, or as CSV/JSON with
+    /// --format; -o writes the last statement's result to a file or object store. Queries that
+    /// read no enrichment column are free and need no key.
+    Sql(sql::SqlArgs),
     /// Show the plan, the credits left, and the quota left this minute and today (free: no
     /// credit is spent). The key comes from PROSPEO_API_KEY or --api-key-file.
     Account(account::AccountArgs),
@@ -98,7 +110,8 @@ impl CliError {
 /// Runs one command; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
-        Command::Enrich(args) => enrich::run(args).await,
+        Command::Enrich(args) => enrich::run(args, &cli.global).await,
+        Command::Sql(args) => sql::run(args).await,
         Command::Account(args) => account::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }

@@ -1,0 +1,503 @@
+//! Writing a result to Parquet, CSV, NDJSON or Arrow IPC, on local disk or an object store,
+//! committed only when complete.
+//!
+//! Local files are written to a hidden temporary file next to the target and renamed over it at
+//! the end; object stores get a multipart upload that is completed at the end (an S3 object does
+//! not exist until its upload completes) and aborted on failure. Either way a failed or
+//! interrupted run leaves nothing that looks like a finished file.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use clap::ValueEnum;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::object_store::buffered::BufWriter;
+use datafusion::object_store::path::Path as ObjectPath;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::CliError;
+
+/// File formats a result can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Apache Parquet, zstd-compressed (the default).
+    Parquet,
+    /// CSV with a header row; list and struct columns are written as text.
+    Csv,
+    /// One JSON object a line.
+    #[value(alias = "json", alias = "jsonl")]
+    Ndjson,
+    /// Arrow IPC file format (Feather v2).
+    #[value(alias = "ipc", alias = "feather")]
+    Arrow,
+}
+
+impl OutputFormat {
+    /// The format an output's extension names (`.parquet`, `.csv`, `.ndjson`/`.jsonl`/`.json`,
+    /// `.arrow`/`.ipc`/`.feather`).
+    pub fn from_target(target: &str) -> Option<Self> {
+        let name = target.rsplit(['/', '\\']).next().unwrap_or(target);
+        let (_, extension) = name.rsplit_once('.')?;
+        match extension.to_ascii_lowercase().as_str() {
+            "parquet" | "pq" => Some(OutputFormat::Parquet),
+            "csv" => Some(OutputFormat::Csv),
+            "ndjson" | "jsonl" | "json" => Some(OutputFormat::Ndjson),
+            "arrow" | "ipc" | "feather" => Some(OutputFormat::Arrow),
+            _ => None,
+        }
+    }
+}
+
+/// Where a result goes.
+enum Destination {
+    Local(PathBuf),
+    Object {
+        store: Arc<dyn ObjectStore>,
+        path: ObjectPath,
+    },
+}
+
+/// An output: a target (local path or object-store URL) and a format.
+pub struct Output {
+    target: String,
+    format: OutputFormat,
+    destination: Destination,
+}
+
+impl Output {
+    /// Resolves `target` (a local path, or an `s3://`, `gs://`, `az://` URL whose store is
+    /// configured from the environment) and its format (`format`, else the extension).
+    pub fn resolve(
+        target: &str,
+        format: Option<OutputFormat>,
+        runtime: &Arc<RuntimeEnv>,
+    ) -> Result<Self, CliError> {
+        let format = format.or_else(|| OutputFormat::from_target(target)).ok_or_else(|| {
+            CliError::BadInput(format!(
+                "cannot tell the output format of {target} from its extension: use .parquet, .csv, .ndjson or .arrow, or --output-format"
+            ))
+        })?;
+        let destination = match url::Url::parse(target) {
+            Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => {
+                object_destination(runtime, &url, target)?
+            }
+            Ok(url) if url.scheme() == "file" => Destination::Local(
+                url.to_file_path()
+                    .map_err(|_| CliError::BadInput(format!("{target} is not a local path")))?,
+            ),
+            _ => Destination::Local(PathBuf::from(target)),
+        };
+        if let Destination::Local(path) = &destination
+            && path.is_dir()
+        {
+            return Err(CliError::BadInput(format!(
+                "cannot write {target}: it is a directory; give a file name such as {}",
+                path.join("enriched.parquet").display()
+            )));
+        }
+        Ok(Output {
+            target: target.to_string(),
+            format,
+            destination,
+        })
+    }
+
+    /// The target as given.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Checks that the output can be written, before anything is paid for: creates the local
+    /// temporary file, or writes and deletes a probe object.
+    pub async fn open(&self) -> Result<OpenOutput, CliError> {
+        let sink = match &self.destination {
+            Destination::Local(path) => {
+                let temporary = temporary_path(path);
+                let file = std::fs::File::create(&temporary).map_err(|e| {
+                    CliError::BadInput(format!(
+                        "cannot write {}: {e}; choose a writable output path with -o",
+                        path.display()
+                    ))
+                })?;
+                Sink::Local {
+                    file,
+                    temporary,
+                    path: path.clone(),
+                    committed: false,
+                }
+            }
+            Destination::Object { store, path } => {
+                let probe =
+                    ObjectPath::from(format!("{path}.prospeo-probe-{}", std::process::id()));
+                store
+                    .put(&probe, datafusion::object_store::PutPayload::default())
+                    .await
+                    .map_err(|e| {
+                        CliError::BadInput(format!(
+                            "cannot write {}: {e}; check the bucket and the AWS_*/GOOGLE_*/AZURE_* credentials",
+                            self.target
+                        ))
+                    })?;
+                let _ = store.delete(&probe).await;
+                Sink::Object {
+                    writer: BufWriter::new(store.clone(), path.clone()),
+                }
+            }
+        };
+        Ok(OpenOutput {
+            target: self.target.clone(),
+            format: self.format,
+            sink,
+        })
+    }
+}
+
+/// The store and path of an object-store URL, the store configured from the environment.
+fn object_destination(
+    runtime: &Arc<RuntimeEnv>,
+    url: &url::Url,
+    target: &str,
+) -> Result<Destination, CliError> {
+    datafusion_prospeo::storage::ensure_for_url(runtime, url)
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+        &url[..url::Position::BeforePath],
+    )
+    .map_err(|e| CliError::BadInput(format!("{target}: {e}")))?;
+    let store = runtime.object_store(&store_url).map_err(|e| {
+        CliError::BadInput(format!(
+            "cannot write {target}: {e}; supported schemes are s3://, gs://, az:// and local paths"
+        ))
+    })?;
+    let path = ObjectPath::from_url_path(url.path())
+        .map_err(|e| CliError::BadInput(format!("{target}: {e}")))?;
+    if path.as_ref().is_empty() {
+        return Err(CliError::BadInput(format!(
+            "{target} names a bucket, not an object: add a file name"
+        )));
+    }
+    Ok(Destination::Object { store, path })
+}
+
+/// An output being written. Dropping it without [`OpenOutput::write`] completing removes the
+/// local temporary file.
+pub struct OpenOutput {
+    target: String,
+    format: OutputFormat,
+    sink: Sink,
+}
+
+impl OpenOutput {
+    /// Streams every batch into the output and commits it; returns the number of rows. When
+    /// `cancel` completes first, or anything fails, nothing is committed.
+    pub async fn write<S>(
+        mut self,
+        schema: SchemaRef,
+        stream: S,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<u64, CliError>
+    where
+        S: Stream<Item = Result<RecordBatch, DataFusionError>>,
+    {
+        let result = self.write_all(schema, stream, cancel).await;
+        match result {
+            Ok(rows) => {
+                self.sink.commit(&self.target).await?;
+                Ok(rows)
+            }
+            Err(e) => {
+                self.sink.discard().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_all<S>(
+        &mut self,
+        schema: SchemaRef,
+        stream: S,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<u64, CliError>
+    where
+        S: Stream<Item = Result<RecordBatch, DataFusionError>>,
+    {
+        let buffer = SharedBuffer::default();
+        let mut encoder = Encoder::new(self.format, schema, buffer.clone())
+            .map_err(|e| CliError::Failure(format!("cannot start {}: {e}", self.target)))?;
+        let mut stream = std::pin::pin!(stream);
+        let mut cancel = std::pin::pin!(cancel);
+        let mut rows = 0u64;
+        loop {
+            let batch = tokio::select! {
+                batch = stream.next() => batch,
+                _ = &mut cancel => return Err(CliError::Interrupted),
+            };
+            let Some(batch) = batch else { break };
+            let batch = batch.map_err(query_error)?;
+            rows += batch.num_rows() as u64;
+            encoder.write(&batch).map_err(|e| self.write_error(&e))?;
+            self.sink
+                .append(buffer.take())
+                .await
+                .map_err(|e| self.write_error(&e))?;
+        }
+        encoder.finish().map_err(|e| self.write_error(&e))?;
+        self.sink
+            .append(buffer.take())
+            .await
+            .map_err(|e| self.write_error(&e))?;
+        Ok(rows)
+    }
+
+    fn write_error(&self, e: &dyn std::fmt::Display) -> CliError {
+        CliError::Failure(format!("cannot write {}: {e}", self.target))
+    }
+}
+
+/// A query error as the CLI reports it: a missing or refused key is its own exit code.
+pub fn query_error(e: DataFusionError) -> CliError {
+    let text = e.to_string();
+    if text.contains("INVALID_API_KEY") || text.contains("no Prospeo API key") {
+        return CliError::BadKey(e.find_root().to_string());
+    }
+    CliError::Failure(text)
+}
+
+/// A planning error: a missing key, or else bad input.
+pub fn planning_error(e: DataFusionError) -> CliError {
+    match query_error(e) {
+        CliError::Failure(text) => CliError::BadInput(text),
+        other => other,
+    }
+}
+
+enum Sink {
+    Local {
+        file: std::fs::File,
+        temporary: PathBuf,
+        path: PathBuf,
+        committed: bool,
+    },
+    Object {
+        writer: BufWriter,
+    },
+}
+
+impl Sink {
+    async fn append(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Sink::Local { file, .. } => file.write_all(&bytes),
+            Sink::Object { writer } => writer.write_all(&bytes).await,
+        }
+    }
+
+    async fn commit(&mut self, target: &str) -> Result<(), CliError> {
+        let failure =
+            |e: &dyn std::fmt::Display| CliError::Failure(format!("cannot finish {target}: {e}"));
+        match self {
+            Sink::Local {
+                file,
+                temporary,
+                path,
+                committed,
+            } => {
+                file.sync_all().map_err(|e| failure(&e))?;
+                std::fs::rename(&*temporary, &*path).map_err(|e| failure(&e))?;
+                *committed = true;
+                Ok(())
+            }
+            Sink::Object { writer } => match writer.shutdown().await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    Err(failure(&e))
+                }
+            },
+        }
+    }
+
+    async fn discard(&mut self) {
+        match self {
+            Sink::Local {
+                temporary,
+                committed,
+                ..
+            } => {
+                let _ = std::fs::remove_file(&*temporary);
+                *committed = true;
+            }
+            Sink::Object { writer } => {
+                let _ = writer.abort().await;
+            }
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Sink::Local {
+            temporary,
+            committed: false,
+            ..
+        } = self
+        {
+            let _ = std::fs::remove_file(&*temporary);
+        }
+    }
+}
+
+/// Where the encoders write; drained into the sink after every batch.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Encoder {
+    Parquet(Option<ArrowWriter<SharedBuffer>>),
+    Csv(datafusion::arrow::csv::Writer<SharedBuffer>),
+    Ndjson(datafusion::arrow::json::LineDelimitedWriter<SharedBuffer>),
+    Arrow(datafusion::arrow::ipc::writer::FileWriter<SharedBuffer>),
+}
+
+impl Encoder {
+    fn new(format: OutputFormat, schema: SchemaRef, buffer: SharedBuffer) -> Result<Self, String> {
+        Ok(match format {
+            OutputFormat::Parquet => {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                Encoder::Parquet(Some(
+                    ArrowWriter::try_new(buffer, schema, Some(properties))
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+            OutputFormat::Csv => Encoder::Csv(
+                datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(buffer),
+            ),
+            OutputFormat::Ndjson => {
+                Encoder::Ndjson(datafusion::arrow::json::LineDelimitedWriter::new(buffer))
+            }
+            OutputFormat::Arrow => Encoder::Arrow(
+                datafusion::arrow::ipc::writer::FileWriter::try_new(buffer, &schema)
+                    .map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        match self {
+            Encoder::Parquet(writer) => writer
+                .as_mut()
+                .map_or(Ok(()), |w| w.write(batch).map_err(|e| e.to_string())),
+            Encoder::Csv(writer) => writer
+                .write(&nested_as_text(batch).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string()),
+            Encoder::Ndjson(writer) => writer.write(batch).map_err(|e| e.to_string()),
+            Encoder::Arrow(writer) => writer.write(batch).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        match self {
+            Encoder::Parquet(writer) => writer
+                .take()
+                .map_or(Ok(()), |w| w.close().map(|_| ()).map_err(|e| e.to_string())),
+            Encoder::Csv(_) => Ok(()),
+            Encoder::Ndjson(writer) => writer.finish().map_err(|e| e.to_string()),
+            Encoder::Arrow(writer) => writer.finish().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// A hidden file next to `output`, unique to this process.
+fn temporary_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// CSV has no lists or structs: such columns (job history, funding events, skills...) are
+/// written as their text rendering, e.g. `[sales, saas]`.
+pub fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+            let text: StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_follow_the_extension() {
+        for (target, format) in [
+            ("out.parquet", Some(OutputFormat::Parquet)),
+            ("s3://bucket/dir/out.CSV", Some(OutputFormat::Csv)),
+            ("out.jsonl", Some(OutputFormat::Ndjson)),
+            ("out.arrow", Some(OutputFormat::Arrow)),
+            ("out.feather", Some(OutputFormat::Arrow)),
+            ("dir.v2/out", None),
+            ("out", None),
+        ] {
+            assert_eq!(OutputFormat::from_target(target), format, "{target}");
+        }
+    }
+}
