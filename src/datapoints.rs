@@ -234,7 +234,17 @@ pub fn normalize(datapoint: Datapoint, value: &str) -> Option<String> {
         return None;
     }
     let out = match datapoint {
-        Datapoint::Email => collapsed.replace(' ', "").to_lowercase(),
+        // An address without a local part and a dotted domain cannot match anyone: sending it
+        // would spend quota for nothing.
+        Datapoint::Email => {
+            let email = collapsed.replace(' ', "").to_lowercase();
+            let (local, domain) = email.rsplit_once('@')?;
+            let dotted = domain.split('.').all(|label| !label.is_empty()) && domain.contains('.');
+            if local.is_empty() || !dotted {
+                return None;
+            }
+            email
+        }
         Datapoint::LinkedinUrl => canonical_linkedin_url(&collapsed, "in").unwrap_or(collapsed),
         Datapoint::CompanyLinkedinUrl => {
             canonical_linkedin_url(&collapsed, "company").unwrap_or(collapsed)

@@ -817,7 +817,6 @@ impl Client {
         let started = Instant::now();
         let deadline = started + inner.settings.batch_timeout;
         let mut requests = 0u32;
-        add(&inner.totals.records_sent, n as u64);
 
         loop {
             let now = Instant::now();
@@ -852,6 +851,9 @@ impl Client {
                     })?;
                 if inner.halted.load(Ordering::SeqCst) {
                     return defer_all(DeferReason::Stopped, None);
+                }
+                if requests == 0 {
+                    add(&inner.totals.records_sent, n as u64);
                 }
                 requests += 1;
                 add(&inner.totals.requests, 1);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use datafusion::arrow::array::AsArray;
 use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
@@ -277,12 +278,12 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     // The output must be writable before anything is paid for.
     let open = output.open().await?;
 
+    // Reading the whole input once before paying for anything finds a broken line (a CSV row
+    // with too many fields, say) while it costs nothing; for Parquet it reads only metadata.
+    let total = count_rows(&ctx, &input)
+        .await
+        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.input)))?;
     let mode = ProgressMode::choose(args.quiet, global.log_format == LogFormat::Json);
-    let total = if mode == ProgressMode::Off {
-        None
-    } else {
-        count_rows(&ctx, &input).await
-    };
     let progress = Progress::start(mode, client.clone(), total);
     let schema = Arc::new(df.schema().as_arrow().clone());
     // Partitions are written one after the other, so rows come out in input order.
@@ -348,20 +349,21 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<(), CliE
         .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The input's row count, for the progress bar (free: no enrichment column is read).
-async fn count_rows(ctx: &SessionContext, input: &str) -> Option<u64> {
-    let df = ctx
+/// The input's row count (free: no enrichment column is read).
+async fn count_rows(
+    ctx: &SessionContext,
+    input: &str,
+) -> Result<Option<u64>, datafusion::error::DataFusionError> {
+    let batches = ctx
         .sql(&format!("SELECT count(*) FROM {FUNCTION_NAME}({input})"))
-        .await
-        .ok()?;
-    let batches = df.collect().await.ok()?;
-    let column = batches.first()?.column(0);
-    datafusion::arrow::array::cast::as_primitive_array::<datafusion::arrow::datatypes::Int64Type>(
-        column,
-    )
-    .values()
-    .first()
-    .map(|&n| n as u64)
+        .await?
+        .collect()
+        .await?;
+    Ok(batches.first().and_then(|b| {
+        b.column(0)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+            .and_then(|c| c.values().first().map(|&n| n as u64))
+    }))
 }
 
 /// `--dry-run`: reads the mapped columns only and counts what would happen to each row.

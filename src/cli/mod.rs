@@ -169,6 +169,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_subcommand_and_option_is_documented() {
+        use clap::CommandFactory;
+        fn check(command: &clap::Command, path: &str) {
+            let path = format!("{path} {}", command.get_name());
+            assert!(
+                command.get_about().is_some() || path == " prospeo",
+                "{path} has no help"
+            );
+            for arg in command.get_arguments() {
+                if ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path} {} has no help",
+                    arg.get_id()
+                );
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path);
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        check(&cli, "");
+    }
+
+    #[test]
     fn durations_and_rates_parse() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));

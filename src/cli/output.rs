@@ -84,11 +84,6 @@ impl Output {
         format: Option<OutputFormat>,
         runtime: &Arc<RuntimeEnv>,
     ) -> Result<Self, CliError> {
-        let format = format.or_else(|| OutputFormat::from_target(target)).ok_or_else(|| {
-            CliError::BadInput(format!(
-                "cannot tell the output format of {target} from its extension: use .parquet, .csv, .ndjson or .arrow, or --output-format"
-            ))
-        })?;
         let destination = match url::Url::parse(target) {
             Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => {
                 object_destination(runtime, &url, target)?
@@ -107,6 +102,11 @@ impl Output {
                 path.join("enriched.parquet").display()
             )));
         }
+        let format = format.or_else(|| OutputFormat::from_target(target)).ok_or_else(|| {
+            CliError::BadInput(format!(
+                "cannot tell the output format of {target} from its extension: use .parquet, .csv, .ndjson or .arrow, or --output-format"
+            ))
+        })?;
         Ok(Output {
             target: target.to_string(),
             format,

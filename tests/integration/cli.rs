@@ -19,21 +19,38 @@ fn sample_leads() -> PathBuf {
 
 /// Runs the binary off the async runtime, with a clean environment for the key.
 async fn prospeo(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prospeo"));
-        command
-            .args(&args)
-            .env_remove("PROSPEO_API_KEY")
-            .env_remove("PROSPEO_API_KEY_FILE")
-            .env_remove("PROSPEO_BASE_URL")
-            .env("NO_COLOR", "1");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        command.output().expect("the binary runs")
-    })
+    prospeo_with(
+        args,
+        env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    )
     .await
-    .unwrap()
+}
+
+/// The binary as a user runs it: no key, base URL or AWS settings from the developer's shell.
+fn command(args: &[String], env: &[(String, String)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prospeo"));
+    command
+        .args(args)
+        .env_remove("PROSPEO_API_KEY")
+        .env_remove("PROSPEO_API_KEY_FILE")
+        .env_remove("PROSPEO_BASE_URL")
+        .env("NO_COLOR", "1");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            command.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+/// [`prospeo`] with any environment (an S3 server's, say).
+async fn prospeo_with(args: Vec<String>, env: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || command(&args, &env).output().expect("the binary runs"))
+        .await
+        .unwrap()
 }
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
@@ -257,4 +274,500 @@ async fn account_shows_the_plan_credits_and_quota() {
     )
     .await;
     assert_eq!(refused.status.code(), Some(4));
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn key_env(sandbox: &Sandbox) -> Vec<(String, String)> {
+    vec![
+        ("PROSPEO_API_KEY".into(), KEY.into()),
+        ("PROSPEO_BASE_URL".into(), sandbox.base_url()),
+    ]
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `lead_id` and `prospeo_status` of every row of a result.
+fn ids_and_statuses(batches: &[RecordBatch]) -> Vec<(i64, String)> {
+    let ids = batches.iter().flat_map(|b| {
+        let column = datafusion::arrow::compute::cast(
+            b.column_by_name("lead_id").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )
+        .unwrap();
+        column.as_primitive::<Int64Type>().values().to_vec()
+    });
+    ids.zip(strings(batches, "prospeo_status")).collect()
+}
+
+/// Reads any output format back into batches.
+fn read_output(path: &Path) -> Vec<RecordBatch> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let file = std::fs::File::open(path).unwrap();
+    match path.extension().unwrap().to_str().unwrap() {
+        "parquet" => read_parquet(path),
+        "arrow" => datafusion::arrow::ipc::reader::FileReader::try_new(file, None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        "csv" | "ndjson" => {
+            // Only the two columns the tests compare.
+            let schema = std::sync::Arc::new(Schema::new(vec![
+                Field::new("lead_id", DataType::Int64, true),
+                Field::new("prospeo_status", DataType::Utf8, true),
+            ]));
+            if path.extension().unwrap() == "csv" {
+                let full = datafusion::arrow::csv::reader::Format::default()
+                    .with_header(true)
+                    .infer_schema(std::fs::File::open(path).unwrap(), None)
+                    .unwrap()
+                    .0;
+                let batches: Vec<RecordBatch> =
+                    datafusion::arrow::csv::ReaderBuilder::new(std::sync::Arc::new(full))
+                        .with_header(true)
+                        .build(file)
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                batches
+                    .iter()
+                    .map(|b| {
+                        let s = b.schema();
+                        b.project(&[
+                            s.index_of("lead_id").unwrap(),
+                            s.index_of("prospeo_status").unwrap(),
+                        ])
+                        .unwrap()
+                    })
+                    .collect()
+            } else {
+                datafusion::arrow::json::ReaderBuilder::new(schema)
+                    .build(std::io::BufReader::new(file))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+        }
+        other => panic!("unexpected output extension {other}"),
+    }
+}
+
+/// Writes `batch` as NDJSON.
+fn write_ndjson(path: &Path, batches: &[RecordBatch]) {
+    let mut writer =
+        datafusion::arrow::json::LineDelimitedWriter::new(std::fs::File::create(path).unwrap());
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn sample_parquet() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/leads.parquet")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_format_gives_the_same_rows_in_input_order() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The same leads as NDJSON, and as a semicolon-separated CSV with quoted fields.
+    let ndjson = dir.path().join("leads.ndjson");
+    write_ndjson(&ndjson, &read_parquet(&sample_parquet()));
+    let semicolons = dir.path().join("leads.txt");
+    let text = std::fs::read_to_string(sample_leads()).unwrap();
+    let quoted: String = text
+        .lines()
+        .map(|line| {
+            let fields: Vec<String> = split_csv_line(line)
+                .into_iter()
+                .map(|f| format!("'{f}'"))
+                .collect();
+            fields.join(";") + "\n"
+        })
+        .collect();
+    std::fs::write(&semicolons, quoted).unwrap();
+
+    let expected = csv_lead_ids();
+    let mut results = Vec::new();
+    for (input, extra) in [
+        (sample_leads(), args(&[])),
+        (sample_parquet(), args(&[])),
+        (ndjson, args(&[])),
+        (
+            semicolons,
+            args(&["--input-format", "csv", "--delimiter", ";", "--quote", "'"]),
+        ),
+    ] {
+        let output = dir.path().join("out.parquet");
+        let mut command = args(&["enrich", &path_arg(&input), "-o", &path_arg(&output)]);
+        command.extend(extra);
+        let run = prospeo_with(command, key_env(&sandbox)).await;
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            input.display(),
+            stderr(&run)
+        );
+        let rows = ids_and_statuses(&read_parquet(&output));
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, expected, "{}", input.display());
+        results.push(rows);
+    }
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "every format enriches every row alike"
+    );
+    assert!(results[0].iter().any(|(_, s)| s == "matched"));
+}
+
+/// Splits a line of the sample CSV (no field holds a quote; some hold commas in quotes).
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_output_format_holds_every_row_in_input_order_and_the_summary_matches_the_sandbox() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let expected = csv_lead_ids();
+    let mut results = Vec::new();
+    for name in ["out.parquet", "out.csv", "out.ndjson", "out.arrow"] {
+        let before = sandbox.stats().key("cli");
+        let output = dir.path().join(name);
+        let summary = dir.path().join("summary.json");
+        let run = prospeo_with(
+            args(&[
+                "enrich",
+                &path_arg(&sample_leads()),
+                "-o",
+                &path_arg(&output),
+                "--summary-json",
+                &path_arg(&summary),
+            ]),
+            key_env(&sandbox),
+        )
+        .await;
+        assert!(run.status.success(), "{name}: {}", stderr(&run));
+        let rows = ids_and_statuses(&read_output(&output));
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, expected, "{name}");
+        results.push(rows);
+
+        let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let after = sandbox.stats().key("cli");
+        // The sandbox also counts the free /account-information check.
+        assert_eq!(
+            summary["requests"].as_u64(),
+            Some(after.requests - before.requests - 1),
+            "{name}"
+        );
+        assert_eq!(
+            summary["records_sent"].as_u64(),
+            Some(after.records - before.records),
+            "{name}"
+        );
+        assert_eq!(
+            summary["rate_limited"].as_u64(),
+            Some(after.rate_limited - before.rate_limited),
+            "{name}"
+        );
+        assert_eq!(
+            summary["credits"].as_i64(),
+            Some(after.credits_charged - before.credits_charged),
+            "{name}"
+        );
+        assert_eq!(summary["rows"].as_u64(), Some(expected.len() as u64));
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    assert!(leftovers(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enriches_from_s3_to_s3_through_a_real_s3_server() {
+    use datafusion::object_store::ObjectStoreExt;
+    use futures::StreamExt;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("leads/in")).unwrap();
+    std::fs::copy(sample_parquet(), root.path().join("leads/in/leads.parquet")).unwrap();
+    let s3 = crate::s3::S3Server::start(root.path()).await;
+    let sandbox = sandbox_with_credits(100_000).await;
+    let mut env = key_env(&sandbox);
+    env.extend(s3.env());
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            "s3://leads/in/leads.parquet",
+            "-o",
+            "s3://leads/out/enriched.arrow",
+        ]),
+        env,
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    let store = s3.store("leads");
+    let object = store
+        .get(&"out/enriched.arrow".into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> =
+        datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(object), None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let ids: Vec<i64> = ids_and_statuses(&batches)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ids, csv_lead_ids());
+    let listed: Vec<String> = store
+        .list(None)
+        .map(|m| m.unwrap().location.to_string())
+        .collect::<Vec<_>>()
+        .await;
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["in/leads.parquet", "out/enriched.arrow"],
+        "no probe or partial object is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_counts_rows_and_credits_and_sends_nothing() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("dry.json");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "--dry-run",
+            "--enrich-mobile",
+            "--summary-json",
+            &path_arg(&report),
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("email <- \"Email\""),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(
+        sandbox.stats().key("cli").requests,
+        0,
+        "a dry run calls nothing"
+    );
+    let dry: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+
+    // The real run agrees with the dry run's counts.
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let stats = sandbox.stats().key("cli");
+    assert_eq!(dry["rows"].as_u64(), Some(statuses.len() as u64));
+    assert_eq!(
+        dry["invalid_datapoints"].as_u64(),
+        Some(
+            statuses
+                .iter()
+                .filter(|s| *s == "invalid_datapoints")
+                .count() as u64
+        )
+    );
+    assert_eq!(dry["records_to_send"].as_u64(), Some(stats.records));
+    assert_eq!(
+        dry["worst_case_credits"].as_u64(),
+        Some(10 * stats.records),
+        "10 credits a record with --enrich-mobile"
+    );
+    assert!(dry["duplicates"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_with_bad_rows_marks_bad_values_and_stops_on_broken_lines_before_paying() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(sample_leads()).unwrap();
+    let header = sample.lines().next().unwrap();
+    let width = split_csv_line(header).len();
+    // Values that cannot match: a bad email alone, a first name alone, an empty row.
+    let bad_values = [
+        format!("9001,,,not-an-email{}", ",".repeat(width - 4)),
+        format!("9002,Ann{}", ",".repeat(width - 2)),
+        format!("9003{}", ",".repeat(width - 1)),
+    ];
+    let mut text: Vec<String> = sample.lines().take(11).map(String::from).collect();
+    text.extend(bad_values.iter().cloned());
+    let values_file = dir.path().join("bad-values.csv");
+    std::fs::write(&values_file, text.join("\n") + "\n").unwrap();
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&["enrich", &path_arg(&values_file), "-o", &path_arg(&output)]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let rows = ids_and_statuses(&read_parquet(&output));
+    assert_eq!(rows.len(), 13);
+    for id in [9001, 9002, 9003] {
+        let status = &rows.iter().find(|r| r.0 == id).unwrap().1;
+        assert_eq!(status, "invalid_datapoints", "lead {id}");
+    }
+    assert!(sandbox.stats().key("cli").records_submitted <= 10);
+
+    // A line with too many fields: the whole input is checked before anything is sent.
+    let before = sandbox.stats().key("cli").records_submitted;
+    let mut broken: Vec<String> = sample.lines().map(String::from).collect();
+    broken.insert(100, format!("9004,Too,Many{}", ",x".repeat(width + 3)));
+    let broken_file = dir.path().join("broken.csv");
+    std::fs::write(&broken_file, broken.join("\n") + "\n").unwrap();
+    let output = dir.path().join("broken-out.parquet");
+    let run = prospeo_with(
+        args(&["enrich", &path_arg(&broken_file), "-o", &path_arg(&output)]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("broken.csv"), "{}", stderr(&run));
+    assert!(!output.exists());
+    assert!(leftovers(dir.path()).is_empty());
+    assert_eq!(
+        sandbox.stats().key("cli").records_submitted,
+        before,
+        "nothing was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_cannot_be_written_fails_before_anything_is_paid() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file.txt");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    for output in [not_a_dir.join("out.parquet"), dir.path().to_path_buf()] {
+        let run = prospeo_with(
+            args(&[
+                "enrich",
+                &path_arg(&sample_leads()),
+                "-o",
+                &path_arg(&output),
+            ]),
+            key_env(&sandbox),
+        )
+        .await;
+        assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+        assert!(stderr(&run).contains("cannot write"), "{}", stderr(&run));
+    }
+    assert_eq!(sandbox.stats().key("cli").records_submitted, 0);
+}
+
+/// A sandbox that answers slowly, and a lead file of `rows` rows over its directory.
+async fn slow_job(rows: usize, latency_ms: u64, dir: &Path) -> (Sandbox, PathBuf) {
+    use datafusion_prospeo::sandbox::generator::{generate_leads, leads_batch};
+    let directory = std::sync::Arc::new(generate_directory(&GeneratorConfig::default()));
+    let leads = generate_leads(&directory, 7, rows);
+    let input = dir.join("leads.parquet");
+    write_parquet(&input, &leads_batch(&leads));
+    let mut config = SandboxConfig::new(directory);
+    config.keys = vec![SandboxKey::new("cli", KEY, 1_000_000, Plan::Pro)];
+    config.faults.latency = std::time::Duration::from_millis(latency_ms);
+    (Sandbox::start(config).await.unwrap(), input)
+}
+
+/// Polls the sandbox until `records` records were answered (at most 60 s).
+async fn wait_for_records(sandbox: &Sandbox, records: u64) {
+    for _ in 0..1200 {
+        if sandbox.stats().key("cli").records_submitted >= records {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the job did not send {records} records within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_run_writes_nothing_and_reports_what_was_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, input) = slow_job(1000, 300, dir.path()).await;
+    let output = dir.path().join("out.parquet");
+    let child = command(
+        &args(&[
+            "enrich",
+            &path_arg(&input),
+            "-o",
+            &path_arg(&output),
+            "--concurrency",
+            "1",
+        ]),
+        &key_env(&sandbox),
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_records(&sandbox, 100).await;
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(130), "{}", stderr(&run));
+    assert!(!output.exists(), "no output after Ctrl-C");
+    assert!(leftovers(dir.path()).is_empty(), "no partial file");
+    let stats = sandbox.stats().key("cli");
+    assert!(stats.records_submitted < 900, "sending stopped: {stats:?}");
+    let spent = format!(
+        "Spent {} credits on {} records",
+        stats.credits_charged, stats.records
+    );
+    assert!(stderr(&run).contains(&spent), "{spent} in {}", stderr(&run));
 }
