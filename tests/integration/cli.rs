@@ -771,3 +771,73 @@ async fn ctrl_c_mid_run_writes_nothing_and_reports_what_was_spent() {
     );
     assert!(stderr(&run).contains(&spent), "{spent} in {}", stderr(&run));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_runs_queries_scripts_and_standard_input_and_writes_files() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let leads = path_arg(&sample_leads());
+    // One query, printed as CSV: enrichment columns next to input columns.
+    let query = format!(
+        "SELECT lead_id, prospeo_status FROM enrich_person('{leads}') ORDER BY lead_id LIMIT 5"
+    );
+    let run = prospeo_with(args(&["sql", &query, "--format", "csv"]), key_env(&sandbox)).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "lead_id,prospeo_status");
+    assert_eq!(lines.len(), 6, "{stdout}");
+    let mut ids = csv_lead_ids();
+    ids.sort();
+    for (line, id) in lines[1..].iter().zip(&ids) {
+        assert!(line.starts_with(&format!("{id},")), "{line}");
+    }
+
+    // A script file: SET applies to the next statement; -o writes the last result.
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET prospeo.prefix = 'p_';\nSELECT lead_id, p_status FROM enrich_person('{leads}') WHERE p_status = 'matched';\n"
+        ),
+    )
+    .unwrap();
+    let output = dir.path().join("matched.parquet");
+    let run = prospeo_with(
+        args(&[
+            "sql",
+            "--file",
+            &path_arg(&script),
+            "-o",
+            &path_arg(&output),
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let matched = strings(&read_parquet(&output), "p_status");
+    assert!(!matched.is_empty() && matched.iter().all(|s| s == "matched"));
+
+    // Standard input, and a query that reads no enrichment column needs no key.
+    let mut child = command(&args(&["sql", "--format", "json"]), &[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "SELECT count(*) AS n FROM enrich_person('{leads}');").unwrap();
+    }
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let json: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(json["n"].as_u64(), Some(csv_lead_ids().len() as u64));
+
+    // Bad SQL is bad input.
+    let run = prospeo_with(args(&["sql", "SELEC 1"]), vec![]).await;
+    assert_eq!(run.status.code(), Some(2));
+}
