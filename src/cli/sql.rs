@@ -202,6 +202,8 @@ async fn write_output(
 
 /// Prints a result on standard output.
 async fn print(df: DataFrame, format: SqlFormat) -> Result<(), CliError> {
+    // SET, CREATE VIEW and the like have no result to show.
+    let has_columns = !df.schema().fields().is_empty();
     let mut stream = df.execute_stream().await.map_err(query_error)?;
     let stdout = std::io::stdout();
     let failure = |e: &dyn std::fmt::Display| CliError::Failure(e.to_string());
@@ -216,7 +218,9 @@ async fn print(df: DataFrame, format: SqlFormat) -> Result<(), CliError> {
                 let table = pretty_format_batches(&batches).map_err(|e| failure(&e))?;
                 writeln!(stdout.lock(), "{table}").map_err(|e| failure(&e))?;
             }
-            eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+            if has_columns {
+                eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+            }
         }
         SqlFormat::Csv => {
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
