@@ -288,6 +288,8 @@ struct NodeMetrics {
     requests: Count,
     retries: Count,
     rate_limited: Count,
+    cached: Count,
+    duplicates: Count,
     quota_wait: Time,
 }
 
@@ -305,6 +307,8 @@ impl NodeMetrics {
             requests: count("requests"),
             retries: count("retries"),
             rate_limited: count("rate_limited"),
+            cached: count("cached"),
+            duplicates: count("duplicates"),
             quota_wait: MetricBuilder::new(set).subset_time("quota_wait_time", partition),
         }
     }
@@ -321,18 +325,9 @@ impl NodeMetrics {
             };
             counter.add(1);
         }
-        let sent = outcome
-            .records
-            .iter()
-            .filter(|r| {
-                !matches!(
-                    r,
-                    crate::api::client::RecordOutcome::Deferred { .. }
-                        | crate::api::client::RecordOutcome::InvalidDatapoints
-                )
-            })
-            .count();
-        self.records_sent.add(sent);
+        self.records_sent.add(outcome.records_sent as usize);
+        self.cached.add(outcome.cached as usize);
+        self.duplicates.add(outcome.duplicates as usize);
         self.credits.add(outcome.total_cost.max(0) as usize);
         self.requests.add(outcome.requests as usize);
         self.retries.add(outcome.retries as usize);

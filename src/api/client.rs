@@ -404,6 +404,17 @@ impl RecordOutcome {
         }
     }
 
+    /// The same outcome at no cost: what a duplicate record or a cache hit gets.
+    pub fn without_cost(&self) -> RecordOutcome {
+        match self {
+            RecordOutcome::Matched(m) => RecordOutcome::Matched(Box::new(Match {
+                cost: 0,
+                ..(**m).clone()
+            })),
+            other => other.clone(),
+        }
+    }
+
     /// A human-readable reason for failed and deferred records.
     pub fn error(&self) -> Option<String> {
         match self {
@@ -439,6 +450,14 @@ pub struct BatchOutcome {
     pub rate_limited: u32,
     /// Time spent waiting for quota before sending.
     pub quota_wait: Duration,
+    /// Records sent in a request (at least once).
+    pub records_sent: u32,
+    /// Records answered from the response cache (answered by an earlier job): sent nothing,
+    /// cost 0.
+    pub cached: u32,
+    /// Records answered by an earlier record of this job with the same datapoints: sent
+    /// nothing, cost 0.
+    pub duplicates: u32,
 }
 
 /// Running totals of a client, across every caller.
@@ -464,6 +483,12 @@ pub struct Totals {
     pub cost_warnings: u64,
     /// Time spent waiting for quota, summed over callers, in milliseconds.
     pub quota_wait_ms: u64,
+    /// Records answered from the response cache (earlier jobs): sent nothing, cost 0.
+    pub cached: u64,
+    /// Records answered by an earlier record of this job with the same datapoints.
+    pub duplicates: u64,
+    /// Answers that could not be written to the response cache (a re-run sends them again).
+    pub cache_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -481,6 +506,9 @@ struct Counters {
     rate_limited: AtomicU64,
     cost_warnings: AtomicU64,
     quota_wait_ms: AtomicU64,
+    cached: AtomicU64,
+    duplicates: AtomicU64,
+    cache_errors: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -504,6 +532,9 @@ impl Counters {
             rate_limited: get(&self.rate_limited),
             cost_warnings: get(&self.cost_warnings),
             quota_wait_ms: get(&self.quota_wait_ms),
+            cached: get(&self.cached),
+            duplicates: get(&self.duplicates),
+            cache_errors: get(&self.cache_errors),
         }
     }
 
@@ -738,6 +769,7 @@ impl Client {
             batch.retries += answer.retries;
             batch.rate_limited += answer.rate_limited;
             batch.quota_wait += answer.quota_wait;
+            batch.records_sent += answer.records_sent;
             for (i, outcome) in indices.into_iter().zip(answer.records) {
                 outcomes[i] = Some(outcome);
             }
@@ -766,6 +798,9 @@ impl Client {
         outcome.retries = stats.retries;
         outcome.rate_limited = stats.rate_limited;
         outcome.quota_wait = stats.quota_wait;
+        if outcome.requests > 0 {
+            outcome.records_sent = outcome.records.len() as u32;
+        }
         Ok(outcome)
     }
 
