@@ -489,6 +489,19 @@ pub struct Totals {
     pub duplicates: u64,
     /// Answers that could not be written to the response cache (a re-run sends them again).
     pub cache_errors: u64,
+    /// When the quota that deferred records returns (the latest such time), when known.
+    #[serde(serialize_with = "rfc3339")]
+    pub quota_returns_at: Option<SystemTime>,
+}
+
+fn rfc3339<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_some(
+            &chrono::DateTime::<chrono::Utc>::from(*at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -509,6 +522,8 @@ struct Counters {
     cached: AtomicU64,
     duplicates: AtomicU64,
     cache_errors: AtomicU64,
+    /// Unix milliseconds; 0 when unknown.
+    quota_returns_at_ms: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -535,6 +550,10 @@ impl Counters {
             cached: get(&self.cached),
             duplicates: get(&self.duplicates),
             cache_errors: get(&self.cache_errors),
+            quota_returns_at: match get(&self.quota_returns_at_ms) {
+                0 => None,
+                ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            },
         }
     }
 
@@ -550,7 +569,15 @@ impl Counters {
                 RecordOutcome::NotMatched => &self.not_matched,
                 RecordOutcome::InvalidDatapoints => &self.invalid,
                 RecordOutcome::Failed { .. } => &self.failed,
-                RecordOutcome::Deferred { .. } => &self.deferred,
+                RecordOutcome::Deferred { retry_at, .. } => {
+                    if let Some(ms) = retry_at
+                        .and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64)
+                    {
+                        self.quota_returns_at_ms.fetch_max(ms, Ordering::Relaxed);
+                    }
+                    &self.deferred
+                }
             };
             add(counter, 1);
         }

@@ -115,6 +115,10 @@ struct Summary {
     invalid_datapoints: u64,
     failed: u64,
     deferred: u64,
+    /// Rows answered by the response cache (earlier runs): free.
+    cached: u64,
+    /// Rows answered by an earlier row with the same datapoints: free.
+    duplicates: u64,
     credits: i64,
     records_sent: u64,
     requests: u64,
@@ -122,6 +126,10 @@ struct Summary {
     rate_limited: u64,
     cost_warnings: u64,
     quota_wait_seconds: f64,
+    /// When the quota that deferred rows returns (RFC 3339), when the API said.
+    quota_returns_at: Option<String>,
+    /// Answers that could not be stored in the cache: a re-run sends them again.
+    cache_errors: u64,
     elapsed_seconds: f64,
     rows_per_second: f64,
     exit_code: u8,
@@ -482,6 +490,8 @@ fn summary(
         invalid_datapoints: totals.invalid,
         failed: totals.failed,
         deferred: totals.deferred,
+        cached: totals.cached,
+        duplicates: totals.duplicates,
         credits: totals.credits,
         records_sent: totals.records_sent,
         requests: totals.requests,
@@ -489,6 +499,11 @@ fn summary(
         rate_limited: totals.rate_limited,
         cost_warnings: totals.cost_warnings,
         quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
+        quota_returns_at: totals.quota_returns_at.map(|at| {
+            chrono::DateTime::<chrono::Utc>::from(at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+        cache_errors: totals.cache_errors,
         elapsed_seconds: elapsed,
         rows_per_second: if elapsed > 0.0 {
             rows as f64 / elapsed
@@ -511,7 +526,10 @@ fn print_summary(s: &Summary) {
     for (status, n) in statuses {
         eprintln!("  {:<20} {n:>8}", status.as_str());
     }
+    eprintln!("  {:<20} {:>8}", "  from cache", s.cached);
+    eprintln!("  {:<20} {:>8}", "  duplicates", s.duplicates);
     eprintln!("  {:<20} {:>8}", "credits", s.credits);
+    eprintln!("  {:<20} {:>8}", "records sent", s.records_sent);
     eprintln!("  {:<20} {:>8}", "requests", s.requests);
     eprintln!("  {:<20} {:>8}", "retries", s.retries);
     eprintln!("  {:<20} {:>8}", "429s", s.rate_limited);
@@ -520,10 +538,22 @@ fn print_summary(s: &Summary) {
         "  {:<20} {:>8.1} s ({:.0} rows/s)",
         "elapsed", s.elapsed_seconds, s.rows_per_second
     );
-    if s.deferred > 0 {
+    if s.cache_errors > 0 {
         eprintln!(
-            "{} rows were deferred (quota, credits or budget): run the same command again later.",
-            s.deferred
+            "{} answers could not be stored in the cache: a re-run sends them again.",
+            s.cache_errors
         );
+    }
+    if s.deferred > 0 {
+        match &s.quota_returns_at {
+            Some(at) => eprintln!(
+                "{} rows were deferred: the quota returns at {at}; run the same command again then (answered rows are not sent again).",
+                s.deferred
+            ),
+            None => eprintln!(
+                "{} rows were deferred (credits or budget): run the same command again later (answered rows are not sent again).",
+                s.deferred
+            ),
+        }
     }
 }
