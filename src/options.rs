@@ -116,6 +116,14 @@ pub struct EnrichOptions {
     pub csv_quote: u8,
     /// Explicit column mappings, as `column=datapoint` pairs (`column=` ignores the column).
     pub map: Vec<(String, Option<Datapoint>)>,
+    /// Keep answers in the persistent response cache (read before sending, written as answers
+    /// arrive). Off: answers are kept in memory for the session only.
+    pub cache: bool,
+    /// The cache file; the platform's cache directory when unset (see
+    /// [`crate::cache::ResponseCache::default_path`]).
+    pub cache_path: Option<String>,
+    /// Cached answers older than this are asked again; never when unset.
+    pub cache_ttl: Option<Duration>,
 }
 
 impl Default for EnrichOptions {
@@ -138,6 +146,9 @@ impl Default for EnrichOptions {
             csv_delimiter: b',',
             csv_quote: b'"',
             map: Vec::new(),
+            cache: true,
+            cache_path: None,
+            cache_ttl: None,
         }
     }
 }
@@ -188,7 +199,56 @@ const OPTIONS: &[(&str, &str)] = &[
         "map",
         "explicit column mappings: 'Column=datapoint, Other='",
     ),
+    (
+        "cache",
+        "keep answers in the persistent response cache (false: in memory only)",
+    ),
+    (
+        "cache_path",
+        "the response cache file (the platform's cache directory by default)",
+    ),
+    (
+        "cache_ttl",
+        "ask again for cached answers older than this, e.g. 30d, 12h (never by default)",
+    ),
 ];
+
+/// Parses `30d`, `12h`, `90m`, `45s` (or a bare number of seconds); empty or `none` is `None`.
+pub fn parse_age(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age: expected e.g. 30d, 12h, 90m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`: use d, h, m or s"
+            ));
+        }
+    };
+    Ok(Some(Duration::from_secs(n.saturating_mul(seconds))))
+}
+
+fn format_age(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
 
 fn bad_value(key: &str, value: &str, expected: &str) -> DataFusionError {
     DataFusionError::Configuration(format!(
@@ -301,6 +361,13 @@ impl EnrichOptions {
                 [b] if b.is_ascii() => self.csv_quote = *b,
                 _ => return Err(bad_value(&key, value, "a single ASCII character")),
             },
+            "cache" => self.cache = parse_bool(&key, value)?,
+            "cache_path" => {
+                self.cache_path = Some(value.trim().to_string()).filter(|p| !p.is_empty())
+            }
+            "cache_ttl" => {
+                self.cache_ttl = parse_age(value).map_err(|e| bad_value(&key, value, &e))?
+            }
             "map" => {
                 for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
                     let (column, datapoint) = parse_mapping_arg(pair.trim())
@@ -365,6 +432,9 @@ impl EnrichOptions {
             "csv_has_header" => Some(self.csv_has_header.to_string()),
             "csv_delimiter" => Some((self.csv_delimiter as char).to_string()),
             "csv_quote" => Some((self.csv_quote as char).to_string()),
+            "cache" => Some(self.cache.to_string()),
+            "cache_path" => opt(&self.cache_path),
+            "cache_ttl" => self.cache_ttl.map(format_age),
             "map" => (!self.map.is_empty()).then(|| {
                 self.map
                     .iter()
@@ -489,5 +559,23 @@ mod tests {
             Some(InputFormat::Json)
         );
         assert_eq!(InputFormat::from_path("dir/"), None);
+    }
+
+    #[test]
+    fn cache_options_parse() {
+        let mut o = EnrichOptions::default();
+        assert!(o.cache && o.cache_ttl.is_none());
+        o.set("cache", "false").unwrap();
+        o.set("cache_path", "/tmp/x.redb").unwrap();
+        o.set("cache_ttl", "30d").unwrap();
+        assert!(!o.cache);
+        assert_eq!(o.cache_path.as_deref(), Some("/tmp/x.redb"));
+        assert_eq!(o.cache_ttl, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(o.value_of("cache_ttl").as_deref(), Some("30d"));
+        o.set("cache_ttl", "none").unwrap();
+        assert_eq!(o.cache_ttl, None);
+        assert_eq!(parse_age("90m"), Ok(Some(Duration::from_secs(5400))));
+        assert!(o.set("cache_ttl", "3 weeks").is_err());
+        assert!(o.set("cache", "maybe").is_err());
     }
 }
