@@ -40,6 +40,9 @@ pub enum Error {
         code: ErrorCode,
         message: String,
     },
+    /// The response cache could not be opened, read or written.
+    #[error("response cache {path}: {reason}")]
+    Cache { path: String, reason: String },
 }
 
 /// `Result` with this crate's [`Error`].

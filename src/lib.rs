@@ -6,6 +6,7 @@
 //! directory, is both a product feature and the stand-in for the vendor in every test.
 
 pub mod api;
+pub mod cache;
 pub mod datapoints;
 pub mod error;
 pub mod exec;

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch of the `prospeo` binary.
 
 mod account;
+mod cache;
 mod enrich;
 mod output;
 mod progress;
@@ -80,6 +81,14 @@ pub enum Command {
     Account(account::AccountArgs),
     /// Run a local sandbox of the Prospeo API over a synthetic directory, or generate sample data.
     Sandbox(sandbox::SandboxArgs),
+    /// Inspect, export or delete the response cache.
+    ///
+    /// Every answer the API gave for a record (matched with the person and company, not
+    /// matched, invalid) is kept in one file so that a later run never pays for it again. It
+    /// lives in the platform's cache directory (~/.cache/prospeo/responses.redb on Linux) unless
+    /// --cache PATH or PROSPEO_CACHE says otherwise. It holds personal data (names, emails,
+    /// mobiles): `prospeo cache clear` deletes the file.
+    Cache(cache::CacheArgs),
 }
 
 /// An error that ends the program, with the exit code it maps to.
@@ -114,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Sql(args) => sql::run(args).await,
         Command::Account(args) => account::run(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Cache(args) => cache::run(args).await,
     }
 }
 

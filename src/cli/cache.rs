@@ -1,0 +1,519 @@
+//! `prospeo cache`: what the response cache holds, deleting it, and exporting it to Parquet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::{Args, Subcommand};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion_prospeo::Datapoint;
+use datafusion_prospeo::api::RecordOutcome;
+use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache, remove_file};
+use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
+
+use super::CliError;
+
+/// Entries per exported batch: memory stays bounded whatever the cache's size.
+const EXPORT_PAGE: usize = 8192;
+
+/// Columns of `OutputSchema::flatten` that the export replaces with the cache's own: the status
+/// and cost as stored, and `error`, which is always empty for a stored answer.
+const REPLACED_COLUMNS: [&str; 3] = ["status", "cost", "error"];
+
+/// Options of `prospeo cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    /// The cache file (also PROSPEO_CACHE). Default: `prospeo/responses.redb` in the platform's
+    /// cache directory (`~/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on
+    /// Windows).
+    #[arg(long, value_name = "PATH", env = "PROSPEO_CACHE", global = true)]
+    pub cache: Option<PathBuf>,
+}
+
+/// What to do with the cache.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Count the stored answers by status, the revealed mobiles, the oldest and newest answer,
+    /// and the file's size.
+    Stats {
+        /// Print the counts as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the cache file: every stored answer (and the personal data in it) is gone, and
+    /// the next run pays again for what it sends.
+    ///
+    /// A missing file is not an error. A file that is not a response cache is not deleted, nor
+    /// is a cache another prospeo process has open.
+    Clear,
+    /// Write every stored answer to a Parquet file (zstd), one row per answer.
+    ///
+    /// Columns: the nine datapoints of the request (first_name ... person_id),
+    /// only_verified_email and only_verified_mobile (the flags the answer was asked with),
+    /// mobile_requested (whether the mobile was to be revealed), stored_at (when the answer
+    /// arrived, UTC), cost (the credits it cost then), status (matched, not_matched,
+    /// invalid_datapoints), then the person and company columns exactly as `prospeo enrich`
+    /// writes them (prospeo_person_*, prospeo_company_*) and prospeo_free_enrichment. The file
+    /// is written to a temporary file next to OUTPUT and renamed when complete.
+    Export {
+        /// The Parquet file to write; replaced if it exists.
+        #[arg(value_name = "OUTPUT")]
+        output: PathBuf,
+    },
+}
+
+pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
+    let path = match args.cache {
+        Some(path) => path,
+        None => ResponseCache::default_path().ok_or_else(|| {
+            CliError::BadInput(
+                "this platform has no cache directory: give the cache file with --cache PATH"
+                    .into(),
+            )
+        })?,
+    };
+    // The cache does blocking file I/O (and an export may take a while).
+    tokio::task::spawn_blocking(move || match args.command {
+        CacheCommand::Stats { json } => stats(&path, json),
+        CacheCommand::Clear => clear(&path),
+        CacheCommand::Export { output } => export(&path, &output),
+    })
+    .await
+    .map_err(|e| CliError::Failure(format!("the cache command stopped: {e}")))?
+}
+
+fn failure(e: datafusion_prospeo::Error) -> CliError {
+    CliError::Failure(e.to_string())
+}
+
+fn stats(path: &Path, json: bool) -> Result<u8, CliError> {
+    // Looking must not create a cache.
+    let stats = if path.exists() {
+        Some(
+            ResponseCache::open(path)
+                .map_err(failure)?
+                .stats()
+                .map_err(failure)?,
+        )
+    } else {
+        None
+    };
+    if json {
+        let mut value = serde_json::to_value(stats.clone().unwrap_or_default())
+            .map_err(|e| CliError::Failure(e.to_string()))?;
+        value["path"] = path.display().to_string().into();
+        value["exists"] = stats.is_some().into();
+        println!("{value}");
+        return Ok(0);
+    }
+    let Some(stats) = stats else {
+        println!("No response cache at {}", path.display());
+        return Ok(0);
+    };
+    print_stats(path, &stats);
+    Ok(0)
+}
+
+fn print_stats(path: &Path, s: &CacheStats) {
+    let time = |t: Option<SystemTime>| {
+        t.map_or("-".to_string(), |t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    println!("cache                 {}", path.display());
+    if let Some(bytes) = s.file_bytes {
+        println!("size                  {}", human_bytes(bytes));
+    }
+    println!("entries               {:>10}", s.entries);
+    println!("  matched             {:>10}", s.matched);
+    println!("  not_matched         {:>10}", s.not_matched);
+    println!("  invalid_datapoints  {:>10}", s.invalid_datapoints);
+    if s.unreadable > 0 {
+        println!(
+            "  unreadable          {:>10}  (written by another version: sent again when met)",
+            s.unreadable
+        );
+    }
+    println!("revealed mobiles      {:>10}", s.with_revealed_mobile);
+    println!("oldest                {}", time(s.oldest));
+    println!("newest                {}", time(s.newest));
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for next in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit} ({bytes} bytes)")
+}
+
+fn clear(path: &Path) -> Result<u8, CliError> {
+    let bytes = fs::metadata(path).map(|m| m.len()).ok();
+    if remove_file(path).map_err(failure)? {
+        let size = bytes.map_or(String::new(), |b| format!(", {}", human_bytes(b)));
+        println!("Removed the response cache {}{size}", path.display());
+    } else {
+        println!("No response cache at {}: nothing to remove", path.display());
+    }
+    Ok(0)
+}
+
+fn export(path: &Path, output: &Path) -> Result<u8, CliError> {
+    if !path.exists() {
+        return Err(CliError::BadInput(format!(
+            "no response cache at {}: nothing to export (give the file with --cache PATH)",
+            path.display()
+        )));
+    }
+    if output.exists() && fs::canonicalize(output).ok() == fs::canonicalize(path).ok() {
+        return Err(CliError::BadInput(format!(
+            "{} is the cache itself: export to another file",
+            output.display()
+        )));
+    }
+    let cache = ResponseCache::open(path).map_err(failure)?;
+    let export = Export::new();
+    let temporary = temporary_path(output);
+    let write_error = |e: &dyn std::fmt::Display| {
+        CliError::Failure(format!("cannot write {}: {e}", output.display()))
+    };
+    let file = fs::File::create(&temporary).map_err(|e| write_error(&e))?;
+    // Removes the temporary file unless the export completes.
+    let mut guard = TemporaryFile(Some(temporary.clone()));
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, export.schema.clone(), Some(properties))
+        .map_err(|e| write_error(&e))?;
+    let mut rows = 0u64;
+    cache
+        .for_each_page(EXPORT_PAGE, |page| {
+            let batch = export
+                .batch(page)
+                .map_err(|e| datafusion_prospeo::Error::Cache {
+                    path: output.display().to_string(),
+                    reason: format!("cannot build the export: {e}"),
+                })?;
+            rows += batch.num_rows() as u64;
+            writer
+                .write(&batch)
+                .map_err(|e| datafusion_prospeo::Error::Cache {
+                    path: output.display().to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .map_err(failure)?;
+    let file = writer.into_inner().map_err(|e| write_error(&e))?;
+    file.sync_all().map_err(|e| write_error(&e))?;
+    drop(file);
+    fs::rename(&temporary, output).map_err(|e| write_error(&e))?;
+    guard.0 = None;
+    eprintln!("Wrote {rows} cached answers to {}", output.display());
+    Ok(0)
+}
+
+/// Deletes the file it names when dropped, unless disarmed.
+struct TemporaryFile(Option<PathBuf>);
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// A hidden file next to `output`, unique to this process.
+fn temporary_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export.parquet".into());
+    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// The export's schema and the step from cache entries to batches of it.
+struct Export {
+    flattened: OutputSchema,
+    /// Indices of the flattened columns that are kept.
+    kept: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl Export {
+    fn new() -> Self {
+        // The enrich output's prefix: the same names as there, and none clashes with a
+        // datapoint (company_name is a datapoint and a company field).
+        let flattened = OutputSchema::new(DEFAULT_PREFIX);
+        let flat_schema = flattened.schema();
+        let kept: Vec<usize> = flat_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                let name = f.name().strip_prefix(DEFAULT_PREFIX).unwrap_or(f.name());
+                !REPLACED_COLUMNS.contains(&name)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let mut fields: Vec<Field> = Datapoint::ALL
+            .iter()
+            .map(|d| Field::new(d.as_str(), DataType::Utf8, true))
+            .collect();
+        fields.extend([
+            Field::new("only_verified_email", DataType::Boolean, false),
+            Field::new("only_verified_mobile", DataType::Boolean, false),
+            Field::new("mobile_requested", DataType::Boolean, false),
+            Field::new(
+                "stored_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("cost", DataType::Int64, false),
+            Field::new("status", DataType::Utf8, false),
+        ]);
+        fields.extend(kept.iter().map(|&i| flat_schema.field(i).clone()));
+        Export {
+            flattened,
+            kept,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn batch(
+        &self,
+        page: &[(CacheKey, CacheEntry)],
+    ) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        let mut datapoints: Vec<StringBuilder> = Datapoint::ALL
+            .iter()
+            .map(|_| StringBuilder::new())
+            .collect();
+        let mut only_verified_email = BooleanBuilder::with_capacity(page.len());
+        let mut only_verified_mobile = BooleanBuilder::with_capacity(page.len());
+        let mut mobile_requested = BooleanBuilder::with_capacity(page.len());
+        let mut stored_at =
+            TimestampMillisecondBuilder::with_capacity(page.len()).with_timezone("UTC");
+        let mut cost = Int64Builder::with_capacity(page.len());
+        let mut status = StringBuilder::new();
+        let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(page.len());
+        for (key, entry) in page {
+            let (Some(points), Some(flags)) = (key.datapoints(), key.flags()) else {
+                tracing::warn!("skipping a cache key written by another version");
+                continue;
+            };
+            for (builder, datapoint) in datapoints.iter_mut().zip(Datapoint::ALL) {
+                builder.append_option(points.get(datapoint));
+            }
+            only_verified_email.append_value(flags.only_verified_email);
+            only_verified_mobile.append_value(flags.only_verified_mobile);
+            mobile_requested.append_value(entry.mobile_requested);
+            stored_at.append_value(
+                chrono::DateTime::<chrono::Utc>::from(entry.stored_at).timestamp_millis(),
+            );
+            cost.append_value(entry.cost);
+            status.append_value(entry.answer.status_str());
+            outcomes.push(entry.to_outcome());
+        }
+        let flat = self.flattened.flatten(&outcomes)?;
+        let mut columns: Vec<ArrayRef> = datapoints
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        columns.extend([
+            Arc::new(only_verified_email.finish()) as ArrayRef,
+            Arc::new(only_verified_mobile.finish()),
+            Arc::new(mobile_requested.finish()),
+            Arc::new(stored_at.finish()),
+            Arc::new(cost.finish()),
+            Arc::new(status.finish()),
+        ]);
+        columns.extend(self.kept.iter().map(|&i| flat.column(i).clone()));
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion_prospeo::Datapoints;
+    use datafusion_prospeo::api::wire::{EnrichFlags, Person};
+    use datafusion_prospeo::cache::CachedAnswer;
+
+    #[test]
+    fn export_writes_one_row_per_answer_with_the_key_and_the_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("responses.redb");
+        let cache = ResponseCache::open(&path).unwrap();
+        let person: Person = serde_json::from_value(serde_json::json!({
+            "first_name": "Eva", "email": {"email": "eva@intercom.com", "revealed": true}
+        }))
+        .unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        let flags = EnrichFlags {
+            only_verified_email: true,
+            ..EnrichFlags::default()
+        };
+        let entries: Vec<(CacheKey, CacheEntry)> = (0..EXPORT_PAGE + 5)
+            .map(|i| {
+                let datapoints = Datapoints {
+                    email: Some(format!("p{i:05}@intercom.com")),
+                    first_name: Some("Eva".to_string()),
+                    ..Datapoints::default()
+                };
+                let answer = if i == 0 {
+                    CachedAnswer::Matched {
+                        person: Some(person.clone()),
+                        company: None,
+                        free_enrichment: true,
+                    }
+                } else {
+                    CachedAnswer::NotMatched
+                };
+                let entry = CacheEntry {
+                    answer,
+                    stored_at: at,
+                    mobile_requested: false,
+                    cost: if i == 0 { 1 } else { 0 },
+                };
+                (CacheKey::new(&datapoints, flags), entry)
+            })
+            .collect();
+        cache.put_many(&entries).unwrap();
+        drop(cache);
+
+        let output = dir.path().join("out").join("export.parquet");
+        fs::create_dir(output.parent().unwrap()).unwrap();
+        assert_eq!(export(&path, &output).unwrap(), 0);
+        let leftovers: Vec<_> = fs::read_dir(output.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("export.parquet")]);
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&output).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(total, EXPORT_PAGE + 5);
+        let first = &batches[0];
+        let schema = first.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(&names[..9], Datapoint::ALL.map(|d| d.as_str()).as_slice());
+        assert_eq!(
+            &names[9..15],
+            [
+                "only_verified_email",
+                "only_verified_mobile",
+                "mobile_requested",
+                "stored_at",
+                "cost",
+                "status"
+            ]
+        );
+        for name in [
+            "prospeo_person_first_name",
+            "prospeo_person_email_email",
+            "prospeo_company_name",
+            "prospeo_free_enrichment",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "duplicate columns: {names:?}");
+        let text = |name: &str| {
+            first
+                .column_by_name(name)
+                .unwrap()
+                .as_string::<i32>()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(text("email"), "p00000@intercom.com");
+        assert_eq!(text("first_name"), "Eva");
+        assert_eq!(text("status"), "matched");
+        assert_eq!(text("prospeo_person_first_name"), "Eva");
+        assert_eq!(text("prospeo_person_email_email"), "eva@intercom.com");
+        assert!(first.column_by_name("last_name").unwrap().is_null(0));
+        let flag =
+            |name: &str, row: usize| first.column_by_name(name).unwrap().as_boolean().value(row);
+        assert!(flag("only_verified_email", 0));
+        assert!(!flag("only_verified_mobile", 0));
+        assert!(flag("prospeo_free_enrichment", 0));
+        assert_eq!(
+            names.len(),
+            15 + OutputSchema::default().schema().fields().len() - 3
+        );
+        let cost = first
+            .column_by_name("cost")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!((cost.value(0), cost.value(1)), (1, 0));
+        let stored = first
+            .column_by_name("stored_at")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+        assert_eq!(stored.value(0), 1_700_000_000_123);
+        assert_eq!(text("status"), "matched");
+        assert_eq!(
+            first
+                .column_by_name("status")
+                .unwrap()
+                .as_string::<i32>()
+                .value(1),
+            "not_matched"
+        );
+    }
+
+    #[test]
+    fn export_of_a_missing_cache_is_bad_input_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("export.parquet");
+        let err = export(&dir.path().join("missing.redb"), &output).unwrap_err();
+        assert!(matches!(err, CliError::BadInput(_)), "{err:?}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn clear_removes_the_file_and_a_missing_file_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("responses.redb");
+        assert_eq!(clear(&path).unwrap(), 0);
+        drop(ResponseCache::open(&path).unwrap());
+        assert!(path.exists());
+        assert_eq!(clear(&path).unwrap(), 0);
+        assert!(!path.exists());
+        // Stats of a missing cache do not create it.
+        assert_eq!(stats(&path, true).unwrap(), 0);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn sizes_read_as_humans_write_them() {
+        assert_eq!(human_bytes(12), "12 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB (3145728 bytes)");
+    }
+}
