@@ -119,7 +119,7 @@ pub struct EnrichOptions {
     /// Keep answers in the persistent response cache (read before sending, written as answers
     /// arrive). Off: answers are kept in memory for the session only.
     pub cache: bool,
-    /// The cache file; the platform's cache directory when unset (see
+    /// The cache file; `PROSPEO_CACHE`, else the platform's cache directory, when unset (see
     /// [`crate::cache::ResponseCache::default_path`]).
     pub cache_path: Option<String>,
     /// Cached answers older than this are asked again; never when unset.
@@ -205,7 +205,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ),
     (
         "cache_path",
-        "the response cache file (the platform's cache directory by default)",
+        "the response cache file (PROSPEO_CACHE, else the platform's cache directory)",
     ),
     (
         "cache_ttl",

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -37,6 +38,7 @@ use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::prelude::SessionContext;
 
 use crate::api::client::{Client, ClientBuilder};
+use crate::cache::ResponseCache;
 use crate::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
 use crate::mapping::ColumnMapping;
 use crate::options::{EnrichOptions, InputFormat};
@@ -44,6 +46,9 @@ use crate::output::OutputSchema;
 
 /// The table function's name.
 pub const FUNCTION_NAME: &str = "enrich_person";
+
+/// The environment variable naming the response cache file when `prospeo.cache_path` is unset.
+pub const ENV_CACHE: &str = "PROSPEO_CACHE";
 
 /// Registers `enrich_person` and the `prospeo.*` options on `ctx`. The API key comes from
 /// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) when a query first needs it.
@@ -112,18 +117,40 @@ impl ClientSource {
             .limits(options.limits())
             .max_in_flight(options.concurrency)
             .request_timeout(options.request_timeout())
-            .max_credits(options.max_credits.map(|c| c as i64));
+            .max_credits(options.max_credits.map(|c| c as i64))
+            .cache_ttl(options.cache_ttl);
         let settings_key = format!(
-            "{:?}|{:?}|{}|{:?}|{}",
+            "{:?}|{:?}|{}|{:?}|{}|{}|{:?}|{:?}",
             options.base_url,
             options.limits(),
             options.concurrency,
             options.max_credits,
-            options.request_timeout_secs
+            options.request_timeout_secs,
+            options.cache,
+            options.cache_path,
+            options.cache_ttl,
         );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&settings_key) {
             return Ok(client.clone());
+        }
+        if options.cache {
+            let path = options
+                .cache_path
+                .as_ref()
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os(ENV_CACHE)
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from)
+                })
+                .or_else(ResponseCache::default_path)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "{FUNCTION_NAME}: this platform has no cache directory; SET prospeo.cache_path = '...' or SET prospeo.cache = false"
+                    ))
+                })?;
+            builder = builder.cache(shared_cache(&path)?);
         }
         let client = builder
             .build()
@@ -131,6 +158,22 @@ impl ClientSource {
         clients.insert(settings_key, client.clone());
         Ok(client)
     }
+}
+
+/// Opens the response cache at `path` once per process: the file is locked by the process that
+/// opens it, and every client of every session shares the one handle.
+fn shared_cache(path: &Path) -> Result<ResponseCache> {
+    static OPEN: Mutex<Vec<ResponseCache>> = Mutex::new(Vec::new());
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = path.as_path();
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cache) = open.iter().find(|c| c.path() == Some(path)) {
+        return Ok(cache.clone());
+    }
+    let cache = ResponseCache::open(path)
+        .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}: {e}")))?;
+    open.push(cache.clone());
+    Ok(cache)
 }
 
 impl TableFunctionImpl for EnrichPersonFunction {

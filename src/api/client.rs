@@ -22,7 +22,10 @@ use crate::api::wire::{
     BulkRecord, Company, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord,
     Person,
 };
+use crate::cache::{CacheEntry, CacheKey, ResponseCache};
 use crate::datapoints::Datapoints;
+
+use super::dedup::{Claim, Pending};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 
@@ -122,6 +125,8 @@ pub struct ClientBuilder {
     max_quota_wait: Duration,
     max_credits: Option<i64>,
     seed: u64,
+    cache: Option<ResponseCache>,
+    cache_ttl: Option<Duration>,
 }
 
 impl Default for ClientBuilder {
@@ -140,6 +145,8 @@ impl Default for ClientBuilder {
             max_quota_wait: Duration::from_secs(120),
             max_credits: None,
             seed: 0x5EED,
+            cache: None,
+            cache_ttl: None,
         }
     }
 }
@@ -253,6 +260,20 @@ impl ClientBuilder {
         self
     }
 
+    /// The response cache: answers are read from it before sending and committed to it as they
+    /// arrive, so a re-run pays for nothing twice. Without one, answers are kept in memory for
+    /// the client's lifetime (de-duplication within a job still works).
+    pub fn cache(mut self, cache: ResponseCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Cached answers older than this are asked again (`None`, the default: never).
+    pub fn cache_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
     /// Seed of the backoff jitter (tests and benchmarks fix it).
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -285,8 +306,14 @@ impl ClientBuilder {
             .user_agent(self.user_agent.clone())
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let cache = match &self.cache {
+            Some(cache) => cache.clone(),
+            None => ResponseCache::in_memory()?,
+        };
         Ok(Client {
             inner: Arc::new(ClientInner {
+                cache,
+                pending: Pending::default(),
                 http,
                 base_url,
                 api_key,
@@ -592,6 +619,10 @@ pub struct AccountStatus {
 }
 
 struct ClientInner {
+    /// Answers of earlier requests (persistent, or in memory for this client).
+    cache: ResponseCache,
+    /// Keys being answered now, for in-job de-duplication.
+    pending: Pending,
     http: reqwest::Client,
     base_url: String,
     api_key: ApiKey,
@@ -761,31 +792,78 @@ impl Client {
         records: &[Datapoints],
         flags: EnrichFlags,
     ) -> Result<BatchOutcome> {
+        let inner = &self.inner;
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
-        let mut sendable = Vec::new();
+        let mut batch = BatchOutcome::default();
+        // Claim every valid record's key: the first claim of a key answers it, later ones
+        // (in this call or any other) wait for that answer.
+        let mut mine: Vec<(usize, Datapoints, CacheKey)> = Vec::new();
+        let mut waiting = Vec::new();
+        let mut invalid = Vec::new();
         for (i, record) in records.iter().enumerate() {
             let normalized = record.normalized();
-            if normalized.meets_minimum() {
-                sendable.push((i, normalized));
-            } else {
+            if !normalized.meets_minimum() {
                 outcomes[i] = Some(RecordOutcome::InvalidDatapoints);
+                invalid.push(RecordOutcome::InvalidDatapoints);
+                continue;
+            }
+            let key = CacheKey::new(&normalized, flags);
+            match inner.pending.claim(&key) {
+                Claim::Mine => mine.push((i, normalized, key)),
+                Claim::Waiting(receiver) => waiting.push((i, receiver)),
             }
         }
-        let invalid = records.len() - sendable.len();
-        add(&self.inner.totals.invalid, invalid as u64);
-
-        let mut batch = BatchOutcome {
-            records: Vec::new(),
-            total_cost: 0,
-            requests: 0,
-            cost_warnings: 0,
-            ..Default::default()
+        inner.totals.count(&invalid);
+        let mut claims = Claims {
+            client: self.clone(),
+            keys: mine.iter().map(|(_, _, key)| key.clone()).collect(),
         };
-        for chunk in sendable.chunks(self.max_request_records()) {
-            let (indices, datapoints): (Vec<usize>, Vec<Datapoints>) =
-                chunk.iter().cloned().unzip();
+
+        // Answers already in the response cache cost nothing and send nothing.
+        let keys: Vec<CacheKey> = mine.iter().map(|(_, _, key)| key.clone()).collect();
+        let cached = match inner.cache.get_many(&keys) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!("{e}; the records are sent instead");
+                vec![None; keys.len()]
+            }
+        };
+        let now = SystemTime::now();
+        let mut to_send = Vec::new();
+        for ((i, normalized, key), entry) in mine.into_iter().zip(cached) {
+            match entry.filter(|e| e.serves(flags, inner.settings.cache_ttl, now)) {
+                Some(entry) => {
+                    let outcome = entry.to_outcome();
+                    if inner.pending.answered_here(&key) {
+                        batch.duplicates += 1;
+                        add(&inner.totals.duplicates, 1);
+                    } else {
+                        batch.cached += 1;
+                        add(&inner.totals.cached, 1);
+                    }
+                    inner.totals.count(std::slice::from_ref(&outcome));
+                    claims.publish(&key, &outcome);
+                    outcomes[i] = Some(outcome);
+                }
+                None => to_send.push((i, normalized, key)),
+            }
+        }
+
+        for chunk in to_send.chunks(self.max_request_records()) {
+            let indices: Vec<usize> = chunk.iter().map(|(i, _, _)| *i).collect();
+            let datapoints: Vec<Datapoints> = chunk.iter().map(|(_, d, _)| d.clone()).collect();
+            let keys: Vec<CacheKey> = chunk.iter().map(|(_, _, k)| k.clone()).collect();
+            // The task owns its keys' claims: if the caller goes away, the answer is still
+            // stored and handed to the records waiting for it.
+            let mut task_claims = claims.split_off(&keys);
             let client = self.clone();
-            let task = tokio::spawn(async move { client.send_request(datapoints, flags).await });
+            let task = tokio::spawn(async move {
+                let answer = client.send_request(datapoints, flags).await?;
+                for (key, outcome) in keys.iter().zip(&answer.records) {
+                    task_claims.publish(key, outcome);
+                }
+                Ok::<_, Error>(answer)
+            });
             let answer = task.await.map_err(|e| Error::Request {
                 endpoint: "/bulk-enrich-person",
                 reason: format!("the request task ended abnormally: {e}"),
@@ -801,6 +879,19 @@ impl Client {
                 outcomes[i] = Some(outcome);
             }
         }
+        drop(claims);
+
+        // Records that another record with the same datapoints answered, at no cost.
+        for (i, receiver) in waiting {
+            let outcome = receiver.await.unwrap_or_else(|_| RecordOutcome::Failed {
+                reason: "a record with the same datapoints was not answered".into(),
+            });
+            batch.duplicates += 1;
+            add(&inner.totals.duplicates, 1);
+            inner.totals.count(std::slice::from_ref(&outcome));
+            outcomes[i] = Some(outcome);
+        }
+
         batch.records = outcomes
             .into_iter()
             .map(|o| {
@@ -810,6 +901,33 @@ impl Client {
             })
             .collect();
         Ok(batch)
+    }
+
+    /// Commits the answers to the response cache before anyone sees them, so a crash after
+    /// this point loses nothing that was paid for. Failed and deferred records are not stored:
+    /// a later run sends them.
+    async fn remember(&self, keys: &[CacheKey], outcomes: &[RecordOutcome], flags: EnrichFlags) {
+        let now = SystemTime::now();
+        let entries: Vec<(CacheKey, CacheEntry)> = keys
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(key, outcome)| {
+                CacheEntry::from_outcome(outcome, flags, now).map(|entry| (key.clone(), entry))
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let cache = self.inner.cache.clone();
+        let count = entries.len() as u64;
+        let stored = tokio::task::spawn_blocking(move || cache.put_many(&entries)).await;
+        let error = match stored {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the cache write ended abnormally: {e}"),
+        };
+        add(&self.inner.totals.cache_errors, count);
+        tracing::error!("{error}: {count} answers were not cached; a re-run sends them again");
     }
 
     /// Sends one request of at most 50 normalised, valid records, with pacing and retries.
@@ -840,6 +958,7 @@ impl Client {
     ) -> Result<BatchOutcome> {
         let inner = &self.inner;
         let n = records.len();
+        let keys: Vec<CacheKey> = records.iter().map(|r| CacheKey::new(r, flags)).collect();
         let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>| {
             let records = vec![RecordOutcome::Deferred { reason, retry_at }; n];
             inner.totals.count(&records);
@@ -902,25 +1021,28 @@ impl Client {
             stats.quota_wait += wait;
             tokio::time::sleep_until(reservation.send_at.into()).await;
 
-            let attempt = {
-                let _permit = inner
-                    .in_flight
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::Request {
-                        endpoint: "/bulk-enrich-person",
-                        reason: "the client was shut down".into(),
-                    })?;
-                if inner.halted.load(Ordering::SeqCst) {
-                    return defer_all(DeferReason::Stopped, None);
-                }
-                if requests == 0 {
-                    add(&inner.totals.records_sent, n as u64);
-                }
-                requests += 1;
-                add(&inner.totals.requests, 1);
-                self.attempt(&body, reservation).await
-            };
+            // Held until the answer is in the cache: `wait_idle` then means "every answer that
+            // was paid for is stored".
+            let permit = inner
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Error::Request {
+                    endpoint: "/bulk-enrich-person",
+                    reason: "the client was shut down".into(),
+                })?;
+            if inner.halted.load(Ordering::SeqCst) {
+                return defer_all(DeferReason::Stopped, None);
+            }
+            if requests == 0 {
+                add(&inner.totals.records_sent, n as u64);
+            }
+            requests += 1;
+            add(&inner.totals.requests, 1);
+            let attempt = self.attempt(&body, reservation).await;
+            if !matches!(attempt, Attempt::Answered(_)) {
+                drop(permit);
+            }
             match attempt {
                 Attempt::Answered(response) => {
                     let (records, warning) = reconcile(n, response.clone(), flags);
@@ -936,6 +1058,7 @@ impl Client {
                             "the request's total_cost is not explained by the documented prices; the difference was assigned to its first matched records"
                         );
                     }
+                    self.remember(&keys, &records, flags).await;
                     return Ok(BatchOutcome {
                         records,
                         total_cost: response.total_cost,
@@ -1397,6 +1520,40 @@ fn assign_costs(outcomes: &mut [RecordOutcome], total_cost: i64, flags: EnrichFl
         }
     }
     true
+}
+
+/// Keys a caller claimed and has not published yet; dropping it releases them, so records
+/// waiting on them never wait forever (they fail instead).
+struct Claims {
+    client: Client,
+    keys: Vec<CacheKey>,
+}
+
+impl Claims {
+    /// Hands `key`'s outcome to the records waiting for it; the key is no longer claimed.
+    fn publish(&mut self, key: &CacheKey, outcome: &RecordOutcome) {
+        if let Some(at) = self.keys.iter().position(|k| k == key) {
+            self.keys.swap_remove(at);
+            self.client.inner.pending.publish(key, outcome);
+        }
+    }
+
+    /// Moves `keys` into claims of their own.
+    fn split_off(&mut self, keys: &[CacheKey]) -> Claims {
+        self.keys.retain(|k| !keys.contains(k));
+        Claims {
+            client: self.client.clone(),
+            keys: keys.to_vec(),
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.client.inner.pending.release(key);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! limits, pacing, and the client.
 
 pub mod client;
+pub(crate) mod dedup;
 pub mod pacing;
 pub mod plan;
 pub mod wire;

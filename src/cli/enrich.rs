@@ -11,6 +11,7 @@ use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
 use datafusion_prospeo::api::{ApiKey, Client, ClientBuilder, RecordStatus, Totals};
+use datafusion_prospeo::cache::{CacheKey, ResponseCache};
 use datafusion_prospeo::options::EnrichOptions;
 use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
 use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
@@ -86,6 +87,19 @@ pub struct EnrichArgs {
     /// duplicate) and the worst-case credits; call nothing that costs, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The response cache file (also PROSPEO_CACHE). Answers are read from it before sending
+    /// and committed to it as they arrive, so re-running a stopped job sends only what was
+    /// never answered. Default: the platform's cache directory (~/.cache/prospeo/responses.redb
+    /// on Linux); with --sandbox, a cache in memory.
+    #[arg(long, env = "PROSPEO_CACHE", value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+    /// Keep no cache file: answers live in memory for this run only (duplicates within the
+    /// run are still sent once).
+    #[arg(long, conflicts_with = "cache_ttl")]
+    pub no_cache: bool,
+    /// Ask again for cached answers older than this, e.g. 30d or 12h (default: never).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub cache_ttl: Option<Duration>,
     /// The API's base URL (also PROSPEO_BASE_URL).
     #[arg(long, env = "PROSPEO_BASE_URL")]
     pub base_url: Option<String>,
@@ -146,6 +160,8 @@ struct DryRun {
     invalid_datapoints: u64,
     /// Valid rows whose normalised datapoints repeat an earlier row's: sent once.
     duplicates: u64,
+    /// Distinct valid records the response cache answers: free.
+    cached: u64,
     /// Distinct valid records that would be sent.
     records_to_send: u64,
     /// Credits if every record sent matched (10 a match with --enrich-mobile).
@@ -191,8 +207,45 @@ fn apply_options(ctx: &SessionContext, args: &EnrichArgs) -> Result<(), CliError
     Ok(())
 }
 
-fn build_client(args: &EnrichArgs, sandbox: Option<&Sandbox>) -> Result<Client, CliError> {
-    let mut builder = ClientBuilder::from_env();
+/// Parses a cache age for clap.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    datafusion_prospeo::options::parse_age(text)?
+        .ok_or_else(|| "give an age such as 30d, 12h or 90m".to_string())
+}
+
+/// The response cache a run uses: `--cache`, else the platform's default file; in memory with
+/// `--no-cache` or `--sandbox` (sandbox answers must never mix with paid ones).
+fn open_cache(args: &EnrichArgs) -> Result<Option<ResponseCache>, CliError> {
+    if args.no_cache {
+        return Ok(None);
+    }
+    let path = match (&args.cache, args.sandbox) {
+        (Some(path), _) => path.clone(),
+        (None, true) => return Ok(None),
+        (None, false) => match ResponseCache::default_path() {
+            Some(path) => path,
+            None => {
+                tracing::warn!(
+                    "this platform has no cache directory: answers are kept in memory only; give --cache PATH to keep them"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    ResponseCache::open(&path)
+        .map(Some)
+        .map_err(|e| CliError::BadInput(e.to_string()))
+}
+
+fn build_client(
+    args: &EnrichArgs,
+    sandbox: Option<&Sandbox>,
+    cache: Option<ResponseCache>,
+) -> Result<Client, CliError> {
+    let mut builder = ClientBuilder::from_env().cache_ttl(args.cache_ttl);
+    if let Some(cache) = cache {
+        builder = builder.cache(cache);
+    }
     if let Some(sandbox) = sandbox {
         builder = builder
             .base_url(sandbox.base_url())
@@ -249,7 +302,13 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     } else {
         None
     };
-    let client = build_client(&args, sandbox.as_ref())?;
+    let cache = open_cache(&args)?;
+    if !args.quiet
+        && let Some(path) = cache.as_ref().and_then(|c| c.path())
+    {
+        eprintln!("Response cache: {}", path.display());
+    }
+    let client = build_client(&args, sandbox.as_ref(), cache)?;
 
     // Free checks first: the key and the balance.
     let account = client.account_status().await.map_err(|e| match e {
@@ -409,31 +468,44 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
         input: args.input.clone(),
         ..Default::default()
     };
+    let cache = open_cache(args)?;
+    let flags = options.flags();
+    let now = std::time::SystemTime::now();
     let mut seen = HashSet::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| CliError::BadInput(e.to_string()))?;
         let records = mapping
             .datapoints_projected(&batch)
             .map_err(|e| CliError::BadInput(format!("{}: {e}", args.input)))?;
+        let mut first_seen = Vec::new();
         for record in records {
             report.rows += 1;
             let normalized = record.normalized();
             if !normalized.meets_minimum() {
                 report.invalid_datapoints += 1;
+                continue;
+            }
+            report.valid += 1;
+            let key = CacheKey::new(&normalized, flags);
+            if seen.insert(key.clone()) {
+                first_seen.push(key);
             } else {
-                report.valid += 1;
-                if !seen.insert(normalized) {
-                    report.duplicates += 1;
-                }
+                report.duplicates += 1;
             }
         }
+        if let Some(cache) = &cache {
+            let entries = cache
+                .get_many(&first_seen)
+                .map_err(|e| CliError::Failure(e.to_string()))?;
+            report.cached += entries
+                .iter()
+                .flatten()
+                .filter(|e| e.serves(flags, args.cache_ttl, now))
+                .count() as u64;
+        }
     }
-    report.records_to_send = report.valid - report.duplicates;
-    let per_match = if options.flags().reveals_mobile() {
-        10
-    } else {
-        1
-    };
+    report.records_to_send = report.valid - report.duplicates - report.cached;
+    let per_match = if flags.reveals_mobile() { 10 } else { 1 };
     report.worst_case_credits = report.records_to_send * per_match;
     if !args.quiet {
         eprintln!("\nDry run of {} (nothing was sent)", report.input);
@@ -442,6 +514,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
             ("valid", report.valid),
             ("invalid_datapoints", report.invalid_datapoints),
             ("duplicates", report.duplicates),
+            ("in the cache", report.cached),
             ("records to send", report.records_to_send),
             ("worst-case credits", report.worst_case_credits),
         ] {

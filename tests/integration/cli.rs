@@ -11,9 +11,9 @@ use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory
 use datafusion_prospeo::sandbox::{Sandbox, SandboxConfig, SandboxKey};
 use serde_json::Value;
 
-const KEY: &str = "cli-test-key";
+pub(crate) const KEY: &str = "cli-test-key";
 
-fn sample_leads() -> PathBuf {
+pub(crate) fn sample_leads() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/leads.csv")
 }
 
@@ -27,14 +27,24 @@ async fn prospeo(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output 
 }
 
 /// The binary as a user runs it: no key, base URL or AWS settings from the developer's shell.
-fn command(args: &[String], env: &[(String, String)]) -> std::process::Command {
+pub(crate) fn command(args: &[String], env: &[(String, String)]) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prospeo"));
     command
         .args(args)
         .env_remove("PROSPEO_API_KEY")
         .env_remove("PROSPEO_API_KEY_FILE")
         .env_remove("PROSPEO_BASE_URL")
+        .env_remove("PROSPEO_CACHE")
         .env("NO_COLOR", "1");
+    // Every run gets a response cache of its own unless the test gives one: never the
+    // developer's.
+    if !env.iter().any(|(k, _)| k == "PROSPEO_CACHE") {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        command.env("PROSPEO_CACHE", dir.path().join(format!("cache-{n}.redb")));
+    }
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") {
             command.env_remove(k);
@@ -47,13 +57,13 @@ fn command(args: &[String], env: &[(String, String)]) -> std::process::Command {
 }
 
 /// [`prospeo`] with any environment (an S3 server's, say).
-async fn prospeo_with(args: Vec<String>, env: Vec<(String, String)>) -> Output {
+pub(crate) async fn prospeo_with(args: Vec<String>, env: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || command(&args, &env).output().expect("the binary runs"))
         .await
         .unwrap()
 }
 
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+pub(crate) fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap();
     ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
@@ -63,7 +73,7 @@ fn read_parquet(path: &Path) -> Vec<RecordBatch> {
         .unwrap()
 }
 
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+pub(crate) fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
     batches
         .iter()
         .flat_map(|b| {
@@ -81,7 +91,7 @@ fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
         .collect()
 }
 
-fn csv_lead_ids() -> Vec<i64> {
+pub(crate) fn csv_lead_ids() -> Vec<i64> {
     std::fs::read_to_string(sample_leads())
         .unwrap()
         .lines()
@@ -90,7 +100,7 @@ fn csv_lead_ids() -> Vec<i64> {
         .collect()
 }
 
-fn leftovers(dir: &Path) -> Vec<String> {
+pub(crate) fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -98,7 +108,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn sandbox_with_credits(credits: i64) -> Sandbox {
+pub(crate) async fn sandbox_with_credits(credits: i64) -> Sandbox {
     let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
         &GeneratorConfig::default(),
     )));
@@ -276,27 +286,27 @@ async fn account_shows_the_plan_credits_and_quota() {
     assert_eq!(refused.status.code(), Some(4));
 }
 
-fn args(list: &[&str]) -> Vec<String> {
+pub(crate) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn path_arg(path: &Path) -> String {
+pub(crate) fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn key_env(sandbox: &Sandbox) -> Vec<(String, String)> {
+pub(crate) fn key_env(sandbox: &Sandbox) -> Vec<(String, String)> {
     vec![
         ("PROSPEO_API_KEY".into(), KEY.into()),
         ("PROSPEO_BASE_URL".into(), sandbox.base_url()),
     ]
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// `lead_id` and `prospeo_status` of every row of a result.
-fn ids_and_statuses(batches: &[RecordBatch]) -> Vec<(i64, String)> {
+pub(crate) fn ids_and_statuses(batches: &[RecordBatch]) -> Vec<(i64, String)> {
     let ids = batches.iter().flat_map(|b| {
         let column = datafusion::arrow::compute::cast(
             b.column_by_name("lead_id").unwrap(),
@@ -361,7 +371,7 @@ fn read_output(path: &Path) -> Vec<RecordBatch> {
 }
 
 /// Writes `batch` as NDJSON.
-fn write_ndjson(path: &Path, batches: &[RecordBatch]) {
+pub(crate) fn write_ndjson(path: &Path, batches: &[RecordBatch]) {
     let mut writer =
         datafusion::arrow::json::LineDelimitedWriter::new(std::fs::File::create(path).unwrap());
     for batch in batches {
@@ -370,7 +380,7 @@ fn write_ndjson(path: &Path, batches: &[RecordBatch]) {
     writer.finish().unwrap();
 }
 
-fn write_parquet(path: &Path, batch: &RecordBatch) {
+pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) {
     let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(path).unwrap(),
         batch.schema(),
@@ -708,7 +718,7 @@ async fn an_output_that_cannot_be_written_fails_before_anything_is_paid() {
 }
 
 /// A sandbox that answers slowly, and a lead file of `rows` rows over its directory.
-async fn slow_job(rows: usize, latency_ms: u64, dir: &Path) -> (Sandbox, PathBuf) {
+pub(crate) async fn slow_job(rows: usize, latency_ms: u64, dir: &Path) -> (Sandbox, PathBuf) {
     use datafusion_prospeo::sandbox::generator::{generate_leads, leads_batch};
     let directory = std::sync::Arc::new(generate_directory(&GeneratorConfig::default()));
     let leads = generate_leads(&directory, 7, rows);
@@ -721,7 +731,7 @@ async fn slow_job(rows: usize, latency_ms: u64, dir: &Path) -> (Sandbox, PathBuf
 }
 
 /// Polls the sandbox until `records` records were answered (at most 60 s).
-async fn wait_for_records(sandbox: &Sandbox, records: u64) {
+pub(crate) async fn wait_for_records(sandbox: &Sandbox, records: u64) {
     for _ in 0..1200 {
         if sandbox.stats().key("cli").records_submitted >= records {
             return;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use datafusion_prospeo::api::{
     ApiKey, BatchOutcome, Client, ClientBuilder, DeferReason, EnrichFlags, RecordOutcome,
-    RecordStatus, RetryPolicy,
+    RecordStatus, RetryPolicy, Totals,
 };
 use datafusion_prospeo::sandbox::{Faults, Sandbox, SandboxKey};
 use datafusion_prospeo::{Datapoints, Error};
@@ -106,12 +106,14 @@ async fn every_record_gets_its_status_and_cost_in_input_order() {
     );
     assert_eq!(person_id(&batch.records[0]), Some(EVA_ID));
     assert_eq!(person_id(&batch.records[3]), Some(NICOLAS_ID));
-    // Eva twice in one request: charged once, the second is a free re-enrichment.
+    // Eva twice: sent once, charged on the first row; the second gets the answer for free.
     assert_eq!(costs(&batch), [1, 0, 0, 1, 0]);
+    assert_eq!(batch.records[4], batch.records[0].without_cost());
     assert_eq!(batch.total_cost, 2);
+    assert_eq!(batch.duplicates, 1);
     let stats = sandbox.stats().key(ALPHA);
-    // The invalid record was never sent.
-    assert_eq!(stats.records_submitted, 4);
+    // The invalid record and the duplicate were never sent.
+    assert_eq!(stats.records_submitted, 3);
     assert_eq!(stats.credits_charged, 2);
     let totals = client.totals();
     assert_eq!(
@@ -123,7 +125,8 @@ async fn every_record_gets_its_status_and_cost_in_input_order() {
         ),
         (3, 1, 1, 2)
     );
-    assert_eq!((totals.records_sent, totals.requests), (4, 1));
+    assert_eq!((totals.records_sent, totals.requests), (3, 1));
+    assert_eq!(totals.duplicates, 1);
 }
 
 #[tokio::test]
@@ -203,15 +206,18 @@ async fn retryable_faults_are_retried_until_every_record_settles_and_nothing_is_
         config.faults = faults;
         config.seed = 7;
         let sandbox = start(config).await;
-        let client = builder(&sandbox.base_url(), ALPHA_KEY)
-            .retry(RetryPolicy {
-                max_attempts: 12,
-                base_delay: Duration::from_millis(1),
-                max_delay: Duration::from_millis(10),
-            })
-            .build()
-            .unwrap();
+        // A client per round: a client answers what it has seen from its cache, and every
+        // round must go through the faults.
+        let mut totals = Totals::default();
         for round in 0..6 {
+            let client = builder(&sandbox.base_url(), ALPHA_KEY)
+                .retry(RetryPolicy {
+                    max_attempts: 12,
+                    base_delay: Duration::from_millis(1),
+                    max_delay: Duration::from_millis(10),
+                })
+                .build()
+                .unwrap();
             let batch = client
                 .bulk_enrich(
                     &records(vec![eva("e"), nicolas("n"), stranger("s")]),
@@ -228,9 +234,11 @@ async fn retryable_faults_are_retried_until_every_record_settles_and_nothing_is_
                 ],
                 "{name}, round {round}"
             );
+            let t = client.totals();
+            totals.retries += t.retries;
+            totals.credits += t.credits;
         }
         let stats = sandbox.stats().key(ALPHA);
-        let totals = client.totals();
         let faults = stats.faults.internal_error + stats.faults.bad_gateway + stats.faults.dropped;
         assert!(faults > 0, "{name}: no fault was injected");
         assert_eq!(totals.retries, faults, "{name}: one retry per fault");
@@ -317,7 +325,7 @@ async fn a_rate_limit_sent_as_http_200_is_a_rate_limit_and_defers_when_it_does_n
     // The headers said 10 are left this minute: the client waits for the reset instead of
     // sending, and since the reset is past the batch's time, it defers.
     let second = client
-        .bulk_enrich(&records(strangers(50)), EnrichFlags::default())
+        .bulk_enrich(&records(strangers_from(50, 50)), EnrichFlags::default())
         .await
         .unwrap();
     let (why, retry_at) = deferred(&second.records[0]);
@@ -365,7 +373,7 @@ async fn the_daily_quota_defers_the_rest_with_the_time_quota_returns() {
         .unwrap();
     assert_eq!(first.records[0].status(), RecordStatus::NotMatched);
     let second = client
-        .bulk_enrich(&records(strangers(50)), EnrichFlags::default())
+        .bulk_enrich(&records(strangers_from(50, 50)), EnrichFlags::default())
         .await
         .unwrap();
     for record in &second.records {
@@ -587,9 +595,11 @@ fn all_not_matched(request: &Value) -> Response {
 async fn identifiers_are_the_clients_own_and_unique() {
     let (url, received) = scripted_server(Arc::new(|_, request, _| all_not_matched(request))).await;
     let client = builder(&url, "k").build().unwrap();
-    let same = datapoints(nicolas("x"));
     client
-        .bulk_enrich(&[same.clone(), same.clone(), same], EnrichFlags::default())
+        .bulk_enrich(
+            &records(vec![nicolas("x"), eva("x"), nicole("x")]),
+            EnrichFlags::default(),
+        )
         .await
         .unwrap();
     let ids = identifiers(&received.lock().unwrap()[0]);

@@ -318,7 +318,13 @@ pub fn invalid(identifier: &str) -> Value {
 
 /// `n` distinct records (all of them unknown people, so they cost nothing), for quota tests.
 pub fn strangers(n: usize) -> Vec<Value> {
-    (0..n)
+    strangers_from(0, n)
+}
+
+/// `n` distinct unknown people numbered from `first` (a client answers a record it has seen
+/// from its cache, so a second batch must hold other people).
+pub fn strangers_from(first: usize, n: usize) -> Vec<Value> {
+    (first..first + n)
         .map(|i| json!({"identifier": format!("s{i}"), "email": format!("stranger{i}@nowhere.example")}))
         .collect()
 }

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod common;
 mod object_storage;
+mod resume;
 mod s3;
 mod sandbox;
 mod sql;
