@@ -22,4 +22,4 @@ pub use api::{Client, ClientBuilder};
 pub use datapoints::{Datapoint, Datapoints, MatchRoute};
 pub use error::{Error, Result};
 pub use options::EnrichOptions;
-pub use table::{register, register_with_client};
+pub use table::{register, register_with_builder, register_with_client};

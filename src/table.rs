@@ -68,6 +68,19 @@ pub fn register_with_client(ctx: &SessionContext, client: Client) {
     );
 }
 
+/// Registers `enrich_person` with clients made from `builder` (its key, base URL, timeouts,
+/// retry policy...) plus the session's `prospeo.*` options (limits, concurrency, budget,
+/// cache), as [`register`] does from the environment.
+pub fn register_with_builder(ctx: &SessionContext, builder: ClientBuilder) {
+    register_function(
+        ctx,
+        EnrichPersonFunction {
+            template: Some(builder),
+            ..Default::default()
+        },
+    );
+}
+
 fn register_function(ctx: &SessionContext, function: EnrichPersonFunction) {
     {
         let state = ctx.state_ref();
@@ -85,6 +98,7 @@ fn register_function(ctx: &SessionContext, function: EnrichPersonFunction) {
 #[derive(Default)]
 pub struct EnrichPersonFunction {
     client: Option<Client>,
+    template: Option<ClientBuilder>,
     clients: Arc<Mutex<HashMap<String, Client>>>,
 }
 
@@ -101,6 +115,7 @@ impl fmt::Debug for EnrichPersonFunction {
 #[derive(Clone)]
 struct ClientSource {
     fixed: Option<Client>,
+    template: Option<ClientBuilder>,
     clients: Arc<Mutex<HashMap<String, Client>>>,
 }
 
@@ -109,7 +124,10 @@ impl ClientSource {
         if let Some(client) = &self.fixed {
             return Ok(client.clone());
         }
-        let mut builder = ClientBuilder::from_env();
+        let mut builder = self
+            .template
+            .clone()
+            .unwrap_or_else(ClientBuilder::from_env);
         if let Some(url) = &options.base_url {
             builder = builder.base_url(url.clone());
         }
@@ -210,6 +228,7 @@ impl TableFunctionImpl for EnrichPersonFunction {
             options,
             ClientSource {
                 fixed: self.client.clone(),
+                template: self.template.clone(),
                 clients: self.clients.clone(),
             },
         )

@@ -821,11 +821,26 @@ impl Client {
 
         // Answers already in the response cache cost nothing and send nothing.
         let keys: Vec<CacheKey> = mine.iter().map(|(_, _, key)| key.clone()).collect();
-        let cached = match inner.cache.get_many(&keys) {
-            Ok(entries) => entries,
-            Err(e) => {
+        let misses = keys.len();
+        let cache = inner.cache.clone();
+        // Reads touch the disk: off the async workers. If the caller goes away meanwhile, the
+        // claims are released and records waiting on them fail rather than wait forever.
+        let lookup = if keys.is_empty() {
+            Ok(Ok(Vec::new()))
+        } else {
+            tokio::task::spawn_blocking(move || cache.get_many(&keys)).await
+        };
+        let cached = match lookup {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
                 tracing::warn!("{e}; the records are sent instead");
-                vec![None; keys.len()]
+                vec![None; misses]
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the cache lookup ended abnormally: {e}; the records are sent instead"
+                );
+                vec![None; misses]
             }
         };
         let now = SystemTime::now();

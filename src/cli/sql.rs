@@ -100,34 +100,31 @@ pub async fn run(args: SqlArgs) -> Result<u8, CliError> {
     result.map(|()| 0)
 }
 
-/// Registers `enrich_person`: with the sandbox's client, a client with the key file's key, or
-/// (the default) a client made from the environment when a query first needs one.
+/// Registers `enrich_person`: with the sandbox's client (answers kept in memory), or with
+/// clients made from the key file or the environment plus the session's `prospeo.*` options
+/// (the response cache among them).
 fn register(
     ctx: &SessionContext,
     args: &SqlArgs,
     sandbox: Option<&Sandbox>,
 ) -> Result<(), CliError> {
-    let builder = if let Some(sandbox) = sandbox {
-        ClientBuilder::from_env()
+    if let Some(sandbox) = sandbox {
+        let client = ClientBuilder::from_env()
             .base_url(sandbox.base_url())
             .api_key(ApiKey::new(DEMO_KEY).map_err(|e| CliError::Failure(e.to_string()))?)
-    } else if let Some(path) = &args.api_key_file {
-        let mut builder = ClientBuilder::from_env().api_key_file(path.clone());
-        if let Some(url) = &args.base_url {
-            builder = builder.base_url(url.clone());
-        }
-        builder
-    } else {
-        datafusion_prospeo::register(ctx);
-        if let Some(url) = &args.base_url {
-            set_option(ctx, "base_url", url)?;
-        }
+            .build()
+            .map_err(|e| CliError::Failure(e.to_string()))?;
+        datafusion_prospeo::register_with_client(ctx, client);
         return Ok(());
-    };
-    let client = builder
-        .build()
-        .map_err(|e| CliError::BadKey(e.to_string()))?;
-    datafusion_prospeo::register_with_client(ctx, client);
+    }
+    let mut builder = ClientBuilder::from_env();
+    if let Some(path) = &args.api_key_file {
+        builder = builder.api_key_file(path.clone());
+    }
+    datafusion_prospeo::register_with_builder(ctx, builder);
+    if let Some(url) = &args.base_url {
+        set_option(ctx, "base_url", url)?;
+    }
     Ok(())
 }
 
