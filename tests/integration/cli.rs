@@ -527,52 +527,61 @@ async fn enriches_from_s3_to_s3_through_a_real_s3_server() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("leads/in")).unwrap();
     std::fs::copy(sample_parquet(), root.path().join("leads/in/leads.parquet")).unwrap();
+    std::fs::copy(sample_leads(), root.path().join("leads/in/leads.csv")).unwrap();
     let s3 = crate::s3::S3Server::start(root.path()).await;
     let sandbox = sandbox_with_credits(100_000).await;
     let mut env = key_env(&sandbox);
     env.extend(s3.env());
-    let run = prospeo_with(
-        args(&[
-            "enrich",
-            "s3://leads/in/leads.parquet",
-            "-o",
-            "s3://leads/out/enriched.arrow",
-        ]),
-        env,
-    )
-    .await;
-    assert!(run.status.success(), "{}", stderr(&run));
-
     let store = s3.store("leads");
-    let object = store
-        .get(&"out/enriched.arrow".into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let batches: Vec<RecordBatch> =
-        datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(object), None)
+    let local = tempfile::tempdir().unwrap();
+    let jobs = [
+        ("in/leads.parquet", "out/enriched.arrow"),
+        ("in/leads.csv", "out/enriched.parquet"),
+        ("in/leads.parquet", "out/enriched.csv"),
+        ("in/leads.csv", "out/enriched.ndjson"),
+    ];
+    for (input, output) in jobs {
+        let run = prospeo_with(
+            args(&[
+                "enrich",
+                &format!("s3://leads/{input}"),
+                "-o",
+                &format!("s3://leads/{output}"),
+            ]),
+            env.clone(),
+        )
+        .await;
+        assert!(
+            run.status.success(),
+            "{input} -> {output}: {}",
+            stderr(&run)
+        );
+        // Read the object back through a local copy with the same extension.
+        let bytes = store
+            .get(&output.into())
+            .await
             .unwrap()
-            .collect::<Result<_, _>>()
+            .bytes()
+            .await
             .unwrap();
-    let ids: Vec<i64> = ids_and_statuses(&batches)
-        .into_iter()
-        .map(|r| r.0)
-        .collect();
-    assert_eq!(ids, csv_lead_ids());
-    let listed: Vec<String> = store
+        let copy = local.path().join(output.rsplit('/').next().unwrap());
+        std::fs::write(&copy, &bytes).unwrap();
+        let ids: Vec<i64> = ids_and_statuses(&read_output(&copy))
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(ids, csv_lead_ids(), "{input} -> {output}");
+    }
+    let mut listed: Vec<String> = store
         .list(None)
         .map(|m| m.unwrap().location.to_string())
         .collect::<Vec<_>>()
         .await;
-    let mut listed = listed;
     listed.sort();
-    assert_eq!(
-        listed,
-        ["in/leads.parquet", "out/enriched.arrow"],
-        "no probe or partial object is left"
-    );
+    let mut expected: Vec<&str> = jobs.iter().map(|(_, o)| *o).collect();
+    expected.extend(["in/leads.csv", "in/leads.parquet"]);
+    expected.sort();
+    assert_eq!(listed, expected, "no probe or partial object is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -850,4 +859,55 @@ async fn sql_runs_queries_scripts_and_standard_input_and_writes_files() {
     // Bad SQL is bad input.
     let run = prospeo_with(args(&["sql", "SELEC 1"]), vec![]).await;
     assert_eq!(run.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_run_leaves_no_object_in_the_bucket() {
+    use datafusion::object_store::ObjectStoreExt;
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, input) = slow_job(1000, 300, dir.path()).await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("out")).unwrap();
+    let s3 = crate::s3::S3Server::start(root.path()).await;
+    let mut env = key_env(&sandbox);
+    env.extend(s3.env());
+    let child = command(
+        &args(&[
+            "enrich",
+            &path_arg(&input),
+            "-o",
+            "s3://out/enriched.parquet",
+            "--concurrency",
+            "1",
+        ]),
+        &env,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_records(&sandbox, 100).await;
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(130), "{}", stderr(&run));
+    let listed: Vec<String> = s3
+        .store("out")
+        .list(None)
+        .map(|m| m.unwrap().location.to_string())
+        .collect::<Vec<_>>()
+        .await;
+    assert!(listed.is_empty(), "nothing was committed: {listed:?}");
+    assert!(
+        s3.store("out")
+            .head(&"enriched.parquet".into())
+            .await
+            .is_err()
+    );
 }
