@@ -1,4 +1,5 @@
-//! `prospeo cache`: what the response cache holds, deleting it, and exporting it to Parquet.
+//! `prospeo cache`: what the response cache holds, deleting it, and exporting it (Parquet by
+//! default).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,15 +11,15 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
-use datafusion_prospeo::Datapoint;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion_prospeo::api::RecordOutcome;
 use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache, remove_file};
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
+use datafusion_prospeo::{Datapoint, Error};
 
 use super::CliError;
+use super::output::{Output, OutputFormat};
 
 /// Entries per exported batch: memory stays bounded whatever the cache's size.
 const EXPORT_PAGE: usize = 8192;
@@ -62,12 +63,16 @@ pub enum CacheCommand {
     /// mobile_requested (whether the mobile was to be revealed), stored_at (when the answer
     /// arrived, UTC), cost (the credits it cost then), status (matched, not_matched,
     /// invalid_datapoints), then the person and company columns exactly as `prospeo enrich`
-    /// writes them (prospeo_person_*, prospeo_company_*) and prospeo_free_enrichment. The file
-    /// is written to a temporary file next to OUTPUT and renamed when complete.
+    /// writes them (prospeo_person_*, prospeo_company_*) and prospeo_free_enrichment. The
+    /// output is committed only when complete, like `prospeo enrich`'s.
     Export {
-        /// The Parquet file to write; replaced if it exists.
+        /// The file to write, local or s3://, gs://, az://; replaced if it exists. Parquet
+        /// (zstd) unless the extension or --output-format says .csv, .ndjson or .arrow.
         #[arg(value_name = "OUTPUT")]
-        output: PathBuf,
+        output: String,
+        /// Output format, when the extension does not say it.
+        #[arg(long, value_enum)]
+        output_format: Option<OutputFormat>,
     },
 }
 
@@ -81,11 +86,18 @@ pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
             )
         })?,
     };
-    // The cache does blocking file I/O (and an export may take a while).
+    if let CacheCommand::Export {
+        output,
+        output_format,
+    } = &args.command
+    {
+        return export(&path, output, *output_format).await;
+    }
+    // The cache does blocking file I/O.
     tokio::task::spawn_blocking(move || match args.command {
         CacheCommand::Stats { json } => stats(&path, json),
         CacheCommand::Clear => clear(&path),
-        CacheCommand::Export { output } => export(&path, &output),
+        CacheCommand::Export { .. } => unreachable!("handled above"),
     })
     .await
     .map_err(|e| CliError::Failure(format!("the cache command stopped: {e}")))?
@@ -177,78 +189,63 @@ fn clear(path: &Path) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn export(path: &Path, output: &Path) -> Result<u8, CliError> {
+/// Writes every entry, a page at a time, through the same committed-when-complete writer as
+/// `prospeo enrich`.
+async fn export(path: &Path, output: &str, format: Option<OutputFormat>) -> Result<u8, CliError> {
     if !path.exists() {
         return Err(CliError::BadInput(format!(
             "no response cache at {}: nothing to export (give the file with --cache PATH)",
             path.display()
         )));
     }
-    if output.exists() && fs::canonicalize(output).ok() == fs::canonicalize(path).ok() {
+    let local = Path::new(output);
+    if local.exists() && fs::canonicalize(local).ok() == fs::canonicalize(path).ok() {
         return Err(CliError::BadInput(format!(
-            "{} is the cache itself: export to another file",
-            output.display()
+            "{output} is the cache itself: export to another file"
         )));
     }
-    let cache = ResponseCache::open(path).map_err(failure)?;
-    let export = Export::new();
-    let temporary = temporary_path(output);
-    let write_error = |e: &dyn std::fmt::Display| {
-        CliError::Failure(format!("cannot write {}: {e}", output.display()))
+    let format = format
+        .or(Some(OutputFormat::Parquet).filter(|_| OutputFormat::from_target(output).is_none()));
+    let target = Output::resolve(output, format, &Arc::new(RuntimeEnv::default()))?;
+    let cache = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || ResponseCache::open(&path))
+            .await
+            .map_err(|e| CliError::Failure(format!("the cache command stopped: {e}")))?
+            .map_err(failure)?
     };
-    let file = fs::File::create(&temporary).map_err(|e| write_error(&e))?;
-    // Removes the temporary file unless the export completes.
-    let mut guard = TemporaryFile(Some(temporary.clone()));
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, export.schema.clone(), Some(properties))
-        .map_err(|e| write_error(&e))?;
-    let mut rows = 0u64;
-    cache
-        .for_each_page(EXPORT_PAGE, |page| {
-            let batch = export
-                .batch(page)
-                .map_err(|e| datafusion_prospeo::Error::Cache {
-                    path: output.display().to_string(),
-                    reason: format!("cannot build the export: {e}"),
-                })?;
-            rows += batch.num_rows() as u64;
-            writer
-                .write(&batch)
-                .map_err(|e| datafusion_prospeo::Error::Cache {
-                    path: output.display().to_string(),
-                    reason: e.to_string(),
-                })
-        })
-        .map_err(failure)?;
-    let file = writer.into_inner().map_err(|e| write_error(&e))?;
-    file.sync_all().map_err(|e| write_error(&e))?;
-    drop(file);
-    fs::rename(&temporary, output).map_err(|e| write_error(&e))?;
-    guard.0 = None;
-    eprintln!("Wrote {rows} cached answers to {}", output.display());
-    Ok(0)
-}
-
-/// Deletes the file it names when dropped, unless disarmed.
-struct TemporaryFile(Option<PathBuf>);
-
-impl Drop for TemporaryFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
+    let open = target.open().await?;
+    let export = Export::new();
+    let schema = export.schema.clone();
+    // Pages are read on a blocking thread and handed over two at a time; an error is sent down
+    // the stream, so the writer never commits a partial export.
+    let (pages, received) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        let walked = cache.for_each_page(EXPORT_PAGE, |page| {
+            let batch = export.batch(page).map_err(|e| Error::Cache {
+                path: "export".into(),
+                reason: format!("cannot build the export: {e}"),
+            })?;
+            pages.blocking_send(Ok(batch)).map_err(|_| Error::Cache {
+                path: "export".into(),
+                reason: "the writer stopped".into(),
+            })
+        });
+        if let Err(e) = walked {
+            let _ = pages.blocking_send(Err(DataFusionError::External(Box::new(e))));
         }
-    }
-}
-
-/// A hidden file next to `output`, unique to this process.
-fn temporary_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export.parquet".into());
-    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+    });
+    let stream = futures::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|batch| (batch, received))
+    });
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let written = open.write(schema, stream, interrupted).await;
+    let _ = reader.await;
+    let rows = written?;
+    eprintln!("Wrote {rows} cached answers to {output}");
+    Ok(0)
 }
 
 /// The export's schema and the step from cache entries to batches of it.
@@ -360,8 +357,8 @@ mod tests {
     use datafusion_prospeo::api::wire::{EnrichFlags, Person};
     use datafusion_prospeo::cache::CachedAnswer;
 
-    #[test]
-    fn export_writes_one_row_per_answer_with_the_key_and_the_objects() {
+    #[tokio::test]
+    async fn export_writes_one_row_per_answer_with_the_key_and_the_objects() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("responses.redb");
         let cache = ResponseCache::open(&path).unwrap();
@@ -404,7 +401,10 @@ mod tests {
 
         let output = dir.path().join("out").join("export.parquet");
         fs::create_dir(output.parent().unwrap()).unwrap();
-        assert_eq!(export(&path, &output).unwrap(), 0);
+        assert_eq!(
+            export(&path, output.to_str().unwrap(), None).await.unwrap(),
+            0
+        );
         let leftovers: Vec<_> = fs::read_dir(output.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -487,11 +487,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn export_of_a_missing_cache_is_bad_input_and_writes_nothing() {
+    #[tokio::test]
+    async fn export_of_a_missing_cache_is_bad_input_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("export.parquet");
-        let err = export(&dir.path().join("missing.redb"), &output).unwrap_err();
+        let err = export(
+            &dir.path().join("missing.redb"),
+            output.to_str().unwrap(),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, CliError::BadInput(_)), "{err:?}");
         assert!(!output.exists());
     }
