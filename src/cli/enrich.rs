@@ -400,7 +400,22 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     if global.log_format == LogFormat::Json {
         tracing::info!(
             target: "prospeo::summary",
-            summary = %serde_json::to_string(&summary).unwrap_or_default(),
+            rows = summary.rows,
+            matched = summary.matched,
+            not_matched = summary.not_matched,
+            invalid_datapoints = summary.invalid_datapoints,
+            failed = summary.failed,
+            deferred = summary.deferred,
+            cached = summary.cached,
+            duplicates = summary.duplicates,
+            credits = summary.credits,
+            records_sent = summary.records_sent,
+            requests = summary.requests,
+            retries = summary.retries,
+            rate_limited = summary.rate_limited,
+            quota_returns_at = summary.quota_returns_at.as_deref(),
+            elapsed_seconds = summary.elapsed_seconds,
+            exit_code = summary.exit_code,
             "done"
         );
     }

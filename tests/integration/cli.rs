@@ -911,3 +911,36 @@ async fn ctrl_c_mid_run_leaves_no_object_in_the_bucket() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_summary_for_machines() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&[
+            "--log-format",
+            "json",
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+            "--quiet",
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let events: Vec<Value> = stderr(&run)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every stderr line is JSON"))
+        .collect();
+    let summary = events
+        .iter()
+        .find(|e| e["target"] == "prospeo::summary")
+        .expect("a summary event");
+    let stats = sandbox.stats().key("cli");
+    assert_eq!(summary["fields"]["rows"], 120);
+    assert_eq!(summary["fields"]["records_sent"], stats.records);
+    assert_eq!(summary["fields"]["credits"], stats.credits_charged);
+}
