@@ -794,7 +794,6 @@ impl Client {
     ) -> Result<BatchOutcome> {
         let inner = &self.inner;
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
-        let mut batch = BatchOutcome::default();
         // Claim every valid record's key: the first claim of a key answers it, later ones
         // (in this call or any other) wait for that answer.
         let mut mine: Vec<(usize, Datapoints, CacheKey)> = Vec::new();
@@ -814,87 +813,22 @@ impl Client {
             }
         }
         inner.totals.count(&invalid);
-        let mut claims = Claims {
+        let claims = Claims {
             client: self.clone(),
             keys: mine.iter().map(|(_, _, key)| key.clone()).collect(),
         };
-
-        // Answers already in the response cache cost nothing and send nothing.
-        let keys: Vec<CacheKey> = mine.iter().map(|(_, _, key)| key.clone()).collect();
-        let misses = keys.len();
-        let cache = inner.cache.clone();
-        // Reads touch the disk: off the async workers. If the caller goes away meanwhile, the
-        // claims are released and records waiting on them fail rather than wait forever.
-        let lookup = if keys.is_empty() {
-            Ok(Ok(Vec::new()))
-        } else {
-            tokio::task::spawn_blocking(move || cache.get_many(&keys)).await
-        };
-        let cached = match lookup {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(e)) => {
-                tracing::warn!("{e}; the records are sent instead");
-                vec![None; misses]
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "the cache lookup ended abnormally: {e}; the records are sent instead"
-                );
-                vec![None; misses]
-            }
-        };
-        let now = SystemTime::now();
-        let mut to_send = Vec::new();
-        for ((i, normalized, key), entry) in mine.into_iter().zip(cached) {
-            match entry.filter(|e| e.serves(flags, inner.settings.cache_ttl, now)) {
-                Some(entry) => {
-                    let outcome = entry.to_outcome();
-                    if inner.pending.answered_here(&key) {
-                        batch.duplicates += 1;
-                        add(&inner.totals.duplicates, 1);
-                    } else {
-                        batch.cached += 1;
-                        add(&inner.totals.cached, 1);
-                    }
-                    inner.totals.count(std::slice::from_ref(&outcome));
-                    claims.publish(&key, &outcome);
-                    outcomes[i] = Some(outcome);
-                }
-                None => to_send.push((i, normalized, key)),
-            }
+        // The claimed records are answered on a task of their own, spawned before this
+        // function first waits: records of other callers waiting on these keys never depend on
+        // this caller being polled, or even kept.
+        let client = self.clone();
+        let task = tokio::spawn(async move { client.answer_claimed(mine, claims, flags).await });
+        let (answered, mut batch) = task.await.map_err(|e| Error::Request {
+            endpoint: "/bulk-enrich-person",
+            reason: format!("the request task ended abnormally: {e}"),
+        })??;
+        for (i, outcome) in answered {
+            outcomes[i] = Some(outcome);
         }
-
-        for chunk in to_send.chunks(self.max_request_records()) {
-            let indices: Vec<usize> = chunk.iter().map(|(i, _, _)| *i).collect();
-            let datapoints: Vec<Datapoints> = chunk.iter().map(|(_, d, _)| d.clone()).collect();
-            let keys: Vec<CacheKey> = chunk.iter().map(|(_, _, k)| k.clone()).collect();
-            // The task owns its keys' claims: if the caller goes away, the answer is still
-            // stored and handed to the records waiting for it.
-            let mut task_claims = claims.split_off(&keys);
-            let client = self.clone();
-            let task = tokio::spawn(async move {
-                let answer = client.send_request(datapoints, flags).await?;
-                for (key, outcome) in keys.iter().zip(&answer.records) {
-                    task_claims.publish(key, outcome);
-                }
-                Ok::<_, Error>(answer)
-            });
-            let answer = task.await.map_err(|e| Error::Request {
-                endpoint: "/bulk-enrich-person",
-                reason: format!("the request task ended abnormally: {e}"),
-            })??;
-            batch.total_cost += answer.total_cost;
-            batch.requests += answer.requests;
-            batch.cost_warnings += answer.cost_warnings;
-            batch.retries += answer.retries;
-            batch.rate_limited += answer.rate_limited;
-            batch.quota_wait += answer.quota_wait;
-            batch.records_sent += answer.records_sent;
-            for (i, outcome) in indices.into_iter().zip(answer.records) {
-                outcomes[i] = Some(outcome);
-            }
-        }
-        drop(claims);
 
         // Records that another record with the same datapoints answered, at no cost.
         for (i, receiver) in waiting {
@@ -916,6 +850,77 @@ impl Client {
             })
             .collect();
         Ok(batch)
+    }
+
+    /// Answers the records this caller claimed: from the response cache when it serves them,
+    /// else by sending them, 50 to a request. Every answer is handed to the records waiting
+    /// for the same key; claims still held when this ends (an error) are released.
+    async fn answer_claimed(
+        &self,
+        mine: Vec<(usize, Datapoints, CacheKey)>,
+        mut claims: Claims,
+        flags: EnrichFlags,
+    ) -> Result<(Vec<(usize, RecordOutcome)>, BatchOutcome)> {
+        let inner = &self.inner;
+        let mut batch = BatchOutcome::default();
+        let mut answered = Vec::with_capacity(mine.len());
+        if mine.is_empty() {
+            return Ok((answered, batch));
+        }
+        // Answers already in the response cache cost nothing and send nothing. Reads touch the
+        // disk: off the async workers.
+        let keys: Vec<CacheKey> = mine.iter().map(|(_, _, key)| key.clone()).collect();
+        let cache = inner.cache.clone();
+        let cached = match tokio::task::spawn_blocking(move || cache.get_many(&keys)).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!("{e}; the records are sent instead");
+                vec![None; mine.len()]
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the cache lookup ended abnormally: {e}; the records are sent instead"
+                );
+                vec![None; mine.len()]
+            }
+        };
+        let now = SystemTime::now();
+        let mut to_send = Vec::new();
+        for ((i, normalized, key), entry) in mine.into_iter().zip(cached) {
+            match entry.filter(|e| e.serves(flags, inner.settings.cache_ttl, now)) {
+                Some(entry) => {
+                    let outcome = entry.to_outcome();
+                    if inner.pending.answered_here(&key) {
+                        batch.duplicates += 1;
+                        add(&inner.totals.duplicates, 1);
+                    } else {
+                        batch.cached += 1;
+                        add(&inner.totals.cached, 1);
+                    }
+                    inner.totals.count(std::slice::from_ref(&outcome));
+                    claims.publish(&key, &outcome);
+                    answered.push((i, outcome));
+                }
+                None => to_send.push((i, normalized, key)),
+            }
+        }
+
+        for chunk in to_send.chunks(self.max_request_records()) {
+            let datapoints: Vec<Datapoints> = chunk.iter().map(|(_, d, _)| d.clone()).collect();
+            let answer = self.send_request(datapoints, flags).await?;
+            for ((i, _, key), outcome) in chunk.iter().zip(&answer.records) {
+                claims.publish(key, outcome);
+                answered.push((*i, outcome.clone()));
+            }
+            batch.total_cost += answer.total_cost;
+            batch.requests += answer.requests;
+            batch.cost_warnings += answer.cost_warnings;
+            batch.retries += answer.retries;
+            batch.rate_limited += answer.rate_limited;
+            batch.quota_wait += answer.quota_wait;
+            batch.records_sent += answer.records_sent;
+        }
+        Ok((answered, batch))
     }
 
     /// Commits the answers to the response cache before anyone sees them, so a crash after
@@ -1550,15 +1555,6 @@ impl Claims {
         if let Some(at) = self.keys.iter().position(|k| k == key) {
             self.keys.swap_remove(at);
             self.client.inner.pending.publish(key, outcome);
-        }
-    }
-
-    /// Moves `keys` into claims of their own.
-    fn split_off(&mut self, keys: &[CacheKey]) -> Claims {
-        self.keys.retain(|k| !keys.contains(k));
-        Claims {
-            client: self.client.clone(),
-            keys: keys.to_vec(),
         }
     }
 }

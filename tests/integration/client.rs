@@ -792,3 +792,27 @@ async fn a_server_that_echoes_the_key_does_not_leak_it_into_reasons() {
     assert!(!reason.contains(secret), "{reason}");
     assert!(reason.contains("<redacted>"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_still_answers_the_records_waiting_for_its_answer() {
+    use futures::FutureExt;
+    let sandbox = start(config()).await;
+    let client = client(&sandbox, ALPHA_KEY);
+    let eva = records(vec![eva("a")]);
+    // Polled once (the record is claimed and its request task started), then dropped.
+    assert!(
+        client
+            .bulk_enrich(&eva, EnrichFlags::default())
+            .now_or_never()
+            .is_none()
+    );
+    let batch = client
+        .bulk_enrich(&eva, EnrichFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(person_id(&batch.records[0]), Some(EVA_ID));
+    assert_eq!(batch.records[0].cost(), 0, "the first caller paid for it");
+    assert_eq!(batch.duplicates, 1);
+    assert_eq!(sandbox.stats().key(ALPHA).records, 1, "sent once");
+    assert_eq!(client.totals().credits, 1);
+}
