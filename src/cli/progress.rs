@@ -62,21 +62,24 @@ impl Progress {
                     None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
                 };
                 let template = if total.is_some() {
-                    "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}\n{msg}"
+                    "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows, ETA {eta}\n{msg}"
                 } else {
-                    "{elapsed_precise} {spinner} {human_pos} rows, {per_sec}\n{msg}"
+                    "{elapsed_precise} {spinner} {human_pos} rows\n{msg}"
                 };
                 if let Ok(style) = ProgressStyle::with_template(template) {
                     bar.set_style(style.progress_chars("=> "));
                 }
                 let shown = bar.clone();
+                let started = std::time::Instant::now();
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_millis(250));
                     loop {
                         tick.tick().await;
                         let totals = client.totals();
-                        shown.set_position(rows_settled(&totals));
-                        shown.set_message(describe(&totals));
+                        let rows = rows_settled(&totals);
+                        let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        shown.set_position(rows);
+                        shown.set_message(format!("{:.0} rows/s, {}", rate, describe(&totals)));
                     }
                 });
                 Progress {
