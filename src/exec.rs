@@ -104,7 +104,7 @@ impl EnrichExec {
             })?;
         let schema = Arc::new(Schema::new(fields));
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            output_orderings(&input, &spec.columns, &schema),
             input.output_partitioning().clone(),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -208,9 +208,10 @@ impl ExecutionPlan for EnrichExec {
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        // Rows do come out in input order within each partition, but the output's equivalence
-        // properties do not carry the input's orderings over (enrichment columns interleave
-        // with input columns), so the optimizer must not rely on it to drop a sort.
+        // Rows do come out in input order within each partition, and the output's orderings
+        // say so (`output_orderings`). But `true` here lets the optimizer push a sort on this
+        // node's columns down to the input unchanged, and this node's schema is not its
+        // input's (enrichment columns interleave): that would sort by the wrong columns.
         vec![false]
     }
 
@@ -273,6 +274,85 @@ impl ExecutionPlan for EnrichExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The input's orderings carried over to the output's columns: every partition's rows come
+/// out in input order, so an ordering on passed-through columns still holds above the node and
+/// a sort on them can be dropped. Orderings that involve a column the node does not pass
+/// through are dropped from the first such column on.
+fn output_orderings(
+    input: &Arc<dyn ExecutionPlan>,
+    columns: &[ColumnSource],
+    schema: &SchemaRef,
+) -> EquivalenceProperties {
+    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::equivalence::ProjectionMapping;
+    use datafusion::physical_expr::expressions::Column;
+
+    let input_schema = input.schema();
+    // (input column, output column) of every passed-through column, in output order.
+    let passed: Vec<(usize, usize)> = columns
+        .iter()
+        .enumerate()
+        .filter_map(|(out, c)| match *c {
+            ColumnSource::Input(i) => Some((i, out)),
+            ColumnSource::Enrichment(_) => None,
+        })
+        .collect();
+    let exprs = passed.iter().map(|&(i, _)| {
+        let name = input_schema.field(i).name().clone();
+        (
+            Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+            name,
+        )
+    });
+    let Ok(mapping) = ProjectionMapping::try_new(exprs, &input_schema) else {
+        return EquivalenceProperties::new(schema.clone());
+    };
+    // The input's properties projected onto the passed-through columns alone (column j is
+    // passed[j]), then moved to their places among the enrichment columns.
+    let passed_schema = Arc::new(Schema::new(
+        passed
+            .iter()
+            .map(|&(i, _)| input_schema.field(i).as_ref().clone())
+            .collect::<Vec<_>>(),
+    ));
+    let projected = input
+        .equivalence_properties()
+        .project(&mapping, passed_schema);
+    let to_output = |expr: Arc<dyn PhysicalExpr>| -> Option<Arc<dyn PhysicalExpr>> {
+        expr.transform(|e| {
+            Ok(match e.downcast_ref::<Column>() {
+                Some(c) => match passed.get(c.index()) {
+                    Some(&(_, out)) => Transformed::yes(
+                        Arc::new(Column::new(c.name(), out)) as Arc<dyn PhysicalExpr>
+                    ),
+                    None => return Err(DataFusionError::Internal("out of range".into())),
+                },
+                None => Transformed::no(e),
+            })
+        })
+        .data()
+        .ok()
+    };
+    let orderings: Vec<Vec<PhysicalSortExpr>> = projected
+        .oeq_class()
+        .iter()
+        .map(|ordering| {
+            ordering
+                .iter()
+                .map_while(|sort| {
+                    to_output(Arc::clone(&sort.expr)).map(|expr| PhysicalSortExpr {
+                        expr,
+                        options: sort.options,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|ordering| !ordering.is_empty())
+        .collect();
+    EquivalenceProperties::new_with_orderings(schema.clone(), orderings)
 }
 
 /// The node's metrics, per partition (EXPLAIN ANALYZE sums them).

@@ -561,3 +561,60 @@ async fn dropping_the_stream_stops_sending() {
         "{requests} requests after the stream was dropped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_ordering_survives_enrichment_so_its_sort_is_dropped() {
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::col;
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let batch = leads_batch(LEADS);
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])
+        .unwrap()
+        .with_sort_order(vec![vec![col("lead_id").sort(true, false)]]);
+    ctx.register_table("sorted_leads", Arc::new(table)).unwrap();
+
+    let has_sort = |plan: &Arc<dyn ExecutionPlan>| {
+        displayable(plan.as_ref())
+            .indent(true)
+            .to_string()
+            .contains("SortExec")
+    };
+    // Sorted by an input column the node passes through: no sort above the node.
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT prospeo_status, lead_id FROM enrich_person('sorted_leads') ORDER BY lead_id",
+    )
+    .await;
+    assert!(
+        !has_sort(&plan),
+        "{}",
+        displayable(plan.as_ref()).indent(true)
+    );
+    assert_eq!(
+        column_strings(&batches, "lead_id"),
+        ["1", "2", "3", "4", "5", "6"]
+    );
+    // Sorted by an enrichment column: that still needs a sort.
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT lead_id, prospeo_status FROM enrich_person('sorted_leads') ORDER BY prospeo_status, lead_id",
+    )
+    .await;
+    assert!(has_sort(&plan));
+    let statuses = column_strings(&batches, "prospeo_status");
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(statuses, sorted);
+    // Descending is not what the input holds: sorted.
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT lead_id FROM enrich_person('sorted_leads') WHERE prospeo_status <> 'x' ORDER BY lead_id DESC",
+    )
+    .await;
+    assert!(has_sort(&plan));
+    assert_eq!(
+        column_strings(&batches, "lead_id"),
+        ["6", "5", "4", "3", "2", "1"]
+    );
+}
