@@ -477,7 +477,7 @@ pub struct BatchOutcome {
     pub rate_limited: u32,
     /// Time spent waiting for quota before sending.
     pub quota_wait: Duration,
-    /// Records sent in a request (at least once).
+    /// Records in requests the API answered (what counts against the quota).
     pub records_sent: u32,
     /// Records answered from the response cache (answered by an earlier job): sent nothing,
     /// cost 0.
@@ -487,10 +487,27 @@ pub struct BatchOutcome {
     pub duplicates: u32,
 }
 
+impl BatchOutcome {
+    /// Appends `other`'s records and adds its counts.
+    pub fn absorb(&mut self, other: BatchOutcome) {
+        self.records.extend(other.records);
+        self.total_cost += other.total_cost;
+        self.requests += other.requests;
+        self.cost_warnings += other.cost_warnings;
+        self.retries += other.retries;
+        self.rate_limited += other.rate_limited;
+        self.quota_wait += other.quota_wait;
+        self.records_sent += other.records_sent;
+        self.cached += other.cached;
+        self.duplicates += other.duplicates;
+    }
+}
+
 /// Running totals of a client, across every caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
-    /// Records sent in a request at least once.
+    /// Records in requests the API answered (what counts against the quota; requests refused
+    /// with a rate limit or an error do not count).
     pub records_sent: u64,
     /// HTTP requests made, retries included.
     pub requests: u64,
@@ -907,18 +924,13 @@ impl Client {
 
         for chunk in to_send.chunks(self.max_request_records()) {
             let datapoints: Vec<Datapoints> = chunk.iter().map(|(_, d, _)| d.clone()).collect();
-            let answer = self.send_request(datapoints, flags).await?;
-            for ((i, _, key), outcome) in chunk.iter().zip(&answer.records) {
-                claims.publish(key, outcome);
-                answered.push((*i, outcome.clone()));
+            let mut answer = self.send_request(&datapoints, flags).await?;
+            let records = std::mem::take(&mut answer.records);
+            for ((i, _, key), outcome) in chunk.iter().zip(records) {
+                claims.publish(key, &outcome);
+                answered.push((*i, outcome));
             }
-            batch.total_cost += answer.total_cost;
-            batch.requests += answer.requests;
-            batch.cost_warnings += answer.cost_warnings;
-            batch.retries += answer.retries;
-            batch.rate_limited += answer.rate_limited;
-            batch.quota_wait += answer.quota_wait;
-            batch.records_sent += answer.records_sent;
+            batch.absorb(answer);
         }
         Ok((answered, batch))
     }
@@ -951,44 +963,66 @@ impl Client {
     }
 
     /// Sends one request of at most 50 normalised, valid records, with pacing and retries.
-    async fn send_request(
-        &self,
-        records: Vec<Datapoints>,
+    fn send_request<'a>(
+        &'a self,
+        records: &'a [Datapoints],
         flags: EnrichFlags,
-    ) -> Result<BatchOutcome> {
-        let mut stats = BatchOutcome::default();
-        let mut outcome = self
-            .send_request_counted(records, flags, &mut stats)
-            .await?;
-        outcome.retries = stats.retries;
-        outcome.rate_limited = stats.rate_limited;
-        outcome.quota_wait = stats.quota_wait;
-        if outcome.requests > 0 {
-            outcome.records_sent = outcome.records.len() as u32;
-        }
-        Ok(outcome)
+    ) -> futures::future::BoxFuture<'a, Result<BatchOutcome>> {
+        Box::pin(async move {
+            let mut stats = BatchOutcome::default();
+            let mut outcome = match self
+                .send_request_counted(records, flags, &mut stats)
+                .await?
+            {
+                Some(outcome) => outcome,
+                None => {
+                    // The server's limits, learned since the request was formed, are lower
+                    // than its size: send it as smaller requests.
+                    let size = self
+                        .max_request_records()
+                        .min(records.len().saturating_sub(1))
+                        .max(1);
+                    tracing::debug!(
+                        records = records.len(),
+                        size,
+                        "splitting a request the server's limits do not allow"
+                    );
+                    for part in records.chunks(size) {
+                        stats.absorb(self.send_request(part, flags).await?);
+                    }
+                    return Ok(stats);
+                }
+            };
+            outcome.requests += stats.requests;
+            outcome.retries = stats.retries;
+            outcome.rate_limited = stats.rate_limited;
+            outcome.quota_wait = stats.quota_wait;
+            Ok(outcome)
+        })
     }
 
     /// [`Client::send_request`], counting retries, rate limits and quota waits in `stats`.
+    /// `None` when the request is bigger than the limits the server reported since it was
+    /// formed (and has more than one record): the caller splits it.
     async fn send_request_counted(
         &self,
-        records: Vec<Datapoints>,
+        records: &[Datapoints],
         flags: EnrichFlags,
         stats: &mut BatchOutcome,
-    ) -> Result<BatchOutcome> {
+    ) -> Result<Option<BatchOutcome>> {
         let inner = &self.inner;
         let n = records.len();
         let keys: Vec<CacheKey> = records.iter().map(|r| CacheKey::new(r, flags)).collect();
         let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>| {
             let records = vec![RecordOutcome::Deferred { reason, retry_at }; n];
             inner.totals.count(&records);
-            Ok(BatchOutcome {
+            Ok(Some(BatchOutcome {
                 records,
                 total_cost: 0,
                 requests: 0,
                 cost_warnings: 0,
                 ..Default::default()
-            })
+            }))
         };
         if inner.stopped.load(Ordering::SeqCst) {
             return defer_all(DeferReason::InsufficientCredits, None);
@@ -1003,11 +1037,11 @@ impl Client {
         let request = BulkEnrichRequest {
             flags,
             data: records
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(i, datapoints)| BulkRecord {
                     identifier: format!("r{i}"),
-                    datapoints,
+                    datapoints: datapoints.clone(),
                 })
                 .collect(),
         };
@@ -1020,6 +1054,10 @@ impl Client {
         let mut requests = 0u32;
 
         loop {
+            if n > 1 && n > self.max_request_records() {
+                stats.requests += requests;
+                return Ok(None);
+            }
             let now = Instant::now();
             let patience = inner
                 .settings
@@ -1054,9 +1092,6 @@ impl Client {
             if inner.halted.load(Ordering::SeqCst) {
                 return defer_all(DeferReason::Stopped, None);
             }
-            if requests == 0 {
-                add(&inner.totals.records_sent, n as u64);
-            }
             requests += 1;
             add(&inner.totals.requests, 1);
             let attempt = self.attempt(&body, reservation).await;
@@ -1079,13 +1114,15 @@ impl Client {
                         );
                     }
                     self.remember(&keys, &records, flags).await;
-                    return Ok(BatchOutcome {
+                    add(&inner.totals.records_sent, n as u64);
+                    return Ok(Some(BatchOutcome {
                         records,
                         total_cost: response.total_cost,
                         requests,
                         cost_warnings: u32::from(warning),
+                        records_sent: n as u32,
                         ..Default::default()
-                    });
+                    }));
                 }
                 Attempt::InvalidKey => return Err(Error::InvalidApiKey),
                 Attempt::OutOfCredits => {
@@ -1093,16 +1130,26 @@ impl Client {
                     tracing::warn!("the account is out of credits: no more records are sent");
                     return defer_all(DeferReason::InsufficientCredits, None);
                 }
-                Attempt::Reject(reason) | Attempt::Garbled(reason) => {
+                Attempt::Reject(reason) => {
                     let records = vec![RecordOutcome::Failed { reason }; n];
                     inner.totals.count(&records);
-                    return Ok(BatchOutcome {
+                    return Ok(Some(BatchOutcome {
                         records,
-                        total_cost: 0,
                         requests,
-                        cost_warnings: 0,
                         ..Default::default()
-                    });
+                    }));
+                }
+                // A success status: the server processed (and may have charged) the records.
+                Attempt::Garbled(reason) => {
+                    let records = vec![RecordOutcome::Failed { reason }; n];
+                    inner.totals.count(&records);
+                    add(&inner.totals.records_sent, n as u64);
+                    return Ok(Some(BatchOutcome {
+                        records,
+                        requests,
+                        records_sent: n as u32,
+                        ..Default::default()
+                    }));
                 }
                 Attempt::Retry {
                     reason,
@@ -1152,13 +1199,11 @@ impl Client {
                             n
                         ];
                         inner.totals.count(&records);
-                        return Ok(BatchOutcome {
+                        return Ok(Some(BatchOutcome {
                             records,
-                            total_cost: 0,
                             requests,
-                            cost_warnings: 0,
                             ..Default::default()
-                        });
+                        }));
                     }
                     tracing::debug!(attempt = requests, %reason, "retrying a bulk request");
                     add(&inner.totals.retries, 1);

@@ -355,12 +355,27 @@ async fn a_rate_limit_that_cannot_clear_defers_instead_of_failing() {
         .bulk_enrich(&records(strangers(20)), EnrichFlags::default())
         .await
         .unwrap();
-    // 20 records never fit a 10-a-minute window: the answer is a rate limit, recognised
-    // as one (deferred, not failed), and nothing is charged or counted.
-    let (why, _) = deferred(&batch.records[0]);
-    assert_eq!(why, DeferReason::RateLimited);
-    assert!(client.totals().rate_limited >= 1);
-    assert_eq!(sandbox.stats().key(ALPHA).records, 0);
+    // 20 records never fit a 10-a-minute window: the answer is a rate limit, recognised as
+    // one, and its headers teach the client the real limit. The request is split: the first
+    // 10 go out, the other 10 would wait a minute, past the batch's time, and are deferred
+    // (not failed).
+    assert!(
+        batch.records[..10]
+            .iter()
+            .all(|r| r.status() == RecordStatus::NotMatched),
+        "{:?}",
+        statuses(&batch)
+    );
+    for record in &batch.records[10..] {
+        let (why, retry_at) = deferred(record);
+        assert_eq!(why, DeferReason::RateLimited);
+        assert!(retry_at.is_some());
+    }
+    assert_eq!(client.totals().rate_limited, 1);
+    assert_eq!(client.max_request_records(), 10);
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!((stats.records, stats.rate_limited), (10, 1));
+    assert_eq!(client.totals().records_sent, 10);
 }
 
 #[tokio::test]
