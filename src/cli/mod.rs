@@ -55,13 +55,18 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enrich a lead file (Parquet, CSV or NDJSON) into Parquet, CSV or NDJSON.
+    /// Enrich a lead file (Parquet, CSV or NDJSON) into Parquet, CSV, NDJSON or Arrow.
     ///
     /// Every input row comes out once, in input order, with the person and company columns and
-    /// a status and cost per row. The key comes from PROSPEO_API_KEY or --api-key-file, never
-    /// from the command line; --sandbox runs against an embedded sandbox instead. Rows below
-    /// the vendor's minimum (a first name alone, say) are never sent. The output is written to
-    /// a temporary file and renamed only when complete.
+    /// a status and cost per row. Input and output may be local or on object storage. The key
+    /// comes from PROSPEO_API_KEY or --api-key-file, never from the command line; --sandbox
+    /// runs against an embedded sandbox instead. Rows below the vendor's minimum (a first name
+    /// alone, say) are never sent, and rows with the same datapoints are sent once. The output
+    /// is committed only when complete.
+    ///
+    /// Every answer is stored in the response cache as it arrives (--cache): running the same
+    /// command again after Ctrl-C, a crash, or a quota or credit stop sends only the rows that
+    /// were never answered. --dry-run shows what a run would send and cost.
     ///
     /// Exit codes: 0 every row settled; 3 some rows were deferred (daily quota, credits or
     /// --max-credits): run the same command again later; 2 bad input or arguments; 4 the key
