@@ -786,7 +786,10 @@ impl Client {
     ///
     /// Returns one outcome per record, in input order. Records below the minimum requirement
     /// are not sent. The client makes its own identifiers, so the caller's data never has to be
-    /// unique. Retryable failures (429 and rate-limit codes even on HTTP 200, `INTERNAL_ERROR`,
+    /// unique. Never twice: a record whose normalised datapoints and flags the response cache
+    /// answers, or that another record (of this call or any other) is being answered for, is
+    /// not sent; it gets that answer at cost 0 ([`BatchOutcome::cached`],
+    /// [`BatchOutcome::duplicates`]). Answers are committed to the cache as they arrive. Retryable failures (429 and rate-limit codes even on HTTP 200, `INTERNAL_ERROR`,
     /// 5xx, connection errors, timeouts) are retried with capped exponential backoff and full
     /// jitter, waiting for the reset the headers give after a 429; a request is retried only
     /// when no attempt got a successful answer, so nothing is paid twice.
