@@ -1,6 +1,6 @@
 //! Enrichment outcomes → Arrow columns.
 //!
-//! The person and company objects are declared once, as the tables [`PERSON`] and [`COMPANY`]
+//! The person and company objects are declared once, as the tables `PERSON` and `COMPANY`
 //! below (one line a field). Both the output schema and the decoding follow from them:
 //!
 //! 1. The tables give a nested Arrow schema `{person: Struct, company: Struct}`. arrow-json's
@@ -13,7 +13,7 @@
 //!    `prefix + "person_" / "company_" + path joined by "_"`, e.g. `prospeo_person_email_email`,
 //!    `prospeo_company_revenue_range_min`. Lists stay lists: `prospeo_person_job_history` is a
 //!    `List<Struct>`.
-//! 3. Masked values are nulled (see [`Masking`]), then the status columns are appended:
+//! 3. Masked values are nulled (see `Masking`), then the status columns are appended:
 //!    `prospeo_status`, `prospeo_error`, `prospeo_cost`, `prospeo_free_enrichment`.
 //!
 //! The schema depends only on the prefix, never on the data: ETL jobs downstream rely on it being

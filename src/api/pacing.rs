@@ -215,7 +215,7 @@ impl QuotaLimiter {
     }
 
     /// The largest request the limits allow: the per-minute and per-day limits cap it (the
-    /// per-second limit does not: see [`Log::earliest`]).
+    /// per-second limit does not: see `Log::earliest`).
     pub fn max_request_records(&self, wanted: usize) -> usize {
         let state = self.lock();
         let cap = state.logs[1].limit.min(state.logs[2].limit);

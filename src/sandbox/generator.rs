@@ -8,10 +8,10 @@
 //! messily as CRM exports are, plus unknown people, rows below the vendor's minimum and
 //! duplicates.
 //!
-//! Every random choice comes from a [`SplitMix64`] stream keyed by the seed, never from the
+//! Every random choice comes from a `SplitMix64` stream keyed by the seed, never from the
 //! clock or from hash-map iteration order (hash sets are only asked "is this taken?"), so one
 //! seed gives byte-identical output on every run and platform. Each company and person has its
-//! own stream ([`SplitMix64::for_item`]), and the only state shared between people is a set of
+//! own stream (`SplitMix64::for_item`), and the only state shared between people is a set of
 //! taken email addresses, so a directory of a million people costs linear time.
 
 use std::collections::{HashMap, HashSet};
