@@ -973,26 +973,26 @@ impl Client {
     ) -> futures::future::BoxFuture<'a, Result<BatchOutcome>> {
         Box::pin(async move {
             let mut stats = BatchOutcome::default();
+            if records.is_empty() {
+                return Ok(stats);
+            }
             let mut outcome = match self
                 .send_request_counted(records, flags, &mut stats)
                 .await?
             {
-                Some(outcome) => outcome,
-                None => {
-                    // The server's limits, learned since the request was formed, are lower
-                    // than its size: send it as smaller requests.
-                    let size = self
-                        .max_request_records()
-                        .min(records.len().saturating_sub(1))
-                        .max(1);
+                Sent::Settled(outcome) => outcome,
+                Sent::Split(size) => {
+                    // The first `size` records go now; the rest follows as requests of its
+                    // own (sent, split again, or deferred).
+                    let size = size.clamp(1, records.len().saturating_sub(1).max(1));
                     tracing::debug!(
                         records = records.len(),
                         size,
-                        "splitting a request the server's limits do not allow"
+                        "splitting a request to what the limits allow"
                     );
-                    for part in records.chunks(size) {
-                        stats.absorb(self.send_request(part, flags).await?);
-                    }
+                    let (first, rest) = records.split_at(size);
+                    stats.absorb(self.send_request(first, flags).await?);
+                    stats.absorb(self.send_request(rest, flags).await?);
                     return Ok(stats);
                 }
             };
@@ -1005,25 +1005,20 @@ impl Client {
     }
 
     /// [`Client::send_request`], counting retries, rate limits and quota waits in `stats`.
-    /// `None` when the request is bigger than the limits the server reported since it was
-    /// formed (and has more than one record): the caller splits it.
     async fn send_request_counted(
         &self,
         records: &[Datapoints],
         flags: EnrichFlags,
         stats: &mut BatchOutcome,
-    ) -> Result<Option<BatchOutcome>> {
+    ) -> Result<Sent> {
         let inner = &self.inner;
         let n = records.len();
         let keys: Vec<CacheKey> = records.iter().map(|r| CacheKey::new(r, flags)).collect();
         let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>| {
             let records = vec![RecordOutcome::Deferred { reason, retry_at }; n];
             inner.totals.count(&records);
-            Ok(Some(BatchOutcome {
+            Ok(Sent::Settled(BatchOutcome {
                 records,
-                total_cost: 0,
-                requests: 0,
-                cost_warnings: 0,
                 ..Default::default()
             }))
         };
@@ -1057,9 +1052,10 @@ impl Client {
         let mut requests = 0u32;
 
         loop {
+            // Limits the server reported since the request was formed may be lower than it.
             if n > 1 && n > self.max_request_records() {
                 stats.requests += requests;
-                return Ok(None);
+                return Ok(Sent::Split(self.max_request_records()));
             }
             let now = Instant::now();
             let patience = inner
@@ -1069,6 +1065,12 @@ impl Client {
             let reservation = match inner.limiter.reserve(now, n as u64, patience) {
                 Admission::Send(reservation) => reservation,
                 Admission::Defer { until, window } => {
+                    // The day's last records of quota are used rather than left idle.
+                    let left = inner.limiter.left_today(now) as usize;
+                    if window == QuotaWindow::Day && n > 1 && left > 0 && left < n {
+                        stats.requests += requests;
+                        return Ok(Sent::Split(left));
+                    }
                     let reason = match window {
                         QuotaWindow::Day => DeferReason::DailyQuota,
                         _ => DeferReason::RateLimited,
@@ -1118,7 +1120,7 @@ impl Client {
                     }
                     self.remember(&keys, &records, flags).await;
                     add(&inner.totals.records_sent, n as u64);
-                    return Ok(Some(BatchOutcome {
+                    return Ok(Sent::Settled(BatchOutcome {
                         records,
                         total_cost: response.total_cost,
                         requests,
@@ -1136,7 +1138,7 @@ impl Client {
                 Attempt::Reject(reason) => {
                     let records = vec![RecordOutcome::Failed { reason }; n];
                     inner.totals.count(&records);
-                    return Ok(Some(BatchOutcome {
+                    return Ok(Sent::Settled(BatchOutcome {
                         records,
                         requests,
                         ..Default::default()
@@ -1147,7 +1149,7 @@ impl Client {
                     let records = vec![RecordOutcome::Failed { reason }; n];
                     inner.totals.count(&records);
                     add(&inner.totals.records_sent, n as u64);
-                    return Ok(Some(BatchOutcome {
+                    return Ok(Sent::Settled(BatchOutcome {
                         records,
                         requests,
                         records_sent: n as u32,
@@ -1202,7 +1204,7 @@ impl Client {
                             n
                         ];
                         inner.totals.count(&records);
-                        return Ok(Some(BatchOutcome {
+                        return Ok(Sent::Settled(BatchOutcome {
                             records,
                             requests,
                             ..Default::default()
@@ -1588,6 +1590,14 @@ fn assign_costs(outcomes: &mut [RecordOutcome], total_cost: i64, flags: EnrichFl
         }
     }
     true
+}
+
+/// What sending one request came to.
+enum Sent {
+    /// Every record has its outcome.
+    Settled(BatchOutcome),
+    /// The limits allow only this many of the records now: split the request.
+    Split(usize),
 }
 
 /// Keys a caller claimed and has not published yet; dropping it releases them, so records

@@ -222,6 +222,15 @@ impl QuotaLimiter {
         wanted.min(cap as usize).max(1)
     }
 
+    /// Records the per-day window still admits at `now`.
+    pub fn left_today(&self, now: Instant) -> u64 {
+        let mut state = self.lock();
+        let day = &mut state.logs[2];
+        day.expire(now);
+        let used: u64 = day.entries.iter().map(|e| e.records).sum();
+        day.limit.saturating_sub(used)
+    }
+
     /// Reserves the earliest send time for `records` records, or says to defer them when that
     /// time is more than `max_wait` away.
     pub fn reserve(&self, now: Instant, records: u64, max_wait: Duration) -> Admission {

@@ -391,7 +391,15 @@ async fn the_daily_quota_defers_the_rest_with_the_time_quota_returns() {
         .bulk_enrich(&records(strangers_from(50, 50)), EnrichFlags::default())
         .await
         .unwrap();
-    for record in &second.records {
+    // 10 records are left today: they are used, the other 40 wait for tomorrow.
+    assert!(
+        second.records[..10]
+            .iter()
+            .all(|r| r.status() == RecordStatus::NotMatched),
+        "{:?}",
+        statuses(&second)
+    );
+    for record in &second.records[10..] {
         let (why, retry_at) = deferred(record);
         assert_eq!(why, DeferReason::DailyQuota);
         let wait = retry_at
@@ -401,18 +409,18 @@ async fn the_daily_quota_defers_the_rest_with_the_time_quota_returns() {
         assert!(wait > Duration::from_secs(23 * 3600), "{wait:?}");
     }
     assert!(
-        second.records[0]
+        second.records[10]
             .error()
             .unwrap()
             .contains("quota returns at")
     );
     let stats = sandbox.stats().key(ALPHA);
-    assert_eq!(stats.records, 50);
+    assert_eq!(stats.records, 60);
     assert_eq!(
         stats.rate_limited, 0,
         "the client stopped before the server had to say no"
     );
-    assert_eq!(client.totals().deferred, 50);
+    assert_eq!(client.totals().deferred, 40);
 }
 
 #[tokio::test]
