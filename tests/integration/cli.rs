@@ -750,35 +750,45 @@ pub(crate) async fn wait_for_records(sandbox: &Sandbox, records: u64) {
     panic!("the job did not send {records} records within 60 s");
 }
 
+/// Runs the binary until the sandbox has answered `records` records, then sends it `signal`
+/// (`INT` for Ctrl-C, `KILL`), and returns what it printed and how it ended.
+pub(crate) async fn run_until_signalled(
+    job: &[String],
+    env: &[(String, String)],
+    sandbox: &Sandbox,
+    records: u64,
+    signal: &str,
+) -> Output {
+    let child = command(job, env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_records(sandbox, records).await;
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_mid_run_writes_nothing_and_reports_what_was_spent() {
     let dir = tempfile::tempdir().unwrap();
     let (sandbox, input) = slow_job(1000, 300, dir.path()).await;
     let output = dir.path().join("out.parquet");
-    let child = command(
-        &args(&[
-            "enrich",
-            &path_arg(&input),
-            "-o",
-            &path_arg(&output),
-            "--concurrency",
-            "1",
-        ]),
-        &key_env(&sandbox),
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for_records(&sandbox, 100).await;
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let job = args(&[
+        "enrich",
+        &path_arg(&input),
+        "-o",
+        &path_arg(&output),
+        "--concurrency",
+        "1",
+    ]);
+    let run = run_until_signalled(&job, &key_env(&sandbox), &sandbox, 100, "INT").await;
     assert_eq!(run.status.code(), Some(130), "{}", stderr(&run));
     assert!(!output.exists(), "no output after Ctrl-C");
     assert!(leftovers(dir.path()).is_empty(), "no partial file");
@@ -872,30 +882,15 @@ async fn ctrl_c_mid_run_leaves_no_object_in_the_bucket() {
     let s3 = crate::s3::S3Server::start(root.path()).await;
     let mut env = key_env(&sandbox);
     env.extend(s3.env());
-    let child = command(
-        &args(&[
-            "enrich",
-            &path_arg(&input),
-            "-o",
-            "s3://out/enriched.parquet",
-            "--concurrency",
-            "1",
-        ]),
-        &env,
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_for_records(&sandbox, 100).await;
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let job = args(&[
+        "enrich",
+        &path_arg(&input),
+        "-o",
+        "s3://out/enriched.parquet",
+        "--concurrency",
+        "1",
+    ]);
+    let run = run_until_signalled(&job, &env, &sandbox, 100, "INT").await;
     assert_eq!(run.status.code(), Some(130), "{}", stderr(&run));
     let listed: Vec<String> = s3
         .store("out")

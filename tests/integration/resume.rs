@@ -14,8 +14,9 @@ use datafusion_prospeo::sandbox::{Sandbox, SandboxConfig, SandboxKey};
 use serde_json::Value;
 
 use crate::cli::{
-    KEY, args, command, ids_and_statuses, key_env, path_arg, prospeo_with, read_parquet,
-    sample_leads, sandbox_with_credits, slow_job, stderr, strings, wait_for_records, write_parquet,
+    KEY, args, ids_and_statuses, key_env, path_arg, prospeo_with, read_parquet,
+    run_until_signalled, sample_leads, sandbox_with_credits, slow_job, stderr, strings,
+    write_parquet,
 };
 
 /// `key_env` plus a response cache at `cache`.
@@ -249,16 +250,8 @@ async fn a_job_killed_with_sigkill_resumes_with_only_the_unanswered_records() {
         "--concurrency",
         "1",
     ]);
-    let mut child = command(&job, &env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_records(&sandbox, 150).await;
-    child.kill().unwrap(); // SIGKILL
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let killed = run_until_signalled(&job, &env, &sandbox, 150, "KILL").await;
+    let status = killed.status;
     assert!(!status.success());
     assert!(!output.exists(), "a killed job leaves no output");
     let at_kill = sandbox.stats().key("cli").records;
