@@ -77,6 +77,30 @@ fn deferred(outcome: &RecordOutcome) -> (DeferReason, Option<SystemTime>) {
     }
 }
 
+/// Asserts that the first `sent` records were answered (all strangers: not matched) and the
+/// rest deferred for `reason`; returns the deferred records' retry times.
+fn sent_then_deferred(
+    batch: &BatchOutcome,
+    sent: usize,
+    reason: DeferReason,
+) -> Vec<Option<SystemTime>> {
+    assert!(
+        batch.records[..sent]
+            .iter()
+            .all(|r| r.status() == RecordStatus::NotMatched),
+        "{:?}",
+        statuses(batch)
+    );
+    batch.records[sent..]
+        .iter()
+        .map(|record| {
+            let (why, retry_at) = deferred(record);
+            assert_eq!(why, reason);
+            retry_at
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn every_record_gets_its_status_and_cost_in_input_order() {
     let sandbox = start(config()).await;
@@ -359,18 +383,8 @@ async fn a_rate_limit_that_cannot_clear_defers_instead_of_failing() {
     // one, and its headers teach the client the real limit. The request is split: the first
     // 10 go out, the other 10 would wait a minute, past the batch's time, and are deferred
     // (not failed).
-    assert!(
-        batch.records[..10]
-            .iter()
-            .all(|r| r.status() == RecordStatus::NotMatched),
-        "{:?}",
-        statuses(&batch)
-    );
-    for record in &batch.records[10..] {
-        let (why, retry_at) = deferred(record);
-        assert_eq!(why, DeferReason::RateLimited);
-        assert!(retry_at.is_some());
-    }
+    let retry_at = sent_then_deferred(&batch, 10, DeferReason::RateLimited);
+    assert!(retry_at.iter().all(Option::is_some));
     assert_eq!(client.totals().rate_limited, 1);
     assert_eq!(client.max_request_records(), 10);
     let stats = sandbox.stats().key(ALPHA);
@@ -392,16 +406,7 @@ async fn the_daily_quota_defers_the_rest_with_the_time_quota_returns() {
         .await
         .unwrap();
     // 10 records are left today: they are used, the other 40 wait for tomorrow.
-    assert!(
-        second.records[..10]
-            .iter()
-            .all(|r| r.status() == RecordStatus::NotMatched),
-        "{:?}",
-        statuses(&second)
-    );
-    for record in &second.records[10..] {
-        let (why, retry_at) = deferred(record);
-        assert_eq!(why, DeferReason::DailyQuota);
+    for retry_at in sent_then_deferred(&second, 10, DeferReason::DailyQuota) {
         let wait = retry_at
             .unwrap()
             .duration_since(SystemTime::now())

@@ -51,6 +51,47 @@ async fn enrich(
     (run.status.code(), json)
 }
 
+/// The parts a job here runs with: a sandbox, a folder, a response cache and an output in it.
+struct Job {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    output: PathBuf,
+}
+
+impl Job {
+    fn new(sandbox: Sandbox) -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.redb");
+        let output = dir.path().join("out.parquet");
+        Job {
+            sandbox,
+            dir,
+            cache,
+            output,
+        }
+    }
+
+    /// A job against a sandbox key with plenty of credits.
+    async fn with_credits() -> Job {
+        Job::new(sandbox_with_credits(100_000).await)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        env_with_cache(&self.sandbox, &self.cache)
+    }
+
+    /// `prospeo enrich INPUT -o <output>` with the job's cache: (exit code, summary).
+    async fn run(&self, input: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+        enrich(input, &self.output, self.env(), extra).await
+    }
+
+    /// Records the sandbox has answered so far.
+    fn records(&self) -> u64 {
+        self.sandbox.stats().key("cli").records
+    }
+}
+
 /// The sample leads, each row three times (rows 0..n, then again, then again).
 fn tripled_leads(dir: &Path) -> PathBuf {
     let batches = read_parquet(&sample_leads().with_extension("parquet"));
@@ -63,15 +104,13 @@ fn tripled_leads(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_sent_once_and_a_second_run_sends_nothing() {
-    let sandbox = sandbox_with_credits(100_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.redb");
-    let input = tripled_leads(dir.path());
+    let job = Job::with_credits().await;
+    let input = tripled_leads(job.dir.path());
 
-    let first = dir.path().join("first.parquet");
-    let (code, summary) = enrich(&input, &first, env_with_cache(&sandbox, &cache), &[]).await;
+    let first = job.dir.path().join("first.parquet");
+    let (code, summary) = enrich(&input, &first, job.env(), &[]).await;
     assert_eq!(code, Some(0), "{summary}");
-    let stats = sandbox.stats().key("cli");
+    let stats = job.sandbox.stats().key("cli");
     let rows = ids_and_statuses(&read_parquet(&first));
     assert_eq!(rows.len(), 360);
     // Each distinct valid person is sent once: the sample has 112 valid rows, one of them a
@@ -100,10 +139,10 @@ async fn duplicates_are_sent_once_and_a_second_run_sends_nothing() {
     );
 
     // The same job again: everything comes from the cache.
-    let second = dir.path().join("second.parquet");
-    let (code, summary) = enrich(&input, &second, env_with_cache(&sandbox, &cache), &[]).await;
+    let second = job.dir.path().join("second.parquet");
+    let (code, summary) = enrich(&input, &second, job.env(), &[]).await;
     assert_eq!(code, Some(0), "{summary}");
-    let after = sandbox.stats().key("cli");
+    let after = job.sandbox.stats().key("cli");
     assert_eq!(after.records, stats.records, "the second run sends nothing");
     assert_eq!(after.credits_charged, stats.credits_charged);
     assert_eq!(summary["records_sent"], 0);
@@ -119,34 +158,19 @@ async fn duplicates_are_sent_once_and_a_second_run_sends_nothing() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&job.cache).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "cache mode {mode:o}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mobile_upgrade_asks_again_only_for_matches_without_a_revealed_mobile() {
-    let sandbox = sandbox_with_credits(100_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.redb");
-    let output = dir.path().join("out.parquet");
-    let (_, first) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &[],
-    )
-    .await;
-    let sent = sandbox.stats().key("cli").records;
-    let (code, upgrade) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &["--enrich-mobile"],
-    )
-    .await;
+    let job = Job::with_credits().await;
+    let (_, first) = job.run(&sample_leads(), &[]).await;
+    let sent = job.records();
+    let (code, upgrade) = job.run(&sample_leads(), &["--enrich-mobile"]).await;
     assert_eq!(code, Some(0), "{upgrade}");
-    let resent = sandbox.stats().key("cli").records - sent;
+    let resent = job.records() - sent;
     // Matches are asked again (the vendor charges the upgrade); people nobody matched are not.
     let cached = upgrade["cached"].as_u64().unwrap();
     assert_eq!(
@@ -159,7 +183,7 @@ async fn a_mobile_upgrade_asks_again_only_for_matches_without_a_revealed_mobile(
         cached <= first["not_matched"].as_u64().unwrap(),
         "{upgrade}"
     );
-    let revealed = read_parquet(&output).iter().any(|b| {
+    let revealed = read_parquet(&job.output).iter().any(|b| {
         b.column_by_name("prospeo_person_mobile_revealed")
             .unwrap()
             .as_boolean()
@@ -168,49 +192,28 @@ async fn a_mobile_upgrade_asks_again_only_for_matches_without_a_revealed_mobile(
     });
     assert!(revealed, "the upgrade revealed mobiles");
     // Once revealed, the mobile is cached too.
-    let before = sandbox.stats().key("cli").records;
-    let (_, again) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &["--enrich-mobile"],
-    )
-    .await;
-    assert_eq!(sandbox.stats().key("cli").records, before, "{again}");
+    let before = job.records();
+    let (_, again) = job.run(&sample_leads(), &["--enrich-mobile"]).await;
+    assert_eq!(job.records(), before, "{again}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ttl_asks_again_and_no_cache_keeps_nothing() {
-    let sandbox = sandbox_with_credits(100_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.redb");
-    let output = dir.path().join("out.parquet");
-    enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &[],
-    )
-    .await;
-    let sent = sandbox.stats().key("cli").records;
+    let job = Job::with_credits().await;
+    job.run(&sample_leads(), &[]).await;
+    let sent = job.records();
     // Entries older than zero seconds: all of them.
-    let (code, summary) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &["--cache-ttl", "0s"],
-    )
-    .await;
+    let (code, summary) = job.run(&sample_leads(), &["--cache-ttl", "0s"]).await;
     assert_eq!(code, Some(0));
-    assert_eq!(sandbox.stats().key("cli").records, 2 * sent, "{summary}");
+    assert_eq!(job.records(), 2 * sent, "{summary}");
 
-    let elsewhere = dir.path().join("other.redb");
-    let before = sandbox.stats().key("cli").records;
+    let elsewhere = job.dir.path().join("other.redb");
+    let before = job.records();
     for _ in 0..2 {
         let (code, summary) = enrich(
             &sample_leads(),
-            &output,
-            env_with_cache(&sandbox, &elsewhere),
+            &job.output,
+            env_with_cache(&job.sandbox, &elsewhere),
             &["--no-cache"],
         )
         .await;
@@ -220,7 +223,7 @@ async fn a_ttl_asks_again_and_no_cache_keeps_nothing() {
             "in-job de-duplication still works"
         );
     }
-    assert_eq!(sandbox.stats().key("cli").records, before + 2 * sent);
+    assert_eq!(job.records(), before + 2 * sent);
     assert!(!elsewhere.exists(), "--no-cache writes no cache file");
 }
 
@@ -301,62 +304,38 @@ async fn a_daily_quota_stop_completes_after_the_window_resets() {
             .with_limits(RateLimits::new(1_000, 10_000, 100)),
     ];
     config.manual_clock = true;
-    let sandbox = Sandbox::start(config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.redb");
-    let output = dir.path().join("out.parquet");
+    let job = Job::new(Sandbox::start(config).await.unwrap());
 
-    let (code, first) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &[],
-    )
-    .await;
+    let (code, first) = job.run(&sample_leads(), &[]).await;
     assert_eq!(code, Some(3), "deferred rows: come back later. {first}");
     assert!(first["deferred"].as_u64().unwrap() > 0);
     assert!(first["quota_returns_at"].is_string(), "{first}");
-    let day_one = sandbox.stats().key("cli").records;
+    let day_one = job.records();
     assert!(day_one <= 100);
-    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let statuses = strings(&read_parquet(&job.output), "prospeo_status");
     assert!(statuses.iter().any(|s| s == "deferred"));
 
     // A day later, the same command finishes the job.
-    sandbox.advance_clock(Duration::from_secs(86_400 + 60));
-    let (code, second) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &[],
-    )
-    .await;
+    job.sandbox.advance_clock(Duration::from_secs(86_400 + 60));
+    let (code, second) = job.run(&sample_leads(), &[]).await;
     assert_eq!(code, Some(0), "{second}");
     assert_eq!(second["deferred"], 0);
-    let total = sandbox.stats().key("cli").records;
+    let total = job.records();
     assert_eq!(
         total, 111,
         "each distinct person sent once over the two days"
     );
     assert_eq!(second["records_sent"].as_u64(), Some(total - day_one));
-    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let statuses = strings(&read_parquet(&job.output), "prospeo_status");
     assert!(!statuses.iter().any(|s| s == "deferred" || s == "failed"));
     assert_eq!(statuses.len(), 120);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_export_and_clear() {
-    let sandbox = sandbox_with_credits(100_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.redb");
-    let output = dir.path().join("out.parquet");
-    let (_, summary) = enrich(
-        &sample_leads(),
-        &output,
-        env_with_cache(&sandbox, &cache),
-        &[],
-    )
-    .await;
-    let cache_env = vec![("PROSPEO_CACHE".to_string(), path_arg(&cache))];
+    let job = Job::with_credits().await;
+    let (_, summary) = job.run(&sample_leads(), &[]).await;
+    let cache_env = vec![("PROSPEO_CACHE".to_string(), path_arg(&job.cache))];
 
     let run = prospeo_with(args(&["cache", "stats", "--json"]), cache_env.clone()).await;
     assert!(run.status.success(), "{}", stderr(&run));
@@ -369,7 +348,7 @@ async fn cache_stats_export_and_clear() {
     assert_eq!(by_status, 111);
     assert!(stats["matched"].as_u64() <= summary["matched"].as_u64());
 
-    let export = dir.path().join("cache.parquet");
+    let export = job.dir.path().join("cache.parquet");
     let run = prospeo_with(
         args(&["cache", "export", &path_arg(&export)]),
         cache_env.clone(),
@@ -386,7 +365,7 @@ async fn cache_stats_export_and_clear() {
 
     let run = prospeo_with(args(&["cache", "clear"]), cache_env).await;
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(!cache.exists(), "clear removes the file");
+    assert!(!job.cache.exists(), "clear removes the file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
