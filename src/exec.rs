@@ -53,16 +53,8 @@ pub struct PushedDown {
 #[derive(Debug)]
 pub struct EnrichExec {
     input: Arc<dyn ExecutionPlan>,
-    mapping: Arc<ColumnMapping>,
-    /// Input columns holding the mapped datapoints, in `mapping.column_indices()` order.
-    mapped_columns: Vec<usize>,
-    columns: Vec<ColumnSource>,
-    client: Client,
-    flags: EnrichFlags,
-    output: OutputSchema,
-    concurrency: usize,
-    options_display: String,
-    pushed: PushedDown,
+    /// Shared with the partitions' streams.
+    spec: Arc<EnrichSpec>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -111,15 +103,10 @@ impl EnrichExec {
         );
         Ok(EnrichExec {
             input,
-            mapping: spec.mapping,
-            mapped_columns: spec.mapped_columns,
-            columns: spec.columns,
-            client: spec.client,
-            flags: spec.flags,
-            output: spec.output,
-            concurrency: spec.concurrency.max(1),
-            options_display: spec.options_display,
-            pushed: spec.pushed,
+            spec: Arc::new(EnrichSpec {
+                concurrency: spec.concurrency.max(1),
+                ..spec
+            }),
             schema,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -128,43 +115,31 @@ impl EnrichExec {
 
     /// The column mapping the node enriches with.
     pub fn mapping(&self) -> &ColumnMapping {
-        &self.mapping
+        &self.spec.mapping
     }
 
     /// What was pushed below the node.
     pub fn pushed(&self) -> &PushedDown {
-        &self.pushed
+        &self.spec.pushed
     }
 
     /// The input plan.
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
-
-    fn spec(&self) -> EnrichSpec {
-        EnrichSpec {
-            mapping: self.mapping.clone(),
-            mapped_columns: self.mapped_columns.clone(),
-            columns: self.columns.clone(),
-            client: self.client.clone(),
-            flags: self.flags,
-            output: self.output.clone(),
-            concurrency: self.concurrency,
-            options_display: self.options_display.clone(),
-            pushed: self.pushed.clone(),
-        }
-    }
 }
 
 impl DisplayAs for EnrichExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let mapping: Vec<String> = self
+            .spec
             .mapping
             .mapped()
             .iter()
             .map(|m| format!("{}<-{:?}", m.datapoint, m.column))
             .collect();
         let enrichment = self
+            .spec
             .columns
             .iter()
             .filter(|c| matches!(c, ColumnSource::Enrichment(_)))
@@ -173,17 +148,21 @@ impl DisplayAs for EnrichExec {
             f,
             "EnrichExec: mapping=[{}], options=[{}], enrichment_columns={enrichment}",
             mapping.join(", "),
-            self.options_display,
+            self.spec.options_display,
         )?;
-        if !self.pushed.filters.is_empty() {
-            write!(f, ", pushed_filters=[{}]", self.pushed.filters.join(", "))?;
+        if !self.spec.pushed.filters.is_empty() {
+            write!(
+                f,
+                ", pushed_filters=[{}]",
+                self.spec.pushed.filters.join(", ")
+            )?;
         }
-        if let Some(limit) = self.pushed.limit {
+        if let Some(limit) = self.spec.pushed.limit {
             write!(f, ", pushed_limit={limit}")?;
         }
         if matches!(t, DisplayFormatType::Verbose) {
             write!(f, ", ignored=[")?;
-            for (i, ignored) in self.mapping.ignored().iter().enumerate() {
+            for (i, ignored) in self.spec.mapping.ignored().iter().enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
                 write!(f, "{sep}{:?}: {}", ignored.column, ignored.reason)?;
             }
@@ -237,7 +216,7 @@ impl ExecutionPlan for EnrichExec {
         }
         Ok(Arc::new(EnrichExec::try_new(
             children.swap_remove(0),
-            self.spec(),
+            self.spec.as_ref().clone(),
         )?))
     }
 
@@ -248,14 +227,9 @@ impl ExecutionPlan for EnrichExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let metrics = NodeMetrics::new(&self.metrics, partition);
-        let chunk_rows = self.client.max_request_records();
+        let chunk_rows = self.spec.client.max_request_records();
         let job = Arc::new(ChunkJob {
-            mapping: self.mapping.clone(),
-            mapped_columns: self.mapped_columns.clone(),
-            columns: self.columns.clone(),
-            client: self.client.clone(),
-            flags: self.flags,
-            output: self.output.clone(),
+            spec: self.spec.clone(),
             schema: self.schema.clone(),
             metrics,
         });
@@ -264,7 +238,7 @@ impl ExecutionPlan for EnrichExec {
                 let job = job.clone();
                 async move { job.enrich(chunk).await }
             })
-            .try_buffered(self.concurrency);
+            .try_buffered(self.spec.concurrency);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -418,12 +392,7 @@ impl NodeMetrics {
 
 /// What every chunk of one partition shares.
 struct ChunkJob {
-    mapping: Arc<ColumnMapping>,
-    mapped_columns: Vec<usize>,
-    columns: Vec<ColumnSource>,
-    client: Client,
-    flags: EnrichFlags,
-    output: OutputSchema,
+    spec: Arc<EnrichSpec>,
     schema: SchemaRef,
     metrics: NodeMetrics,
 }
@@ -431,19 +400,20 @@ struct ChunkJob {
 impl ChunkJob {
     /// Enriches one chunk of at most 50 input rows into one output batch of the same rows.
     async fn enrich(&self, chunk: RecordBatch) -> Result<RecordBatch> {
-        let mapped = chunk.project(&self.mapped_columns)?;
-        let datapoints = self
+        let spec = &self.spec;
+        let mapped = chunk.project(&spec.mapped_columns)?;
+        let datapoints = spec
             .mapping
             .datapoints_projected(&mapped)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let outcome = self
+        let outcome = spec
             .client
-            .bulk_enrich(&datapoints, self.flags)
+            .bulk_enrich(&datapoints, spec.flags)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         self.metrics.record(&outcome);
-        let enrichment = self.output.flatten(&outcome.records)?;
-        let columns: Vec<ArrayRef> = self
+        let enrichment = spec.output.flatten(&outcome.records)?;
+        let columns: Vec<ArrayRef> = spec
             .columns
             .iter()
             .map(|c| match *c {
