@@ -310,12 +310,18 @@ pub fn canonical_linkedin_url(value: &str, kind: &str) -> Option<String> {
     if !accepted {
         return None;
     }
-    let slug = segments.next()?.to_lowercase();
-    Some(format!(
-        "https://www.linkedin.com/{}/{}",
-        found_kind.to_ascii_lowercase(),
-        slug
-    ))
+    let found_kind = found_kind.to_ascii_lowercase();
+    // A legacy /pub/ address needs every segment: /pub/john-smith/1a/2b/3c and
+    // /pub/john-smith/4d/5e/6f are two people. Elsewhere the slug alone names the page.
+    let slug = if found_kind == "pub" {
+        segments.collect::<Vec<_>>().join("/").to_lowercase()
+    } else {
+        segments.next()?.to_lowercase()
+    };
+    if slug.is_empty() {
+        return None;
+    }
+    Some(format!("https://www.linkedin.com/{found_kind}/{slug}"))
 }
 
 #[cfg(test)]
@@ -445,6 +451,24 @@ mod tests {
         assert_ne!(
             normalize(Datapoint::LinkedinUrl, "linkedin.com/in/x"),
             normalize(Datapoint::LinkedinUrl, "linkedin.com/in/y")
+        );
+        // Legacy /pub/ addresses: two people with one name stay two people.
+        assert_eq!(
+            normalize(
+                Datapoint::LinkedinUrl,
+                "http://www.linkedin.com/pub/John-Smith/1a/2b/3c/?trk=x"
+            ),
+            Some("https://www.linkedin.com/pub/john-smith/1a/2b/3c".to_string())
+        );
+        assert_ne!(
+            normalize(
+                Datapoint::LinkedinUrl,
+                "linkedin.com/pub/john-smith/1a/2b/3c"
+            ),
+            normalize(
+                Datapoint::LinkedinUrl,
+                "linkedin.com/pub/john-smith/4d/5e/6f"
+            )
         );
     }
 

@@ -368,14 +368,7 @@ impl EnrichOptions {
             "cache_ttl" => {
                 self.cache_ttl = parse_age(value).map_err(|e| bad_value(&key, value, &e))?
             }
-            "map" => {
-                for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
-                    let (column, datapoint) = parse_mapping_arg(pair.trim())
-                        .map_err(|e| DataFusionError::Configuration(format!("prospeo.map: {e}")))?;
-                    self.map.retain(|(c, _)| c != &column);
-                    self.map.push((column, datapoint));
-                }
-            }
+            "map" => self.set_map(value.split(','))?,
             _ => {
                 let names: Vec<&str> = OPTIONS.iter().map(|(n, _)| *n).collect();
                 return Err(DataFusionError::Configuration(format!(
@@ -384,6 +377,20 @@ impl EnrichOptions {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Replaces the explicit mappings with `COLUMN=datapoint` pairs (`COLUMN=` ignores the
+    /// column; no pair clears them). Each pair is one item, so a column name may hold a comma.
+    pub fn set_map<'a>(&mut self, pairs: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let mut map: Vec<(String, Option<Datapoint>)> = Vec::new();
+        for pair in pairs.into_iter().filter(|p| !p.trim().is_empty()) {
+            let (column, datapoint) = parse_mapping_arg(pair.trim())
+                .map_err(|e| DataFusionError::Configuration(format!("prospeo.map: {e}")))?;
+            map.retain(|(c, _)| c != &column);
+            map.push((column, datapoint));
+        }
+        self.map = map;
         Ok(())
     }
 
@@ -577,5 +584,25 @@ mod tests {
         assert_eq!(parse_age("90m"), Ok(Some(Duration::from_secs(5400))));
         assert!(o.set("cache_ttl", "3 weeks").is_err());
         assert!(o.set("cache", "maybe").is_err());
+    }
+
+    #[test]
+    fn a_map_replaces_the_last_one_and_an_empty_map_clears_it() {
+        let mut o = EnrichOptions::default();
+        o.set("map", "Work Email=email").unwrap();
+        o.set("map", "Mail=email").unwrap();
+        assert_eq!(o.map, vec![("Mail".to_string(), Some(Datapoint::Email))]);
+        o.set("map", "").unwrap();
+        assert!(o.map.is_empty());
+        // Pair by pair, a column name may hold a comma.
+        o.set_map(["Company, Inc=company_name", "Notes="]).unwrap();
+        assert_eq!(
+            o.map,
+            vec![
+                ("Company, Inc".to_string(), Some(Datapoint::CompanyName)),
+                ("Notes".to_string(), None)
+            ]
+        );
+        assert!(o.set_map(["nonsense"]).is_err());
     }
 }

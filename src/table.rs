@@ -217,9 +217,7 @@ impl TableFunctionImpl for EnrichPersonFunction {
             .cloned()
             .unwrap_or_default();
         if let Some(literal) = exprs.get(1) {
-            for (key, value) in option_pairs(session, literal)? {
-                options.set(&key, &value)?;
-            }
+            apply_options_literal(session, literal, &mut options)?;
         }
         let (provider, description) = resolve_input(session, &input, &options)?;
         EnrichTable::try_new(
@@ -236,46 +234,56 @@ impl TableFunctionImpl for EnrichPersonFunction {
     }
 }
 
-/// Evaluates the options literal (`named_struct(...)` or `MAP {...}`) into key/value strings.
-fn option_pairs(session: &dyn Session, literal: &Expr) -> Result<Vec<(String, String)>> {
+/// Evaluates the options literal (`named_struct(...)` or `MAP {...}`) and applies it.
+fn apply_options_literal(
+    session: &dyn Session,
+    literal: &Expr,
+    options: &mut EnrichOptions,
+) -> Result<()> {
     let empty = DFSchema::empty();
     let physical = session.create_physical_expr(literal.clone(), &empty)?;
-    let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
     let batch = RecordBatch::try_new_with_options(
-        batch.schema(),
+        Arc::new(Schema::empty()),
         vec![],
         &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1)),
     )?;
     let value = physical.evaluate(&batch)?.into_array(1)?;
-    let mut pairs = Vec::new();
     if let Some(structs) = value.as_any().downcast_ref::<StructArray>() {
         for (field, column) in structs.fields().iter().zip(structs.columns()) {
-            pairs.push((field.name().clone(), option_value(column.as_ref())?));
+            apply_option(options, field.name(), column.as_ref())?;
         }
     } else if let Some(map) = value.as_any().downcast_ref::<MapArray>() {
-        pairs.extend(map_pairs(map)?);
+        for (key, value) in map_pairs(map)? {
+            options.set(&key, &value)?;
+        }
     } else {
         return plan_err!(
             "{FUNCTION_NAME}: options must be named_struct('option', value, ...) or MAP {{'option': value}}, got {}",
             value.data_type()
         );
     }
-    Ok(pairs)
+    Ok(())
 }
 
-/// One option value as text; a nested map (the `map` option) becomes `column=datapoint, ...`.
-fn option_value(column: &dyn Array) -> Result<String> {
+/// Applies one option; a nested map (the `map` option) is taken pair by pair, so a column
+/// name may hold a comma.
+fn apply_option(options: &mut EnrichOptions, key: &str, column: &dyn Array) -> Result<()> {
     if let Some(map) = column.as_any().downcast_ref::<MapArray>() {
-        return Ok(map_pairs(map)?
+        if !key.trim().eq_ignore_ascii_case("map") {
+            return plan_err!(
+                "{FUNCTION_NAME}: only the `map` option takes a MAP value, not `{key}`"
+            );
+        }
+        let pairs: Vec<String> = map_pairs(map)?
             .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", "));
+            .map(|(column, datapoint)| format!("{column}={datapoint}"))
+            .collect();
+        return options.set_map(pairs.iter().map(String::as_str));
     }
     if column.is_null(0) {
-        return Ok(String::new());
+        return options.set(key, "");
     }
-    Ok(array_value_to_string(column, 0)?)
+    options.set(key, &array_value_to_string(column, 0)?)
 }
 
 fn map_pairs(map: &MapArray) -> Result<Vec<(String, String)>> {

@@ -201,10 +201,9 @@ fn apply_options(ctx: &SessionContext, args: &EnrichArgs) -> Result<(), CliError
     if let Some(format) = &args.input_format {
         set("format", format.clone())?;
     }
-    for map in &args.maps {
-        set("map", map.clone())?;
-    }
-    Ok(())
+    options
+        .set_map(args.maps.iter().map(String::as_str))
+        .map_err(|e| CliError::BadInput(e.to_string()))
 }
 
 /// Parses a cache age for clap.

@@ -385,6 +385,22 @@ async fn explicit_mappings_override_detection() {
         column_strings(&batches, "prospeo_person_person_id"),
         [NICOLAS_ID]
     );
+    // A column name with a comma; a session map is replaced by the call's, not added to.
+    ctx.sql(
+        "CREATE VIEW commas AS SELECT * FROM (VALUES ('nicolas.b@kpmg.com')) AS t(\"Mail, work\")",
+    )
+    .await
+    .unwrap();
+    ctx.sql("SET prospeo.map = 'Work Addr=email'").await.unwrap();
+    let (_, batches) = run(
+        &ctx,
+        "SELECT prospeo_person_person_id FROM enrich_person('commas', named_struct('map', MAP {'Mail, work': 'email'}))",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_person_person_id"),
+        [NICOLAS_ID]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
