@@ -391,7 +391,9 @@ async fn explicit_mappings_override_detection() {
     )
     .await
     .unwrap();
-    ctx.sql("SET prospeo.map = 'Work Addr=email'").await.unwrap();
+    ctx.sql("SET prospeo.map = 'Work Addr=email'")
+        .await
+        .unwrap();
     let (_, batches) = run(
         &ctx,
         "SELECT prospeo_person_person_id FROM enrich_person('commas', named_struct('map', MAP {'Mail, work': 'email'}))",
