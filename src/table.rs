@@ -56,8 +56,9 @@ pub fn register(ctx: &SessionContext) {
     register_function(ctx, EnrichPersonFunction::default());
 }
 
-/// Registers `enrich_person` with a client of your own (its key, base URL and limits are used
-/// for every query of `ctx`; `prospeo.plan`, `prospeo.base_url` and the like are then ignored).
+/// Registers `enrich_person` with a client of your own: its key, base URL, limits, credit
+/// budget and cache serve every query of `ctx`, and the `prospeo.*` options that configure a
+/// client (`plan`, `per_*`, `base_url`, `concurrency`, `max_credits`, `cache*`) are ignored.
 pub fn register_with_client(ctx: &SessionContext, client: Client) {
     register_function(
         ctx,
@@ -135,7 +136,11 @@ impl ClientSource {
             .limits(options.limits())
             .max_in_flight(options.concurrency)
             .request_timeout(options.request_timeout())
-            .max_credits(options.max_credits.map(|c| c as i64))
+            .max_credits(
+                options
+                    .max_credits
+                    .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+            )
             .cache_ttl(options.cache_ttl);
         let settings_key = format!(
             "{:?}|{:?}|{}|{:?}|{}|{}|{:?}|{:?}",

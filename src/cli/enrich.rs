@@ -266,7 +266,10 @@ fn build_client(
     builder
         .limits(options.limits())
         .max_in_flight(args.concurrency)
-        .max_credits(args.max_credits.map(|c| c as i64))
+        .max_credits(
+            args.max_credits
+                .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        )
         .build()
         .map_err(|e| match e {
             datafusion_prospeo::Error::MissingApiKey
@@ -323,7 +326,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         );
     }
     if let Some(budget) = args.max_credits
-        && budget as i64 > remaining
+        && i64::try_from(budget).unwrap_or(i64::MAX) > remaining
         && !args.yes
     {
         return Err(CliError::BadInput(format!(
