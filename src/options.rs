@@ -27,7 +27,8 @@ pub enum InputFormat {
 
 impl InputFormat {
     /// The format a path's extension names (`.parquet`, `.csv`, `.tsv`, `.json`, `.ndjson`,
-    /// `.jsonl`, optionally compressed with `.gz`, `.zst`, ...), if any.
+    /// `.jsonl`, also behind `.gz`, `.zst`, ... so that the error can say the file is
+    /// compressed), if any.
     pub fn from_path(path: &str) -> Option<Self> {
         let lower = path.to_ascii_lowercase();
         let lower = lower.trim_end_matches('/');

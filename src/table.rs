@@ -364,6 +364,16 @@ fn resolve_input(
         ))
     })?;
     crate::storage::ensure_object_store(state, &url)?;
+    // This build reads no compressed CSV or JSON (DataFusion's `compression` feature is off).
+    let lower = input.to_ascii_lowercase();
+    if let Some(suffix) = [".gz", ".zst", ".bz2", ".xz"]
+        .into_iter()
+        .find(|s| lower.ends_with(s))
+    {
+        return plan_err!(
+            "{FUNCTION_NAME}: `{input}` is compressed ({suffix}), which this build does not read: decompress it first, or convert it to Parquet"
+        );
+    }
     let format = options
         .format
         .or_else(|| InputFormat::from_path(input))
@@ -374,21 +384,29 @@ fn resolve_input(
         })?;
     let file_format: Arc<dyn FileFormat> = match format {
         InputFormat::Parquet => Arc::new(ParquetFormat::default()),
-        InputFormat::Csv => Arc::new(
-            CsvFormat::default()
-                .with_has_header(options.csv_has_header)
-                .with_delimiter(options.csv_delimiter)
-                .with_quote(options.csv_quote),
-        ),
+        InputFormat::Csv => {
+            // A .tsv file is tab-separated unless a delimiter other than the default was set.
+            let delimiter = if lower.ends_with(".tsv") && options.csv_delimiter == b',' {
+                b'\t'
+            } else {
+                options.csv_delimiter
+            };
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(options.csv_has_header)
+                    .with_delimiter(delimiter)
+                    .with_quote(options.csv_quote),
+            )
+        }
         InputFormat::Json => Arc::new(JsonFormat::default()),
     };
-    // A single file is read whatever its extension; a directory or glob takes the files of
-    // the format's extension (compressed or not).
-    let single_file = !url.is_collection() && !input.contains('*');
-    let extension = if single_file {
-        String::new()
-    } else {
+    // A single file is read whatever its extension, and a glob takes what its pattern
+    // matches; a directory takes the files with the format's extension (.parquet, .csv,
+    // .json).
+    let extension = if url.is_collection() && !input.contains('*') {
         format.extension().to_string()
+    } else {
+        String::new()
     };
     let listing = ListingOptions::new(file_format).with_file_extension(extension);
     let config = ListingTableConfig::new(url).with_listing_options(listing);

@@ -636,3 +636,64 @@ async fn an_input_ordering_survives_enrichment_so_its_sort_is_dropped() {
         ["6", "5", "4", "3", "2", "1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tsv_and_ndjson_globs_are_read_and_compressed_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = leads_batch(LEADS);
+    let tsv = dir.path().join("leads.tsv");
+    let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .with_delimiter(b'\t')
+        .build(std::fs::File::create(&tsv).unwrap());
+    writer.write(&batch).unwrap();
+    drop(writer);
+    for name in ["a.ndjson", "b.ndjson"] {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(
+            std::fs::File::create(dir.path().join(name)).unwrap(),
+        );
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+    }
+    std::fs::write(dir.path().join("_SUCCESS"), "").unwrap();
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let count = |input: String| {
+        let ctx = ctx.clone();
+        async move {
+            let (_, batches) = run(
+                &ctx,
+                &format!(
+                    "SELECT count(*) AS n, count(\"Email\") AS emails FROM enrich_person('{input}')"
+                ),
+            )
+            .await;
+            (
+                column_strings(&batches, "n")[0].clone(),
+                column_strings(&batches, "emails")[0].clone(),
+            )
+        }
+    };
+    let emails = LEADS.iter().filter(|l| !l.3.is_empty()).count().to_string();
+    // Tab-separated: the columns are found, not one column holding whole lines.
+    assert_eq!(
+        count(tsv.display().to_string()).await,
+        (LEADS.len().to_string(), emails.clone())
+    );
+    assert_eq!(
+        count(format!("{}/*.ndjson", dir.path().display())).await,
+        (
+            (2 * LEADS.len()).to_string(),
+            (2 * emails.parse::<usize>().unwrap()).to_string()
+        )
+    );
+    let error = planning_error(
+        &ctx,
+        &format!(
+            "SELECT * FROM enrich_person('{}/leads.csv.gz')",
+            dir.path().display()
+        ),
+    )
+    .await;
+    assert!(error.contains("compressed (.gz)"), "{error}");
+}
