@@ -81,6 +81,18 @@ pub struct EnrichSpec {
 impl EnrichExec {
     /// The node over `input`.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: EnrichSpec) -> Result<Self> {
+        let concurrency = spec.concurrency.max(1);
+        Self::over(
+            input,
+            Arc::new(EnrichSpec {
+                concurrency,
+                ..spec
+            }),
+        )
+    }
+
+    /// The node over `input` with a spec already shared (by the node it replaces).
+    fn over(input: Arc<dyn ExecutionPlan>, spec: Arc<EnrichSpec>) -> Result<Self> {
         let input_schema = input.schema();
         let enrichment = spec.output.schema();
         let fields: Vec<_> = spec
@@ -103,10 +115,7 @@ impl EnrichExec {
         );
         Ok(EnrichExec {
             input,
-            spec: Arc::new(EnrichSpec {
-                concurrency: spec.concurrency.max(1),
-                ..spec
-            }),
+            spec,
             schema,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -214,9 +223,9 @@ impl ExecutionPlan for EnrichExec {
                 "EnrichExec takes exactly one input".into(),
             ));
         }
-        Ok(Arc::new(EnrichExec::try_new(
+        Ok(Arc::new(EnrichExec::over(
             children.swap_remove(0),
-            self.spec.as_ref().clone(),
+            Arc::clone(&self.spec),
         )?))
     }
 
