@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use datafusion_prospeo::api::ClientBuilder;
 
-use super::CliError;
+use super::{CliError, api_error};
 
 /// Options of `prospeo account`.
 #[derive(Debug, Args)]
@@ -29,13 +29,8 @@ pub async fn run(args: AccountArgs) -> Result<u8, CliError> {
     if let Some(path) = args.api_key_file {
         builder = builder.api_key_file(path);
     }
-    let client = builder
-        .build()
-        .map_err(|e| CliError::BadKey(e.to_string()))?;
-    let status = client.account_status().await.map_err(|e| match e {
-        datafusion_prospeo::Error::InvalidApiKey => CliError::BadKey(e.to_string()),
-        other => CliError::Failure(other.to_string()),
-    })?;
+    let client = builder.build().map_err(api_error)?;
+    let status = client.account_status().await.map_err(api_error)?;
     let a = &status.account;
     let q = &status.quota;
     let show = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());

@@ -15,13 +15,13 @@ use datafusion_prospeo::cache::{CacheKey, ResponseCache};
 use datafusion_prospeo::options::EnrichOptions;
 use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
 use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
-use datafusion_prospeo::table::{EnrichTable, FUNCTION_NAME, register_with_client};
+use datafusion_prospeo::table::{ENV_CACHE, EnrichTable, FUNCTION_NAME, register_with_client};
 use futures::StreamExt;
 use serde::Serialize;
 
 use super::output::{Output, OutputFormat, query_error};
 use super::progress::{Progress, ProgressMode};
-use super::{CliError, EXIT_DEFERRED, GlobalArgs, LogFormat};
+use super::{CliError, EXIT_DEFERRED, GlobalArgs, LogFormat, api_error};
 
 /// Options of `prospeo enrich`.
 #[derive(Debug, Args)]
@@ -91,7 +91,7 @@ pub struct EnrichArgs {
     /// and committed to it as they arrive, so re-running a stopped job sends only what was
     /// never answered. Default: the platform's cache directory (~/.cache/prospeo/responses.redb
     /// on Linux); with --sandbox, a cache in memory.
-    #[arg(long, env = "PROSPEO_CACHE", value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub cache: Option<PathBuf>,
     /// Keep no cache file: answers live in memory for this run only (duplicates within the
     /// run are still sent once).
@@ -172,38 +172,47 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn apply_options(ctx: &SessionContext, args: &EnrichArgs) -> Result<(), CliError> {
-    let state = ctx.state_ref();
-    let mut state = state.write();
-    let options = state
-        .config_mut()
-        .options_mut()
-        .extensions
-        .get_mut::<EnrichOptions>()
-        .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?;
-    let mut set = |key: &str, value: String| {
-        options
-            .set(key, &value)
-            .map_err(|e| CliError::BadInput(e.to_string()))
-    };
-    set("only_verified_email", args.only_verified_email.to_string())?;
-    set("enrich_mobile", args.enrich_mobile.to_string())?;
-    set(
-        "only_verified_mobile",
-        args.only_verified_mobile.to_string(),
-    )?;
-    set("prefix", args.prefix.clone())?;
-    set("concurrency", args.concurrency.to_string())?;
-    set("plan", args.plan.clone())?;
-    set("csv_has_header", (!args.no_header).to_string())?;
-    set("csv_delimiter", args.delimiter.clone())?;
-    set("csv_quote", args.quote.clone())?;
+/// The job's options from the command line, checked before anything starts.
+fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
+    let mut options = EnrichOptions::default();
+    let bad = |e: datafusion::error::DataFusionError| CliError::BadInput(e.to_string());
+    let flags = [
+        ("only_verified_email", args.only_verified_email),
+        ("enrich_mobile", args.enrich_mobile),
+        ("only_verified_mobile", args.only_verified_mobile),
+        ("csv_has_header", !args.no_header),
+    ];
+    for (key, value) in flags {
+        options.set(key, &value.to_string()).map_err(bad)?;
+    }
+    options.set("prefix", &args.prefix).map_err(bad)?;
+    options
+        .set("concurrency", &args.concurrency.to_string())
+        .map_err(bad)?;
+    options.set("plan", &args.plan).map_err(bad)?;
+    options.set("csv_delimiter", &args.delimiter).map_err(bad)?;
+    options.set("csv_quote", &args.quote).map_err(bad)?;
     if let Some(format) = &args.input_format {
-        set("format", format.clone())?;
+        options.set("format", format).map_err(bad)?;
     }
     options
         .set_map(args.maps.iter().map(String::as_str))
-        .map_err(|e| CliError::BadInput(e.to_string()))
+        .map_err(bad)?;
+    options.per_minute = args.per_minute;
+    options.per_day = args.per_day;
+    options.max_credits = args.max_credits;
+    options.cache_ttl = args.cache_ttl;
+    Ok(options)
+}
+
+/// Makes `options` the session's `prospeo.*` options.
+fn install_options(ctx: &SessionContext, options: EnrichOptions) {
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .extensions
+        .insert(options);
 }
 
 /// Parses a cache age for clap.
@@ -212,16 +221,22 @@ fn parse_age(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| "give an age such as 30d, 12h or 90m".to_string())
 }
 
-/// The response cache a run uses: `--cache`, else the platform's default file; in memory with
-/// `--no-cache` or `--sandbox` (sandbox answers must never mix with paid ones).
+/// The response cache a run uses: `--cache`; with `--sandbox` a cache in memory (sandbox
+/// answers must never mix with paid ones, so `PROSPEO_CACHE` does not apply); else
+/// `PROSPEO_CACHE`, else the platform's default file. None with `--no-cache`.
 fn open_cache(args: &EnrichArgs) -> Result<Option<ResponseCache>, CliError> {
     if args.no_cache {
         return Ok(None);
     }
+    let from_env = || {
+        std::env::var_os(ENV_CACHE)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
     let path = match (&args.cache, args.sandbox) {
         (Some(path), _) => path.clone(),
         (None, true) => return Ok(None),
-        (None, false) => match ResponseCache::default_path() {
+        (None, false) => match from_env().or_else(ResponseCache::default_path) {
             Some(path) => path,
             None => {
                 tracing::warn!(
@@ -231,24 +246,23 @@ fn open_cache(args: &EnrichArgs) -> Result<Option<ResponseCache>, CliError> {
             }
         },
     };
-    ResponseCache::open(&path)
-        .map(Some)
-        .map_err(|e| CliError::BadInput(e.to_string()))
+    ResponseCache::open(&path).map(Some).map_err(api_error)
 }
 
 fn build_client(
     args: &EnrichArgs,
+    options: &EnrichOptions,
     sandbox: Option<&Sandbox>,
     cache: Option<ResponseCache>,
 ) -> Result<Client, CliError> {
-    let mut builder = ClientBuilder::from_env().cache_ttl(args.cache_ttl);
+    let mut builder = ClientBuilder::from_env().cache_ttl(options.cache_ttl);
     if let Some(cache) = cache {
         builder = builder.cache(cache);
     }
     if let Some(sandbox) = sandbox {
         builder = builder
             .base_url(sandbox.base_url())
-            .api_key(ApiKey::new(DEMO_KEY).map_err(|e| CliError::Failure(e.to_string()))?);
+            .api_key(ApiKey::new(DEMO_KEY).map_err(api_error)?);
     } else {
         if let Some(url) = &args.base_url {
             builder = builder.base_url(url.clone());
@@ -257,36 +271,30 @@ fn build_client(
             builder = builder.api_key_file(path.clone());
         }
     }
-    let mut options = EnrichOptions::default();
-    options
-        .set("plan", &args.plan)
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
-    options.per_minute = args.per_minute;
-    options.per_day = args.per_day;
     builder
         .limits(options.limits())
-        .max_in_flight(args.concurrency)
+        .max_in_flight(options.concurrency)
         .max_credits(
-            args.max_credits
+            options
+                .max_credits
                 .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
         )
         .build()
-        .map_err(|e| match e {
-            datafusion_prospeo::Error::MissingApiKey
-            | datafusion_prospeo::Error::ApiKeyFile { .. } => CliError::BadKey(e.to_string()),
-            other => CliError::BadInput(other.to_string()),
-        })
+        .map_err(api_error)
 }
 
 /// Runs `prospeo enrich`; returns the exit code.
 pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> {
     let started = Instant::now();
+    let options = job_options(&args)?;
     let ctx = SessionContext::new();
     if args.dry_run {
         datafusion_prospeo::register(&ctx);
-        apply_options(&ctx, &args)?;
+        install_options(&ctx, options);
         return dry_run(&ctx, &args).await;
     }
+    // Human-readable lines only for people; `--log-format json` gives events instead.
+    let talk = !args.quiet && global.log_format == LogFormat::Text;
     let target = args.output.as_deref().unwrap_or_default();
     let output = Output::resolve(target, args.output_format, &ctx.runtime_env())?;
     let sandbox = if args.sandbox {
@@ -294,7 +302,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         let sandbox = Sandbox::start(SandboxConfig::new(Arc::new(directory)))
             .await
             .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))?;
-        if !args.quiet {
+        if talk {
             eprintln!(
                 "Embedded sandbox on {} (demo key, nothing is paid)",
                 sandbox.base_url()
@@ -305,20 +313,15 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         None
     };
     let cache = open_cache(&args)?;
-    if !args.quiet
-        && let Some(path) = cache.as_ref().and_then(|c| c.path())
-    {
+    if talk && let Some(path) = cache.as_ref().and_then(|c| c.path()) {
         eprintln!("Response cache: {}", path.display());
     }
-    let client = build_client(&args, sandbox.as_ref(), cache)?;
+    let client = build_client(&args, &options, sandbox.as_ref(), cache)?;
 
     // Free checks first: the key and the balance.
-    let account = client.account_status().await.map_err(|e| match e {
-        datafusion_prospeo::Error::InvalidApiKey => CliError::BadKey(e.to_string()),
-        other => CliError::Failure(format!("cannot reach the API: {other}")),
-    })?;
+    let account = client.account_status().await.map_err(api_error)?;
     let remaining = account.account.remaining_credits.unwrap_or(0);
-    if !args.quiet {
+    if talk {
         eprintln!(
             "Plan {}, {} credits left",
             account.account.current_plan.as_deref().unwrap_or("?"),
@@ -335,13 +338,13 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     }
 
     register_with_client(&ctx, client.clone());
-    apply_options(&ctx, &args)?;
+    install_options(&ctx, options);
     let input = sql_string(&args.input);
     let df = ctx
         .sql(&format!("SELECT * FROM {FUNCTION_NAME}({input})"))
         .await
         .map_err(|e| CliError::BadInput(e.to_string()))?;
-    if !args.quiet {
+    if talk {
         print_mapping(&df).await?;
     }
     // The output must be writable before anything is paid for.
@@ -389,14 +392,15 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     }
 
     let totals = client.totals();
-    let exit_code = if totals.deferred > 0 {
+    // Deferred and failed rows are not settled: both are sent again by the same command.
+    let exit_code = if totals.deferred > 0 || totals.failed > 0 {
         EXIT_DEFERRED
     } else {
         0
     };
     let elapsed = started.elapsed().as_secs_f64();
     let summary = summary(&args, output.target(), rows, &totals, elapsed, exit_code);
-    if !args.quiet {
+    if talk {
         print_summary(&summary);
     }
     if global.log_format == LogFormat::Json {
@@ -632,6 +636,12 @@ fn print_summary(s: &Summary) {
         eprintln!(
             "{} answers could not be stored in the cache: a re-run sends them again.",
             s.cache_errors
+        );
+    }
+    if s.failed > 0 {
+        eprintln!(
+            "{} rows failed (their reasons are in prospeo_error): run the same command again to retry them (answered rows are not sent again).",
+            s.failed
         );
     }
     if s.deferred > 0 {

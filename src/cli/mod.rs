@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code: the command line or the input is wrong.
 pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code: some rows were deferred (quota, credits, budget): run the same command later.
+/// Exit code: some rows were deferred (quota, credits, budget) or failed: run the same command
+/// later.
 pub const EXIT_DEFERRED: u8 = 3;
 /// Exit code: the API key is missing or was refused.
 pub const EXIT_BAD_KEY: u8 = 4;
@@ -69,8 +70,8 @@ pub enum Command {
     /// were never answered. --dry-run shows what a run would send and cost.
     ///
     /// Exit codes: 0 every row settled; 3 some rows were deferred (daily quota, credits or
-    /// --max-credits): run the same command again later; 2 bad input or arguments; 4 the key
-    /// is missing or refused; 130 interrupted; 1 any other failure.
+    /// --max-credits) or failed: run the same command again later; 2 bad input or arguments;
+    /// 4 the key is missing or refused; 130 interrupted; 1 any other failure.
     Enrich(enrich::EnrichArgs),
     /// Run SQL with enrich_person registered: one query, a script (--file), or an interactive
     /// shell.
@@ -118,6 +119,19 @@ impl CliError {
             CliError::BadKey(_) => EXIT_BAD_KEY,
             CliError::Interrupted => EXIT_INTERRUPTED,
         }
+    }
+}
+
+/// A library error as the CLI reports it: key problems are their own exit code, settings and
+/// the cache are the user's to fix, the rest is a failure.
+pub fn api_error(e: datafusion_prospeo::Error) -> CliError {
+    use datafusion_prospeo::Error;
+    match e {
+        Error::MissingApiKey | Error::ApiKeyFile { .. } | Error::InvalidApiKey => {
+            CliError::BadKey(e.to_string())
+        }
+        Error::Config(_) | Error::Cache { .. } => CliError::BadInput(e.to_string()),
+        other => CliError::Failure(other.to_string()),
     }
 }
 

@@ -131,7 +131,11 @@ async fn the_quickstart_enriches_the_sample_leads_on_the_embedded_sandbox() {
             "--summary-json".into(),
             summary.display().to_string(),
         ],
-        vec![],
+        // A cache in the environment is for paid answers: the sandbox must not write to it.
+        vec![(
+            "PROSPEO_CACHE",
+            dir.path().join("paid.redb").display().to_string(),
+        )],
     )
     .await;
     assert!(
@@ -139,6 +143,7 @@ async fn the_quickstart_enriches_the_sample_leads_on_the_embedded_sandbox() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    assert!(!dir.path().join("paid.redb").exists());
     let batches = read_parquet(&output);
     let ids: Vec<i64> = batches
         .iter()
@@ -284,6 +289,16 @@ async fn account_shows_the_plan_credits_and_quota() {
     )
     .await;
     assert_eq!(refused.status.code(), Some(4));
+    let bad_url = prospeo(
+        vec![
+            "account".into(),
+            "--base-url".into(),
+            "ftp://nowhere".into(),
+        ],
+        vec![("PROSPEO_API_KEY", KEY.into())],
+    )
+    .await;
+    assert_eq!(bad_url.status.code(), Some(2), "a bad URL is not a bad key");
 }
 
 pub(crate) fn args(list: &[&str]) -> Vec<String> {
@@ -920,7 +935,6 @@ async fn json_logs_carry_the_summary_for_machines() {
             &path_arg(&sample_leads()),
             "-o",
             &path_arg(&output),
-            "--quiet",
         ]),
         key_env(&sandbox),
     )
@@ -938,4 +952,30 @@ async fn json_logs_carry_the_summary_for_machines() {
     assert_eq!(summary["fields"]["rows"], 120);
     assert_eq!(summary["fields"]["records_sent"], stats.records);
     assert_eq!(summary["fields"]["credits"], stats.credits_charged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rows_exit_3_so_the_scheduler_runs_the_job_again() {
+    let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
+        &GeneratorConfig::default(),
+    )));
+    config.keys = vec![SandboxKey::new("cli", KEY, 1_000, Plan::Pro)];
+    config.faults.bad_gateway_rate = 1.0;
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("few.csv");
+    let sample = std::fs::read_to_string(sample_leads()).unwrap();
+    let few: Vec<&str> = sample.lines().take(6).collect();
+    std::fs::write(&input, few.join("\n") + "\n").unwrap();
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&["enrich", &path_arg(&input), "-o", &path_arg(&output)]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    assert!(stderr(&run).contains("failed"), "{}", stderr(&run));
+    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    assert!(statuses.iter().any(|s| s == "failed"), "{statuses:?}");
+    assert_eq!(sandbox.stats().key("cli").credits_charged, 0);
 }
