@@ -16,8 +16,8 @@ use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory
 use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
 use futures::StreamExt;
 
-use super::CliError;
 use super::output::{Output, OutputFormat, nested_as_text, planning_error, query_error};
+use super::{CliError, api_error};
 
 /// Options of `prospeo sql`.
 #[derive(Debug, Args)]
@@ -100,30 +100,30 @@ pub async fn run(args: SqlArgs) -> Result<u8, CliError> {
     result.map(|()| 0)
 }
 
-/// Registers `enrich_person`: with the sandbox's client (answers kept in memory), or with
-/// clients made from the key file or the environment plus the session's `prospeo.*` options
-/// (the response cache among them).
+/// Registers `enrich_person` with clients made from the key file or the environment (or the
+/// embedded sandbox) plus the session's `prospeo.*` options.
 fn register(
     ctx: &SessionContext,
     args: &SqlArgs,
     sandbox: Option<&Sandbox>,
 ) -> Result<(), CliError> {
-    if let Some(sandbox) = sandbox {
-        let client = ClientBuilder::from_env()
-            .base_url(sandbox.base_url())
-            .api_key(ApiKey::new(DEMO_KEY).map_err(|e| CliError::Failure(e.to_string()))?)
-            .build()
-            .map_err(|e| CliError::Failure(e.to_string()))?;
-        datafusion_prospeo::register_with_client(ctx, client);
-        return Ok(());
-    }
     let mut builder = ClientBuilder::from_env();
-    if let Some(path) = &args.api_key_file {
-        builder = builder.api_key_file(path.clone());
+    if let Some(sandbox) = sandbox {
+        builder = builder
+            .base_url(sandbox.base_url())
+            .api_key(ApiKey::new(DEMO_KEY).map_err(api_error)?);
+    } else {
+        if let Some(path) = &args.api_key_file {
+            builder = builder.api_key_file(path.clone());
+        }
+        if let Some(url) = &args.base_url {
+            builder = builder.base_url(url.clone());
+        }
     }
     datafusion_prospeo::register_with_builder(ctx, builder);
-    if let Some(url) = &args.base_url {
-        set_option(ctx, "base_url", url)?;
+    if sandbox.is_some() {
+        // Sandbox answers are kept in memory, never in the cache of paid ones.
+        set_option(ctx, "cache", "false")?;
     }
     Ok(())
 }

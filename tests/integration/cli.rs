@@ -979,3 +979,27 @@ async fn failed_rows_exit_3_so_the_scheduler_runs_the_job_again() {
     assert!(statuses.iter().any(|s| s == "failed"), "{statuses:?}");
     assert_eq!(sandbox.stats().key("cli").credits_charged, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_on_the_sandbox_honours_session_options_and_keeps_no_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("paid.redb");
+    let query = format!(
+        "SET prospeo.max_credits = 1; SELECT DISTINCT prospeo_status FROM enrich_person('{}') WHERE prospeo_status <> 'invalid_datapoints'",
+        path_arg(&sample_leads())
+    );
+    let run = prospeo_with(
+        args(&["sql", "--sandbox", &query, "--format", "csv"]),
+        vec![("PROSPEO_CACHE".into(), path_arg(&cache))],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    // A budget of one credit cannot cover a request's worst case: everything is deferred.
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["prospeo_status", "deferred"]
+    );
+    assert!(!cache.exists(), "sandbox answers never reach a cache file");
+}
