@@ -855,8 +855,15 @@ impl Client {
             let outcome = receiver.await.unwrap_or_else(|_| RecordOutcome::Failed {
                 reason: "a record with the same datapoints was not answered".into(),
             });
-            batch.duplicates += 1;
-            add(&inner.totals.duplicates, 1);
+            // A duplicate is a record answered by another; one that shares its failure or
+            // deferral is counted as failed or deferred only.
+            if !matches!(
+                outcome,
+                RecordOutcome::Failed { .. } | RecordOutcome::Deferred { .. }
+            ) {
+                batch.duplicates += 1;
+                add(&inner.totals.duplicates, 1);
+            }
             inner.totals.count(std::slice::from_ref(&outcome));
             outcomes[i] = Some(outcome);
         }
@@ -1014,22 +1021,24 @@ impl Client {
         let inner = &self.inner;
         let n = records.len();
         let keys: Vec<CacheKey> = records.iter().map(|r| CacheKey::new(r, flags)).collect();
-        let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>| {
+        // `requests`: the attempts already made for these records.
+        let defer_all = |reason: DeferReason, retry_at: Option<SystemTime>, requests: u32| {
             let records = vec![RecordOutcome::Deferred { reason, retry_at }; n];
             inner.totals.count(&records);
             Ok(Sent::Settled(BatchOutcome {
                 records,
+                requests,
                 ..Default::default()
             }))
         };
         if inner.stopped.load(Ordering::SeqCst) {
-            return defer_all(DeferReason::InsufficientCredits, None);
+            return defer_all(DeferReason::InsufficientCredits, None, 0);
         }
         // The budget is checked against the worst case of everything in flight.
         let worst_case = n as i64 * if flags.reveals_mobile() { 10 } else { 1 };
         let _budget = match self.reserve_budget(worst_case) {
             Some(guard) => guard,
-            None => return defer_all(DeferReason::Budget, None),
+            None => return defer_all(DeferReason::Budget, None, 0),
         };
 
         let request = BulkEnrichRequest {
@@ -1076,7 +1085,7 @@ impl Client {
                         _ => DeferReason::RateLimited,
                     };
                     let retry_at = SystemTime::now() + until.saturating_duration_since(now);
-                    return defer_all(reason, Some(retry_at));
+                    return defer_all(reason, Some(retry_at), requests);
                 }
             };
             let wait = reservation.send_at.saturating_duration_since(now);
@@ -1094,8 +1103,15 @@ impl Client {
                     endpoint: "/bulk-enrich-person",
                     reason: "the client was shut down".into(),
                 })?;
+            // Checked again at the last moment: the job may have been stopped, or the account
+            // run dry, while this request waited for quota or a slot.
             if inner.halted.load(Ordering::SeqCst) {
-                return defer_all(DeferReason::Stopped, None);
+                inner.limiter.release(reservation);
+                return defer_all(DeferReason::Stopped, None, requests);
+            }
+            if inner.stopped.load(Ordering::SeqCst) {
+                inner.limiter.release(reservation);
+                return defer_all(DeferReason::InsufficientCredits, None, requests);
             }
             requests += 1;
             add(&inner.totals.requests, 1);
@@ -1105,16 +1121,17 @@ impl Client {
             }
             match attempt {
                 Attempt::Answered(response) => {
-                    let (records, warning) = reconcile(n, response.clone(), flags);
+                    let total_cost = response.total_cost;
+                    let (records, warning) = reconcile(n, response, flags);
                     inner.totals.count(&records);
                     inner
                         .totals
                         .credits
-                        .fetch_add(response.total_cost, Ordering::Relaxed);
+                        .fetch_add(total_cost, Ordering::Relaxed);
                     add(&inner.totals.cost_warnings, u64::from(warning));
                     if warning {
                         tracing::warn!(
-                            total_cost = response.total_cost,
+                            total_cost,
                             "the request's total_cost is not explained by the documented prices; the difference was assigned to its first matched records"
                         );
                     }
@@ -1122,7 +1139,7 @@ impl Client {
                     add(&inner.totals.records_sent, n as u64);
                     return Ok(Sent::Settled(BatchOutcome {
                         records,
-                        total_cost: response.total_cost,
+                        total_cost,
                         requests,
                         cost_warnings: u32::from(warning),
                         records_sent: n as u32,
@@ -1133,7 +1150,7 @@ impl Client {
                 Attempt::OutOfCredits => {
                     inner.stopped.store(true, Ordering::SeqCst);
                     tracing::warn!("the account is out of credits: no more records are sent");
-                    return defer_all(DeferReason::InsufficientCredits, None);
+                    return defer_all(DeferReason::InsufficientCredits, None, requests);
                 }
                 Attempt::Reject(reason) => {
                     let records = vec![RecordOutcome::Failed { reason }; n];
@@ -1195,7 +1212,7 @@ impl Client {
                             };
                             let retry_at =
                                 SystemTime::now() + resume.saturating_duration_since(now);
-                            return defer_all(reason, Some(retry_at));
+                            return defer_all(reason, Some(retry_at), requests);
                         }
                         let records = vec![
                             RecordOutcome::Failed {
@@ -1250,6 +1267,15 @@ impl Client {
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(body) => body,
+            // A success status means the server processed (and charged) the request: sending
+            // it again could pay twice, so its records fail instead.
+            Err(e) if status.is_success() => {
+                inner.limiter.confirm(reservation, Instant::now());
+                return Attempt::Garbled(format!(
+                    "HTTP {status}, but the answer could not be read ({}); not sent again, as it may have been charged",
+                    transport_reason(&e)
+                ));
+            }
             Err(e) => {
                 inner.limiter.release(reservation);
                 return Attempt::Retry {
@@ -1416,6 +1442,7 @@ fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {
             ErrorCode::InvalidRequest => {
                 Attempt::Reject(format!("the API rejected the request: {message}"))
             }
+            _ if status == StatusCode::UNAUTHORIZED => Attempt::InvalidKey,
             _ if status == StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
                 reason: format!("rate limited ({message})"),
                 rate_limited: true,

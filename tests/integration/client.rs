@@ -844,3 +844,64 @@ async fn a_caller_that_goes_away_still_answers_the_records_waiting_for_its_answe
     assert_eq!(sandbox.stats().key(ALPHA).records, 1, "sent once");
     assert_eq!(client.totals().credits, 1);
 }
+
+#[tokio::test]
+async fn an_answer_cut_off_after_a_success_status_is_not_sent_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The server processed (and charged) the request, sent its status line and headers, then
+    // the connection broke mid-body: exact bytes, so a raw socket.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        // Bounded: at most as many connections as a client could ever open for one request.
+        for _ in 0..8 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"error\": false, \"total_cost\": 1, \"matc",
+                )
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let client = builder(&url, "k").build().unwrap();
+    let batch = client
+        .bulk_enrich(&records(vec![nicolas("a")]), EnrichFlags::default())
+        .await
+        .unwrap();
+    let why = reason(&batch.records[0]);
+    assert!(why.contains("could not be read"), "{why}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sent once, never retried"
+    );
+    assert_eq!(client.totals().retries, 0);
+}
+
+#[tokio::test]
+async fn a_401_with_an_unknown_error_code_is_a_refused_key() {
+    let (url, received) = scripted_server(Arc::new(|_, _, _| {
+        json_answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": true, "error_code": "KEY_REVOKED", "message": "no"}),
+        )
+    }))
+    .await;
+    let client = builder(&url, "k").build().unwrap();
+    let result = client
+        .bulk_enrich(
+            &records(vec![nicolas("a"), eva("b")]),
+            EnrichFlags::default(),
+        )
+        .await;
+    assert!(matches!(result, Err(Error::InvalidApiKey)), "{result:?}");
+    assert_eq!(received.lock().unwrap().len(), 1);
+}
