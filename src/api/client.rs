@@ -1192,7 +1192,8 @@ impl Client {
                         (false, _) => now,
                     };
                     if rate_limited {
-                        inner.limiter.block_until(resume);
+                        let window = wait.map_or(QuotaWindow::Minute, |(window, _)| window);
+                        inner.limiter.block_until(resume, window);
                     }
                     let next_try = resume.max(
                         now + if rate_limited {

@@ -183,6 +183,8 @@ struct State {
     logs: [Log; 3],
     /// No send before this (set after a 429 or by the server's headers).
     blocked_until: Option<Instant>,
+    /// The window the server said was used up when it set `blocked_until`.
+    blocked_window: QuotaWindow,
     /// The latest reservation handed out: reservations are first come, first served.
     last_reserved: Option<Instant>,
     next_id: u64,
@@ -204,6 +206,7 @@ impl QuotaLimiter {
             state: Mutex::new(State {
                 logs,
                 blocked_until: None,
+                blocked_window: QuotaWindow::Minute,
                 last_reserved: None,
                 next_id: 0,
             }),
@@ -256,7 +259,7 @@ impl QuotaLimiter {
         }
         if at.saturating_duration_since(now) > max_wait {
             let window = if state.blocked_until.is_some_and(|b| b >= at) {
-                QuotaWindow::Minute
+                state.blocked_window
             } else {
                 limiting
             };
@@ -295,10 +298,13 @@ impl QuotaLimiter {
         }
     }
 
-    /// No send before `until` (after a 429).
-    pub fn block_until(&self, until: Instant) {
+    /// No send before `until` (after a 429 that said `window` was used up).
+    pub fn block_until(&self, until: Instant, window: QuotaWindow) {
         let mut state = self.lock();
-        state.blocked_until = Some(state.blocked_until.map_or(until, |b| b.max(until)));
+        if state.blocked_until.is_none_or(|b| until >= b) {
+            state.blocked_until = Some(until);
+            state.blocked_window = window;
+        }
     }
 
     /// Adapts to what the server reports at `now`: lower limits than configured are adopted,
@@ -451,9 +457,15 @@ mod tests {
     fn a_block_after_a_429_holds_every_caller() {
         let limiter = QuotaLimiter::new(RateLimits::new(30, 1800, 500_000));
         let t0 = Instant::now();
-        limiter.block_until(t0 + Duration::from_secs(5));
+        limiter.block_until(t0 + Duration::from_secs(5), QuotaWindow::Minute);
         let r = send(limiter.reserve(t0, 10, PATIENT));
         assert_eq!(r.send_at.duration_since(t0), Duration::from_secs(5));
+        // A block for the day defers other callers for the day, and says so.
+        limiter.block_until(t0 + Duration::from_secs(20 * 3600), QuotaWindow::Day);
+        match limiter.reserve(t0, 10, PATIENT) {
+            Admission::Defer { window, .. } => assert_eq!(window, QuotaWindow::Day),
+            Admission::Send(_) => panic!("sent through a day's block"),
+        }
         assert_eq!(limiter.max_request_records(50), 50);
         let small = QuotaLimiter::new(RateLimits::new(5, 20, 100));
         assert_eq!(small.max_request_records(50), 20);
