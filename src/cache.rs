@@ -26,7 +26,8 @@
 //!
 //! Values are a 19-byte header — version, status, bits (mobile requested, free enrichment,
 //! mobile revealed), the time the answer arrived in Unix milliseconds, the credits it cost —
-//! followed, for a match, by the person and company objects as JSON, LZ4-compressed (lz4_flex,
+//! followed, for a match, by the person and company objects as JSON, LZ4-compressed with a
+//! 4-byte length prefix (lz4_flex,
 //! pure Rust: about a third of the size, so that most values fit in one 4 KiB page). JSON keeps
 //! every field the vendor sent, including the ones this version does not know (`extra`). A
 //! value that does not decode (a newer or damaged format) is a cache miss, logged, never an

@@ -464,7 +464,7 @@ impl RecordOutcome {
 pub struct BatchOutcome {
     pub records: Vec<RecordOutcome>,
     /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
-    /// costs).
+    /// costs, except a surplus charged when nothing matched: no record carries it).
     pub total_cost: i64,
     /// HTTP requests made, retries included.
     pub requests: u32,
@@ -798,15 +798,17 @@ impl Client {
     /// everything else. When a request's `total_cost` differs from that sum, the other reading
     /// of the vendor's uncertain rule (10 for an `enrich_mobile` match that found no mobile) is
     /// tried; if neither explains it, the difference is assigned to the matched records in
-    /// request order — a surplus to the first match (or the first record when nothing
-    /// matched), a shortfall taken from the first matches down to 0 — and counted in
-    /// [`Totals::cost_warnings`].
+    /// request order — a surplus to the first match (with nothing matched, no record carries
+    /// it: it counts in the totals only), a shortfall taken from the first matches down to 0 —
+    /// and counted in [`Totals::cost_warnings`].
     ///
     /// Errors only for `INVALID_API_KEY`, which is fatal for the whole job. Running out of
     /// credits, the daily quota, or the `max_credits` budget defers the records instead.
     ///
-    /// The requests run on their own tasks: if the caller drops this future, requests already
-    /// sent still complete and are counted in [`Client::totals`].
+    /// The records are answered on a task of their own: if the caller drops this future, that
+    /// task still sends this call's requests (unless [`Client::stop_sending`] was called),
+    /// stores the answers, and counts them in [`Client::totals`]; records of other calls that
+    /// wait on the same datapoints get their answers.
     pub async fn bulk_enrich(
         &self,
         records: &[Datapoints],

@@ -5,7 +5,8 @@
 //! an unexpected type (a number sent as a string, a float where an integer was documented)
 //! becomes the documented type when it can, and is dropped (the field becomes `None`) when it
 //! cannot, instead of failing the whole response. A bulk response is paid for, so one odd field
-//! must never cost the other 49 records. Fields this version does not know are kept in `extra`
+//! of a person or company must never cost the other 49 records. (The envelope — `total_cost`,
+//! the identifiers, the lists — is read strictly: without it no record can be told apart.) Fields this version does not know are kept in `extra`
 //! and serialised back unchanged ("The vendor adds fields over time", reference, last line).
 
 use serde::{Deserialize, Deserializer, Serialize};
