@@ -1,34 +1,21 @@
 //! `prospeo account`: the plan, the credits left, and the quota the rate-limit headers report.
 
-use std::path::PathBuf;
-
 use clap::Args;
-use datafusion_prospeo::api::ClientBuilder;
 
 use super::{CliError, api_error};
 
 /// Options of `prospeo account`.
 #[derive(Debug, Args)]
 pub struct AccountArgs {
-    /// The API's base URL (also PROSPEO_BASE_URL).
-    #[arg(long, env = "PROSPEO_BASE_URL")]
-    pub base_url: Option<String>,
-    /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
-    #[arg(long, env = "PROSPEO_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::ApiArgs,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: AccountArgs) -> Result<u8, CliError> {
-    let mut builder = ClientBuilder::from_env();
-    if let Some(url) = args.base_url {
-        builder = builder.base_url(url);
-    }
-    if let Some(path) = args.api_key_file {
-        builder = builder.api_key_file(path);
-    }
+    let builder = args.api.builder(None)?;
     let client = builder.build().map_err(api_error)?;
     let status = client.account_status().await.map_err(api_error)?;
     let a = &status.account;

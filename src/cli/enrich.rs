@@ -10,11 +10,10 @@ use datafusion::arrow::array::AsArray;
 use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
-use datafusion_prospeo::api::{ApiKey, Client, ClientBuilder, RecordStatus, Totals};
+use datafusion_prospeo::api::{Client, RecordStatus, Totals};
 use datafusion_prospeo::cache::{CacheKey, ResponseCache};
 use datafusion_prospeo::options::EnrichOptions;
-use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
-use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
+use datafusion_prospeo::sandbox::Sandbox;
 use datafusion_prospeo::table::{ENV_CACHE, EnrichTable, FUNCTION_NAME, register_with_client};
 use futures::StreamExt;
 use serde::Serialize;
@@ -100,12 +99,8 @@ pub struct EnrichArgs {
     /// Ask again for cached answers older than this, e.g. 30d or 12h (default: never).
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub cache_ttl: Option<Duration>,
-    /// The API's base URL (also PROSPEO_BASE_URL).
-    #[arg(long, env = "PROSPEO_BASE_URL")]
-    pub base_url: Option<String>,
-    /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
-    #[arg(long, env = "PROSPEO_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::ApiArgs,
     /// Run against an embedded sandbox with the sample directory and a demo key: nothing is
     /// paid, no key is needed.
     #[arg(long)]
@@ -255,21 +250,9 @@ fn build_client(
     sandbox: Option<&Sandbox>,
     cache: Option<ResponseCache>,
 ) -> Result<Client, CliError> {
-    let mut builder = ClientBuilder::from_env().cache_ttl(options.cache_ttl);
+    let mut builder = args.api.builder(sandbox)?.cache_ttl(options.cache_ttl);
     if let Some(cache) = cache {
         builder = builder.cache(cache);
-    }
-    if let Some(sandbox) = sandbox {
-        builder = builder
-            .base_url(sandbox.base_url())
-            .api_key(ApiKey::new(DEMO_KEY).map_err(api_error)?);
-    } else {
-        if let Some(url) = &args.base_url {
-            builder = builder.base_url(url.clone());
-        }
-        if let Some(path) = &args.api_key_file {
-            builder = builder.api_key_file(path.clone());
-        }
     }
     builder
         .limits(options.limits())
@@ -298,10 +281,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     let target = args.output.as_deref().unwrap_or_default();
     let output = Output::resolve(target, args.output_format, &ctx.runtime_env())?;
     let sandbox = if args.sandbox {
-        let directory = generate_directory(&GeneratorConfig::default());
-        let sandbox = Sandbox::start(SandboxConfig::new(Arc::new(directory)))
-            .await
-            .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))?;
+        let sandbox = super::embedded_sandbox().await?;
         if talk {
             eprintln!(
                 "Embedded sandbox on {} (demo key, nothing is paid)",

@@ -11,6 +11,7 @@ mod sql;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use datafusion_prospeo::sandbox::Sandbox;
 
 /// Exit code: something failed that is neither the input nor the key.
 pub const EXIT_FAILURE: u8 = 1;
@@ -120,6 +121,51 @@ impl CliError {
             CliError::Interrupted => EXIT_INTERRUPTED,
         }
     }
+}
+
+/// Where the API is and which key to use: the options `enrich`, `sql` and `account` share.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The API's base URL (also PROSPEO_BASE_URL).
+    #[arg(long, env = "PROSPEO_BASE_URL")]
+    pub base_url: Option<String>,
+    /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
+    #[arg(long, env = "PROSPEO_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+}
+
+impl ApiArgs {
+    /// A client builder from the environment with these options over it, or, with a
+    /// `sandbox`, for the sandbox's URL and demo key.
+    pub fn builder(
+        &self,
+        sandbox: Option<&Sandbox>,
+    ) -> Result<datafusion_prospeo::ClientBuilder, CliError> {
+        let mut builder = datafusion_prospeo::ClientBuilder::from_env();
+        if let Some(sandbox) = sandbox {
+            let key = datafusion_prospeo::api::ApiKey::new(datafusion_prospeo::sandbox::DEMO_KEY)
+                .map_err(api_error)?;
+            return Ok(builder.base_url(sandbox.base_url()).api_key(key));
+        }
+        if let Some(url) = &self.base_url {
+            builder = builder.base_url(url.clone());
+        }
+        if let Some(path) = &self.api_key_file {
+            builder = builder.api_key_file(path.clone());
+        }
+        Ok(builder)
+    }
+}
+
+/// Starts the embedded sandbox: the sample directory and the demo key, on a free loopback
+/// port.
+pub async fn embedded_sandbox() -> Result<Sandbox, CliError> {
+    use datafusion_prospeo::sandbox::SandboxConfig;
+    use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
+    let directory = generate_directory(&GeneratorConfig::default());
+    Sandbox::start(SandboxConfig::new(std::sync::Arc::new(directory)))
+        .await
+        .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))
 }
 
 /// A library error as the CLI reports it: key problems are their own exit code, settings and

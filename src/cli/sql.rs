@@ -11,13 +11,11 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
-use datafusion_prospeo::api::{ApiKey, ClientBuilder};
-use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
-use datafusion_prospeo::sandbox::{DEMO_KEY, Sandbox, SandboxConfig};
+use datafusion_prospeo::sandbox::Sandbox;
 use futures::StreamExt;
 
+use super::CliError;
 use super::output::{Output, OutputFormat, nested_as_text, planning_error, query_error};
-use super::{CliError, api_error};
 
 /// Options of `prospeo sql`.
 #[derive(Debug, Args)]
@@ -40,13 +38,8 @@ pub struct SqlArgs {
     /// nothing is paid, no key is needed.
     #[arg(long)]
     pub sandbox: bool,
-    /// The API's base URL (also PROSPEO_BASE_URL).
-    #[arg(long, env = "PROSPEO_BASE_URL")]
-    pub base_url: Option<String>,
-    /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise. The
-    /// key is only needed by queries that read enrichment columns.
-    #[arg(long, env = "PROSPEO_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: super::ApiArgs,
 }
 
 /// Result formats of `prospeo sql`.
@@ -69,12 +62,7 @@ pub enum SqlFormat {
 pub async fn run(args: SqlArgs) -> Result<u8, CliError> {
     let ctx = SessionContext::new().enable_url_table();
     let sandbox = if args.sandbox {
-        let directory = generate_directory(&GeneratorConfig::default());
-        Some(
-            Sandbox::start(SandboxConfig::new(Arc::new(directory)))
-                .await
-                .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))?,
-        )
+        Some(super::embedded_sandbox().await?)
     } else {
         None
     };
@@ -107,19 +95,7 @@ fn register(
     args: &SqlArgs,
     sandbox: Option<&Sandbox>,
 ) -> Result<(), CliError> {
-    let mut builder = ClientBuilder::from_env();
-    if let Some(sandbox) = sandbox {
-        builder = builder
-            .base_url(sandbox.base_url())
-            .api_key(ApiKey::new(DEMO_KEY).map_err(api_error)?);
-    } else {
-        if let Some(path) = &args.api_key_file {
-            builder = builder.api_key_file(path.clone());
-        }
-        if let Some(url) = &args.base_url {
-            builder = builder.base_url(url.clone());
-        }
-    }
+    let builder = args.api.builder(sandbox)?;
     datafusion_prospeo::register_with_builder(ctx, builder);
     if sandbox.is_some() {
         // Sandbox answers are kept in memory, never in the cache of paid ones.
