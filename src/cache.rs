@@ -293,15 +293,20 @@ impl CacheEntry {
     /// The outcome to emit for a cache hit: cost 0 (nothing is paid), `free_enrichment` kept as
     /// stored.
     pub fn to_outcome(&self) -> RecordOutcome {
-        match &self.answer {
+        self.clone().into_outcome()
+    }
+
+    /// [`CacheEntry::to_outcome`], taking the entry (no copy of the person and company).
+    pub fn into_outcome(self) -> RecordOutcome {
+        match self.answer {
             CachedAnswer::Matched {
                 person,
                 company,
                 free_enrichment,
             } => RecordOutcome::Matched(Box::new(Match {
-                person: person.clone(),
-                company: company.clone(),
-                free_enrichment: *free_enrichment,
+                person,
+                company,
+                free_enrichment,
                 cost: 0,
             })),
             CachedAnswer::NotMatched => RecordOutcome::NotMatched,

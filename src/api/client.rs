@@ -918,7 +918,7 @@ impl Client {
         for ((i, normalized, key), entry) in mine.into_iter().zip(cached) {
             match entry.filter(|e| e.serves(flags, inner.settings.cache_ttl, now)) {
                 Some(entry) => {
-                    let outcome = entry.to_outcome();
+                    let outcome = entry.into_outcome();
                     if inner.pending.answered_here(&key) {
                         batch.duplicates += 1;
                         add(&inner.totals.duplicates, 1);
