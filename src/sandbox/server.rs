@@ -753,16 +753,22 @@ struct ClockRequest {
 /// Moves the sandbox's clock forward, so tests can reach the end of a rate-limit window
 /// without waiting for it.
 async fn sandbox_clock(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<ClockRequest>(&body) {
-        Ok(request) if request.advance_seconds.is_finite() && request.advance_seconds >= 0.0 => {
-            shared.advance_clock(Duration::from_secs_f64(request.advance_seconds));
+    // At most ten years: a clock moved further could overflow.
+    const MAX_ADVANCE: Duration = Duration::from_secs(10 * 365 * 86_400);
+    let advance = serde_json::from_slice::<ClockRequest>(&body)
+        .ok()
+        .and_then(|r| Duration::try_from_secs_f64(r.advance_seconds).ok())
+        .filter(|d| *d <= MAX_ADVANCE);
+    match advance {
+        Some(advance) => {
+            shared.advance_clock(advance);
             Json(json!({"error": false})).into_response()
         }
-        _ => respond(
+        None => respond(
             Answer::error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidRequest,
-                "expected {\"advance_seconds\": <non-negative number>}",
+                "expected {\"advance_seconds\": <a number of seconds from 0 to ten years>}",
             ),
             None,
         ),

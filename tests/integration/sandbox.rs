@@ -904,7 +904,12 @@ async fn the_clock_endpoint_moves_the_windows_over_http() {
     after.assert_ok();
     assert_eq!(after.header("x-minute-request-left"), 4);
 
-    for bad in [r#"{"advance_seconds": -1}"#, r#"{"seconds": 5}"#, "later"] {
+    for bad in [
+        r#"{"advance_seconds": -1}"#,
+        r#"{"advance_seconds": 1e300}"#,
+        r#"{"seconds": 5}"#,
+        "later",
+    ] {
         let reply = post_raw(&sandbox, "/_sandbox/clock", None, bad).await;
         assert_eq!(
             reply.status,
