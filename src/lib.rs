@@ -7,19 +7,16 @@
 
 pub mod api;
 pub mod cache;
+pub mod datafusion;
 pub mod datapoints;
 pub mod error;
-pub mod exec;
 pub mod mapping;
-pub mod options;
 pub mod output;
 pub(crate) mod rng;
 pub mod sandbox;
-pub mod storage;
-pub mod table;
 
+pub use crate::datafusion::options::EnrichOptions;
+pub use crate::datafusion::table::{register, register_with_builder, register_with_client};
 pub use api::{Client, ClientBuilder};
 pub use datapoints::{Datapoint, Datapoints, MatchRoute};
 pub use error::{Error, Result};
-pub use options::EnrichOptions;
-pub use table::{register, register_with_builder, register_with_client};

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::client::RecordOutcome;
+use super::outcome::RecordOutcome;
 use crate::cache::CacheKey;
 
 /// Keys being answered, and (as 64-bit hashes) keys this client has answered.

@@ -3,13 +3,12 @@
 
 pub mod client;
 pub(crate) mod dedup;
+pub mod outcome;
 pub mod pacing;
 pub mod plan;
 pub mod wire;
 
-pub use client::{
-    AccountStatus, ApiKey, BatchOutcome, Client, ClientBuilder, DeferReason, Match, RecordOutcome,
-    RecordStatus, RetryPolicy, Totals,
-};
+pub use client::{AccountStatus, ApiKey, Client, ClientBuilder, RetryPolicy, Totals};
+pub use outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
 pub use plan::{Plan, RateLimits};
 pub use wire::EnrichFlags;

@@ -12,9 +12,11 @@ use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
 use datafusion_prospeo::api::{Client, RecordStatus, Totals};
 use datafusion_prospeo::cache::{CacheKey, ResponseCache};
-use datafusion_prospeo::options::EnrichOptions;
+use datafusion_prospeo::datafusion::options::EnrichOptions;
+use datafusion_prospeo::datafusion::table::{
+    ENV_CACHE, EnrichTable, FUNCTION_NAME, register_with_client,
+};
 use datafusion_prospeo::sandbox::Sandbox;
-use datafusion_prospeo::table::{ENV_CACHE, EnrichTable, FUNCTION_NAME, register_with_client};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -212,7 +214,7 @@ fn install_options(ctx: &SessionContext, options: EnrichOptions) {
 
 /// Parses a cache age for clap.
 fn parse_age(text: &str) -> Result<Duration, String> {
-    datafusion_prospeo::options::parse_age(text)?
+    datafusion_prospeo::datafusion::options::parse_age(text)?
         .ok_or_else(|| "give an age such as 30d, 12h or 90m".to_string())
 }
 
@@ -531,7 +533,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
 /// Prints how the input's columns were mapped, from the plan the job will run.
 async fn print_mapping(df: &DataFrame) -> Result<(), CliError> {
     use datafusion::physical_plan::ExecutionPlan;
-    use datafusion_prospeo::exec::EnrichExec;
+    use datafusion_prospeo::datafusion::exec::EnrichExec;
     fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<&EnrichExec> {
         plan.downcast_ref::<EnrichExec>()
             .or_else(|| plan.children().into_iter().find_map(find))

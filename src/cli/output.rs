@@ -170,7 +170,7 @@ fn object_destination(
     url: &url::Url,
     target: &str,
 ) -> Result<Destination, CliError> {
-    datafusion_prospeo::storage::ensure_for_url(runtime, url)
+    datafusion_prospeo::datafusion::source::ensure_for_url(runtime, url)
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
         &url[..url::Position::BeforePath],

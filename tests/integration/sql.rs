@@ -11,9 +11,9 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::SessionContext;
 use datafusion_prospeo::api::{ApiKey, Client};
-use datafusion_prospeo::exec::EnrichExec;
+use datafusion_prospeo::datafusion::exec::EnrichExec;
+use datafusion_prospeo::datafusion::table::register_with_client;
 use datafusion_prospeo::sandbox::Sandbox;
-use datafusion_prospeo::table::register_with_client;
 
 use crate::common::*;
 

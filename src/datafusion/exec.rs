@@ -26,7 +26,8 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::api::client::{BatchOutcome, Client};
+use crate::api::client::Client;
+use crate::api::outcome::BatchOutcome;
 use crate::api::wire::EnrichFlags;
 use crate::mapping::ColumnMapping;
 use crate::output::OutputSchema;
@@ -377,7 +378,7 @@ impl NodeMetrics {
     }
 
     fn record(&self, outcome: &BatchOutcome) {
-        use crate::api::client::RecordStatus as S;
+        use crate::api::outcome::RecordStatus as S;
         for record in &outcome.records {
             let counter = match record.status() {
                 S::Matched => &self.matched,

@@ -39,9 +39,9 @@ use datafusion::prelude::SessionContext;
 
 use crate::api::client::{Client, ClientBuilder};
 use crate::cache::ResponseCache;
-use crate::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
+use crate::datafusion::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
+use crate::datafusion::options::{EnrichOptions, InputFormat};
 use crate::mapping::ColumnMapping;
-use crate::options::{EnrichOptions, InputFormat};
 use crate::output::OutputSchema;
 
 /// The table function's name.
@@ -363,7 +363,7 @@ fn resolve_input(
             "{FUNCTION_NAME}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
         ))
     })?;
-    crate::storage::ensure_object_store(state, &url)?;
+    crate::datafusion::source::ensure_object_store(state, &url)?;
     // This build reads no compressed CSV or JSON (DataFusion's `compression` feature is off).
     let lower = input.to_ascii_lowercase();
     if let Some(suffix) = [".gz", ".zst", ".bz2", ".xz"]

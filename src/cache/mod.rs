@@ -51,7 +51,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::api::client::{Match, RecordOutcome};
+use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, EnrichFlags, Person};
 use crate::datapoints::{Datapoint, Datapoints};
 use crate::error::{Error, Result};
@@ -886,7 +886,7 @@ fn describe(e: redb::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::client::DeferReason;
+    use crate::api::outcome::DeferReason;
     use crate::api::wire::PersonMobile;
 
     fn at(millis: i64) -> SystemTime {

@@ -42,7 +42,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use serde::Serialize;
 
-use crate::api::client::RecordOutcome;
+use crate::api::outcome::RecordOutcome;
 use crate::api::wire::{Company, Person};
 
 /// The default prefix of every output column.
@@ -590,7 +590,7 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::api::client::{DeferReason, Match};
+    use crate::api::outcome::{DeferReason, Match};
     use crate::api::wire::{
         CompanyAttributes, CompanyFunding, CompanyLocation, CompanyTechnology, FundingEvent,
         JobHistoryEntry, PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,

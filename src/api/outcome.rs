@@ -1,0 +1,181 @@
+//! What happened to each record: the outcome types every part of the engine shares (the client
+//! produces them, de-duplication hands them on, the cache stores them, the output flattens them).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::api::wire::{Company, Person};
+/// The status of a record after enrichment: `prospeo_status` in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    Matched,
+    NotMatched,
+    InvalidDatapoints,
+    Failed,
+    Deferred,
+}
+
+impl RecordStatus {
+    /// The status as written in the output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Matched => "matched",
+            RecordStatus::NotMatched => "not_matched",
+            RecordStatus::InvalidDatapoints => "invalid_datapoints",
+            RecordStatus::Failed => "failed",
+            RecordStatus::Deferred => "deferred",
+        }
+    }
+}
+
+/// Why records were deferred (not sent, to be sent by a later run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeferReason {
+    /// The daily quota is used up.
+    DailyQuota,
+    /// The per-minute quota did not return within the batch's time.
+    RateLimited,
+    /// The account ran out of credits (`INSUFFICIENT_CREDITS`).
+    InsufficientCredits,
+    /// The job's credit budget (`max_credits`) is spent.
+    Budget,
+    /// The job was stopped ([`Client::stop_sending`](crate::api::Client::stop_sending)) before the record was sent.
+    Stopped,
+}
+
+impl fmt::Display for DeferReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeferReason::DailyQuota => "the daily quota is used up",
+            DeferReason::RateLimited => "the rate limit did not allow sending in time",
+            DeferReason::InsufficientCredits => "the account has no credits left",
+            DeferReason::Budget => "the job's credit budget is spent",
+            DeferReason::Stopped => "the job was stopped before it was sent",
+        })
+    }
+}
+
+/// A matched record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub person: Option<Person>,
+    pub company: Option<Company>,
+    /// The vendor said this re-enrichment was free.
+    pub free_enrichment: bool,
+    /// Credits assigned to this record (see [`Client::bulk_enrich`](crate::api::Client::bulk_enrich)).
+    pub cost: i64,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    Matched(Box<Match>),
+    NotMatched,
+    /// Below the minimum requirement: never sent, or listed in `invalid_datapoints`.
+    InvalidDatapoints,
+    /// The record could not be enriched; the reason says why.
+    Failed {
+        reason: String,
+    },
+    /// Not sent now; a later run should send it, from `retry_at` on when known.
+    Deferred {
+        reason: DeferReason,
+        retry_at: Option<SystemTime>,
+    },
+}
+
+impl RecordOutcome {
+    /// The record's status.
+    pub fn status(&self) -> RecordStatus {
+        match self {
+            RecordOutcome::Matched(_) => RecordStatus::Matched,
+            RecordOutcome::NotMatched => RecordStatus::NotMatched,
+            RecordOutcome::InvalidDatapoints => RecordStatus::InvalidDatapoints,
+            RecordOutcome::Failed { .. } => RecordStatus::Failed,
+            RecordOutcome::Deferred { .. } => RecordStatus::Deferred,
+        }
+    }
+
+    /// Credits assigned to the record (0 for everything but matches).
+    pub fn cost(&self) -> i64 {
+        match self {
+            RecordOutcome::Matched(m) => m.cost,
+            _ => 0,
+        }
+    }
+
+    /// The same outcome at no cost: what a duplicate record or a cache hit gets.
+    pub fn without_cost(&self) -> RecordOutcome {
+        match self {
+            RecordOutcome::Matched(m) => RecordOutcome::Matched(Box::new(Match {
+                cost: 0,
+                ..(**m).clone()
+            })),
+            other => other.clone(),
+        }
+    }
+
+    /// A human-readable reason for failed and deferred records.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            RecordOutcome::Failed { reason } => Some(reason.clone()),
+            RecordOutcome::Deferred { reason, retry_at } => Some(match retry_at {
+                Some(at) => format!(
+                    "deferred: {reason}; quota returns at {}",
+                    chrono::DateTime::<chrono::Utc>::from(*at)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                None => format!("deferred: {reason}"),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of [`Client::bulk_enrich`](crate::api::Client::bulk_enrich): one outcome per input record, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutcome {
+    pub records: Vec<RecordOutcome>,
+    /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
+    /// costs, except a surplus charged when nothing matched: no record carries it).
+    pub total_cost: i64,
+    /// HTTP requests made, retries included.
+    pub requests: u32,
+    /// Requests whose `total_cost` the documented rules did not explain (see
+    /// [`Client::bulk_enrich`](crate::api::Client::bulk_enrich)).
+    pub cost_warnings: u32,
+    /// Requests retried.
+    pub retries: u32,
+    /// Rate-limit answers received.
+    pub rate_limited: u32,
+    /// Time spent waiting for quota before sending.
+    pub quota_wait: Duration,
+    /// Records in requests the API answered (what counts against the quota).
+    pub records_sent: u32,
+    /// Records answered from the response cache (answered by an earlier job): sent nothing,
+    /// cost 0.
+    pub cached: u32,
+    /// Records answered by an earlier record of this job with the same datapoints: sent
+    /// nothing, cost 0.
+    pub duplicates: u32,
+}
+
+impl BatchOutcome {
+    /// Appends `other`'s records and adds its counts.
+    pub fn absorb(&mut self, other: BatchOutcome) {
+        self.records.extend(other.records);
+        self.total_cost += other.total_cost;
+        self.requests += other.requests;
+        self.cost_warnings += other.cost_warnings;
+        self.retries += other.retries;
+        self.rate_limited += other.rate_limited;
+        self.quota_wait += other.quota_wait;
+        self.records_sent += other.records_sent;
+        self.cached += other.cached;
+        self.duplicates += other.duplicates;
+    }
+}

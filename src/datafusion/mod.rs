@@ -1,0 +1,9 @@
+//! Every piece of DataFusion glue, apart from the engine's other parts (which know nothing of
+//! DataFusion): the `enrich_person` table function and its `TableProvider` ([`table`]), the
+//! enrichment node ([`exec`]), the `prospeo.*` options ([`options`]) and the input formats and
+//! object stores ([`source`]).
+
+pub mod exec;
+pub mod options;
+pub mod source;
+pub mod table;
