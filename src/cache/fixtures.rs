@@ -1,0 +1,92 @@
+//! Answers, keys and entries the cache tests share.
+
+use std::time::SystemTime;
+
+use super::codec::from_unix_millis;
+use super::*;
+use crate::api::outcome::{Match, RecordOutcome};
+use crate::api::wire::{Company, EnrichFlags, Person, PersonMobile};
+use crate::datapoints::Datapoints;
+
+pub(super) fn at(millis: i64) -> SystemTime {
+    from_unix_millis(millis)
+}
+
+pub(super) fn person(mobile_revealed: bool) -> Person {
+    let mut person: Person = serde_json::from_value(serde_json::json!({
+        "person_id": "aa8e8c3b1f6a",
+        "first_name": "Eva",
+        "last_name": "Kiegler",
+        "full_name": "Eva Kiegler",
+        "linkedin_url": "https://www.linkedin.com/in/eva-kiegler",
+        "skills": ["SaaS", "Growth"],
+        "email": {"status": "VERIFIED", "revealed": true, "email": "eva@intercom.com"},
+        "location": {"country": "Ireland", "time_zone_offset": 1.0},
+        "a_field_added_later": {"nested": [1, 2, 3]}
+    }))
+    .unwrap();
+    person.mobile = Some(PersonMobile {
+        status: Some("VERIFIED".into()),
+        revealed: Some(mobile_revealed),
+        mobile: Some(if mobile_revealed {
+            "+353861234567".into()
+        } else {
+            "+353*********".into()
+        }),
+        ..PersonMobile::default()
+    });
+    person
+}
+
+pub(super) fn company() -> Company {
+    serde_json::from_value(serde_json::json!({
+        "company_id": "c-1",
+        "name": "Intercom",
+        "domain": "intercom.com",
+        "employee_count": 1200,
+        "keywords": ["support", "chat"],
+        "unknown_vendor_field": true
+    }))
+    .unwrap()
+}
+
+pub(super) fn matched(free: bool, cost: i64) -> RecordOutcome {
+    RecordOutcome::Matched(Box::new(Match {
+        person: Some(person(true)),
+        company: Some(company()),
+        free_enrichment: free,
+        cost,
+    }))
+}
+
+pub(super) fn datapoints(email: &str) -> Datapoints {
+    Datapoints {
+        email: Some(email.to_string()),
+        ..Datapoints::default()
+    }
+}
+
+pub(super) fn key(email: &str) -> CacheKey {
+    CacheKey::new(&datapoints(email), EnrichFlags::default())
+}
+
+pub(super) fn entry(
+    answer: CachedAnswer,
+    mobile_requested: bool,
+    stored_at: SystemTime,
+) -> CacheEntry {
+    CacheEntry {
+        answer,
+        stored_at,
+        mobile_requested,
+        cost: 0,
+    }
+}
+
+pub(super) fn matched_answer() -> CachedAnswer {
+    CachedAnswer::Matched {
+        person: Some(person(false)),
+        company: Some(company()),
+        free_enrichment: false,
+    }
+}
