@@ -31,8 +31,8 @@
 //! # Memory
 //!
 //! Memory does not grow with the number of answers: they live in a file (the cache file, or a
-//! temporary one), and redb holds at most a bounded page cache of it in memory (64 MiB for a
-//! cache file, 16 MiB for a temporary store; the operating system's page cache does the rest).
+//! temporary one), and redb holds at most a bounded page cache of it in memory (16 MiB; the
+//! operating system's page cache does the rest).
 //!
 //! # Blocking
 //!

@@ -24,14 +24,12 @@ use crate::error::{Error, Result};
 /// The one table of the cache: encoded [`CacheKey`] → encoded [`CacheEntry`].
 pub(super) const RESPONSES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("responses");
 
-/// Memory redb may use for the cache file's pages: read cache and write buffer together (redb
-/// 4 holds both within this bound). Lookups touch few pages; the default (1 GiB) is meant for a
-/// database that is the whole application.
-const PAGE_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
-/// The same bound for a temporary store: its pages are read back only for duplicates within
-/// the job, and the operating system's page cache holds the file anyway.
-const TEMPORARY_PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Memory redb may use for a store's pages: read cache and write buffer together (redb 4 keeps
+/// both within this bound). A job's lookups land on random pages of a file far bigger than any
+/// cache, so a big one buys little: it only made the process's memory grow with the file (the
+/// default, 1 GiB, is meant for a database that is the whole application; 64 MiB was the bound
+/// before). The operating system's page cache holds the rest of the file.
+const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A temporary store commits without waiting for the disk (nothing in it must survive a
 /// crash), but redb keeps the pages of commits made since the last durable one in memory, and
@@ -146,8 +144,8 @@ impl ResponseCache {
     ///
     /// Its answers are in a file, not in memory, so that a job of millions of records keeps a
     /// flat memory footprint: a redb database in a new private directory (0700) under the
-    /// system's temporary directory (`TMPDIR` on Unix), file mode 0600, with a 16 MiB page
-    /// cache. On Unix its name is removed as soon as it is open, so nothing is left behind even
+    /// system's temporary directory (`TMPDIR` on Unix), file mode 0600, with the same bounded
+    /// page cache as a cache file. On Unix its name is removed as soon as it is open, so nothing is left behind even
     /// when the process is killed; elsewhere it is deleted when the store is dropped. Its
     /// commits do not wait for the disk: nothing in it must survive a crash.
     pub fn temporary() -> Result<Self> {
@@ -158,7 +156,7 @@ impl ResponseCache {
         let (file, temporary) = TemporaryFile::create().map_err(|e| fail(e.to_string()))?;
         let backend = FileBackend::new(file).map_err(|e| fail(describe(e.into())))?;
         let db = Database::builder()
-            .set_cache_size(TEMPORARY_PAGE_CACHE_BYTES)
+            .set_cache_size(PAGE_CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(|e| fail(describe(e.into())))?;
         ResponseCache::init(db, None, Some(temporary))
