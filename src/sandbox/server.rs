@@ -36,9 +36,13 @@ use crate::sandbox::quota::{QuotaReport, QuotaWindows};
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultStats {
+    /// Connections closed without an answer, before processing.
     pub dropped: u64,
+    /// HTML 502/503 answers, as a proxy would send, before processing.
     pub bad_gateway: u64,
+    /// `INTERNAL_ERROR` answers (HTTP 400), before processing.
     pub internal_error: u64,
+    /// Requests processed and charged, then answered only after the slow delay.
     pub slow: u64,
 }
 
@@ -53,8 +57,11 @@ pub struct KeyStats {
     pub records: u64,
     /// Records of every enrich request received, including failed ones and retries.
     pub records_submitted: u64,
+    /// Records that matched a person.
     pub matched: u64,
+    /// Records that matched nobody.
     pub not_matched: u64,
+    /// Records below the minimum requirement.
     pub invalid: u64,
     /// Credits taken from the balance.
     pub credits_charged: i64,
@@ -68,14 +75,18 @@ pub struct KeyStats {
     pub rate_limited: u64,
     /// Error answers by `error_code`, injected faults included.
     pub errors: BTreeMap<String, u64>,
+    /// Faults injected into this key's answers.
     pub faults: FaultStats,
+    /// The key's credit balance now.
     pub remaining_credits: i64,
 }
 
 /// `/_sandbox/stats`: per key (by label), plus requests with no valid key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
+    /// Each key's figures, by its label.
     pub keys: BTreeMap<String, KeyStats>,
+    /// Requests refused for a missing or unknown key.
     pub unauthorized: u64,
 }
 
