@@ -105,29 +105,6 @@ pub struct MatchedRecord {
     pub extra: Map<String, Value>,
 }
 
-/// `POST /enrich-person` response body when `error` is false.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EnrichPersonResponse {
-    /// False on an answer.
-    pub error: bool,
-    /// The vendor said this re-enrichment was free.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub free_enrichment: Option<bool>,
-    /// The person found.
-    #[serde(default, deserialize_with = "lenient")]
-    pub person: Option<Person>,
-    /// The person's current company.
-    #[serde(default, deserialize_with = "lenient")]
-    pub company: Option<Company>,
-    /// Fields this version does not know, kept as received.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
 /// `GET /account-information` response body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountInformationResponse {

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::api::plan::{QuotaWindow, headers};
 use crate::api::wire::{
-    BulkEnrichResponse, EnrichFlags, EnrichPersonResponse, ErrorBody, ErrorCode, MAX_BULK_RECORDS,
-    MatchedRecord, Person, PersonMobile,
+    BulkEnrichResponse, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord, Person,
+    PersonMobile,
 };
 use crate::datapoints::Datapoints;
 use crate::rng::SplitMix64;
@@ -589,14 +589,15 @@ fn serve_enrich(
             extra: Default::default(),
         }),
         Endpoint::Single => {
+            // The single-record answer is a bulk match without its identifier (the client never
+            // calls this endpoint: it has no wire type of its own).
             let matched = outcome.matched.into_iter().next().unwrap_or_default();
-            Answer::ok(EnrichPersonResponse {
-                error: false,
-                free_enrichment: matched.free_enrichment,
-                person: matched.person,
-                company: matched.company,
-                extra: Default::default(),
-            })
+            Answer::ok(json!({
+                "error": false,
+                "free_enrichment": matched.free_enrichment,
+                "person": matched.person,
+                "company": matched.company,
+            }))
         }
     })
 }
