@@ -392,12 +392,10 @@ async fn enrich(
         match damage {
             Some(Damage::CutBody) => state.stats.faults.cut_body += 1,
             Some(Damage::Garbled) => state.stats.faults.garbled += 1,
-            Some(Damage::LostRecord) => {
-                if lose_one_record(&mut answer.body) {
-                    state.stats.faults.lost_record += 1;
-                }
+            Some(Damage::LostRecord) if lose_one_record(&mut answer.body) => {
+                state.stats.faults.lost_record += 1;
             }
-            None => {}
+            _ => {}
         }
         state.stats.remaining_credits = state.credits;
         (answer, state.quota.report(now), slow, damage)
