@@ -18,7 +18,7 @@ use super::endpoint::{BULK_ENDPOINT, Endpoint, encode};
 use super::pacing::{Admission, Moment, Pacer, Reservation};
 use super::plan::QuotaWindow;
 use super::pricing::{CreditBudget, reconcile, worst_case};
-use super::retry::{self, Attempt, Decision, Progress};
+use super::retry::{self, Attempt, Decision, Progress, Settle};
 use super::tally::{AtomicTotals, Tally};
 use super::wire::{EnrichFlags, MAX_BULK_RECORDS};
 use crate::cache::{CacheEntry, CacheKey, ResponseCache};
@@ -456,7 +456,9 @@ impl Client {
                         None => tokio::time::sleep_until(resume.instant.into()).await,
                     }
                 }
-                decision => return self.conclude(decision, records, flags, tally).await,
+                Decision::Settle(settle) => {
+                    return self.conclude(settle, records, flags, tally).await;
+                }
             }
         }
     }
@@ -512,17 +514,18 @@ impl Client {
         exchange.attempt
     }
 
-    /// Settles the records after a decision other than a retry.
+    /// Settles the records as decided (the in-flight slot is still held: an answer is stored
+    /// before it is freed).
     async fn conclude(
         &self,
-        decision: Decision,
+        settle: Settle,
         records: &[Claimed],
         flags: EnrichFlags,
         tally: &mut Tally,
     ) -> Result<Sent> {
         let n = records.len();
-        Ok(match decision {
-            Decision::Answered(response) => {
+        Ok(match settle {
+            Settle::Answered(response) => {
                 let total_cost = response.total_cost;
                 let (outcomes, warning) = reconcile(n, response, flags);
                 if warning {
@@ -539,13 +542,13 @@ impl Client {
                 self.remember(records, &outcomes, flags, tally).await;
                 self.sent(tally, n, outcomes)
             }
-            Decision::InvalidKey => return Err(Error::InvalidApiKey),
-            Decision::OutOfCredits => {
+            Settle::InvalidKey => return Err(Error::InvalidApiKey),
+            Settle::OutOfCredits => {
                 self.inner.stopped.store(true, Ordering::SeqCst);
                 tracing::warn!("the account is out of credits: no more records are sent");
                 self.deferred(tally, n, DeferReason::InsufficientCredits, None)
             }
-            Decision::Fail { reason, charged } => {
+            Settle::Fail { reason, charged } => {
                 let outcomes = vec![RecordOutcome::Failed { reason }; n];
                 self.inner.totals.settle(tally, &outcomes);
                 // A success status: the server processed (and may have charged) them.
@@ -554,7 +557,7 @@ impl Client {
                     false => Sent::Settled(outcomes),
                 }
             }
-            Decision::Defer {
+            Settle::Defer {
                 reason,
                 after,
                 window,
@@ -563,7 +566,6 @@ impl Client {
                 self.inner.pacer.block_until(resume, window);
                 self.deferred(tally, n, reason, Some(resume.wall))
             }
-            Decision::Retry { .. } => unreachable!("retries are the send loop's"),
         })
     }
 

@@ -76,6 +76,21 @@ impl Attempt {
 /// What the send loop does after an attempt.
 #[derive(Debug)]
 pub(crate) enum Decision {
+    /// Send again `after` from now. `every_caller`: a rate limit said this window is used up,
+    /// so the pacer holds every caller until then (and that wait counts as quota wait);
+    /// otherwise only this request sleeps.
+    Retry {
+        reason: String,
+        after: Duration,
+        every_caller: Option<QuotaWindow>,
+    },
+    /// No more attempts: the records are settled so.
+    Settle(Settle),
+}
+
+/// How a request's records are settled.
+#[derive(Debug)]
+pub(crate) enum Settle {
     /// The records have their answer.
     Answered(BulkEnrichResponse),
     /// `INVALID_API_KEY`: fatal for the whole job.
@@ -85,14 +100,6 @@ pub(crate) enum Decision {
     /// Every record of the request fails with `reason`. `charged`: the server processed the
     /// request (a success status), so its records count as sent.
     Fail { reason: String, charged: bool },
-    /// Send again `after` from now. `every_caller`: a rate limit said this window is used up,
-    /// so the pacer holds every caller until then (and that wait counts as quota wait);
-    /// otherwise only this request sleeps.
-    Retry {
-        reason: String,
-        after: Duration,
-        every_caller: Option<QuotaWindow>,
-    },
     /// A rate limit that does not return in time: the records are deferred, the quota returns
     /// `after` from now, and the pacer holds every caller until then for `window`.
     Defer {
@@ -124,20 +131,20 @@ pub(crate) fn decide(
     jitter: impl FnOnce() -> f64,
 ) -> Decision {
     let (reason, rate_limited, wait) = match attempt {
-        Attempt::Answered(response) => return Decision::Answered(response),
-        Attempt::InvalidKey => return Decision::InvalidKey,
-        Attempt::OutOfCredits => return Decision::OutOfCredits,
+        Attempt::Answered(response) => return Decision::Settle(Settle::Answered(response)),
+        Attempt::InvalidKey => return Decision::Settle(Settle::InvalidKey),
+        Attempt::OutOfCredits => return Decision::Settle(Settle::OutOfCredits),
         Attempt::Reject(reason) => {
-            return Decision::Fail {
+            return Decision::Settle(Settle::Fail {
                 reason,
                 charged: false,
-            };
+            });
         }
         Attempt::Garbled(reason) => {
-            return Decision::Fail {
+            return Decision::Settle(Settle::Fail {
                 reason,
                 charged: true,
-            };
+            });
         }
         Attempt::Retry {
             reason,
@@ -159,16 +166,16 @@ pub(crate) fn decide(
             } else {
                 DeferReason::RateLimited
             };
-            return Decision::Defer {
+            return Decision::Settle(Settle::Defer {
                 reason,
                 after: next_try,
                 window,
-            };
+            });
         }
-        return Decision::Fail {
+        return Decision::Settle(Settle::Fail {
             reason: format!("{reason} (gave up after {} attempts)", progress.attempts),
             charged: false,
-        };
+        });
     }
     Decision::Retry {
         reason,
@@ -410,7 +417,7 @@ mod tests {
             progress(4, 0),
         );
         assert!(
-            matches!(&decision, Decision::Fail { reason, charged: false } if reason.contains("gave up after 4 attempts")),
+            matches!(&decision, Decision::Settle(Settle::Fail { reason, charged: false }) if reason.contains("gave up after 4 attempts")),
             "{decision:?}"
         );
         let decision = after(
@@ -420,7 +427,7 @@ mod tests {
             progress(4, 0),
         );
         assert!(
-            matches!(decision, Decision::Defer { reason: DeferReason::RateLimited, after, window: QuotaWindow::Minute } if after == Duration::from_secs(20)),
+            matches!(decision, Decision::Settle(Settle::Defer { reason: DeferReason::RateLimited, after, window: QuotaWindow::Minute }) if after == Duration::from_secs(20)),
             "{decision:?}"
         );
     }
@@ -437,10 +444,10 @@ mod tests {
         assert!(
             matches!(
                 decision,
-                Decision::Defer {
+                Decision::Settle(Settle::Defer {
                     reason: DeferReason::RateLimited,
                     ..
-                }
+                })
             ),
             "{decision:?}"
         );
@@ -453,11 +460,11 @@ mod tests {
         assert!(
             matches!(
                 decision,
-                Decision::Defer {
+                Decision::Settle(Settle::Defer {
                     reason: DeferReason::DailyQuota,
                     window: QuotaWindow::Day,
                     ..
-                }
+                })
             ),
             "{decision:?}"
         );
@@ -468,7 +475,10 @@ mod tests {
             progress(1, 600),
         );
         assert!(
-            matches!(decision, Decision::Fail { charged: false, .. }),
+            matches!(
+                decision,
+                Decision::Settle(Settle::Fail { charged: false, .. })
+            ),
             "{decision:?}"
         );
     }
@@ -481,7 +491,7 @@ mod tests {
             let attempt = classify(status, &body("INVALID_API_KEY"), &quota);
             assert!(matches!(
                 decide(attempt, progress(1, 0), &POLICY, no_jitter),
-                Decision::InvalidKey
+                Decision::Settle(Settle::InvalidKey)
             ));
         }
         assert!(matches!(
@@ -491,7 +501,7 @@ mod tests {
                 &POLICY,
                 no_jitter
             ),
-            Decision::InvalidKey
+            Decision::Settle(Settle::InvalidKey)
         ));
         let attempt = classify(
             StatusCode::BAD_REQUEST,
@@ -500,7 +510,7 @@ mod tests {
         );
         assert!(matches!(
             decide(attempt, progress(1, 0), &POLICY, no_jitter),
-            Decision::OutOfCredits
+            Decision::Settle(Settle::OutOfCredits)
         ));
     }
 
@@ -509,7 +519,10 @@ mod tests {
         let quota = QuotaHeaders::default();
         let decision = after(StatusCode::OK, b"<html>oops</html>", &quota, progress(1, 0));
         assert!(
-            matches!(decision, Decision::Fail { charged: true, .. }),
+            matches!(
+                decision,
+                Decision::Settle(Settle::Fail { charged: true, .. })
+            ),
             "{decision:?}"
         );
         let decision = after(
@@ -519,7 +532,7 @@ mod tests {
             progress(1, 0),
         );
         assert!(
-            matches!(&decision, Decision::Fail { reason, charged: false } if reason.contains("rejected")),
+            matches!(&decision, Decision::Settle(Settle::Fail { reason, charged: false }) if reason.contains("rejected")),
             "{decision:?}"
         );
         let decision = after(
@@ -529,7 +542,7 @@ mod tests {
             progress(1, 0),
         );
         assert!(
-            matches!(decision, Decision::Answered(ref r) if r.not_matched == ["r0"]),
+            matches!(decision, Decision::Settle(Settle::Answered(ref r)) if r.not_matched == ["r0"]),
             "{decision:?}"
         );
     }
