@@ -499,7 +499,7 @@ impl Client {
 
     /// One attempt on the wire; settles its reservation: counted when the server processed the
     /// request, released otherwise (failed requests do not count, reference).
-    async fn exchange(&self, body: &[u8], reservation: Reservation) -> Attempt {
+    async fn exchange(&self, body: &bytes::Bytes, reservation: Reservation) -> Attempt {
         let pacer = &self.inner.pacer;
         let exchange = self.inner.endpoint.post_bulk(body).await;
         match exchange.attempt {

@@ -1,6 +1,7 @@
 //! The vendor's endpoints over HTTP: one `POST /bulk-enrich-person` attempt, classified, and
 //! `GET /account-information`. What follows an answer (pacing, retries, costs) is the client's.
 
+use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
@@ -29,7 +30,7 @@ pub struct AccountStatus {
 pub(crate) fn encode<'a>(
     records: impl Iterator<Item = &'a Datapoints>,
     flags: EnrichFlags,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     let request = BulkEnrichRequest {
         flags,
         data: records
@@ -40,10 +41,12 @@ pub(crate) fn encode<'a>(
             })
             .collect(),
     };
-    serde_json::to_vec(&request).map_err(|e| Error::Request {
-        endpoint: BULK_ENDPOINT,
-        reason: format!("cannot encode the request: {e}"),
-    })
+    serde_json::to_vec(&request)
+        .map(Bytes::from)
+        .map_err(|e| Error::Request {
+            endpoint: BULK_ENDPOINT,
+            reason: format!("cannot encode the request: {e}"),
+        })
 }
 
 /// Where requests go and with which key; the connection pool.
@@ -85,8 +88,9 @@ impl Endpoint {
         &self.api_key
     }
 
-    /// One `POST /bulk-enrich-person` of an encoded request.
-    pub(crate) async fn post_bulk(&self, body: &[u8]) -> Exchange {
+    /// One `POST /bulk-enrich-person` of an encoded request (shared, not copied, by every
+    /// attempt).
+    pub(crate) async fn post_bulk(&self, body: &Bytes) -> Exchange {
         let ended = |attempt, quota| Exchange {
             attempt,
             quota,
@@ -97,7 +101,7 @@ impl Endpoint {
             .post(format!("{}{BULK_ENDPOINT}", self.base_url))
             .header("X-KEY", self.api_key.expose())
             .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
+            .body(body.clone())
             .send()
             .await;
         let response = match sent {
