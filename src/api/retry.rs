@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::builder::RetryPolicy;
@@ -221,11 +222,19 @@ pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
 /// Classifies an answer on its `error_code` first and its HTTP status second (reference,
 /// "Errors": INTERNAL_ERROR arrives as HTTP 400, rate limits have been seen as HTTP 200).
 pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+    // The usual answer is read once, straight into its type. Anything else (an error body, a
+    // body that is not the documented answer) is read again as JSON: rare, and small.
+    let typed = serde_json::from_slice::<BulkEnrichResponse>(body)
+        .ok()
+        .filter(|response| !response.error);
+    let json: Option<Value> = match typed {
+        Some(_) => None,
+        None => serde_json::from_slice(body).ok(),
+    };
     let error_body = json
         .as_ref()
         .filter(|v| v.get("error") == Some(&Value::Bool(true)))
-        .and_then(|v| serde_json::from_value::<ErrorBody>(v.clone()).ok());
+        .and_then(|v| ErrorBody::deserialize(v).ok());
     let snippet = || {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).replace('\n', " ");
         format!("HTTP {status}: {}", text.trim())
@@ -288,7 +297,10 @@ pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) ->
     if !status.is_success() {
         return Attempt::Reject(format!("unexpected answer ({})", snippet()));
     }
-    match json.map(serde_json::from_value::<BulkEnrichResponse>) {
+    if let Some(response) = typed {
+        return Attempt::Answered(response);
+    }
+    match json.map(BulkEnrichResponse::deserialize) {
         Some(Ok(response)) => Attempt::Answered(response),
         Some(Err(e)) => Attempt::Garbled(format!(
             "the API's answer is JSON but not the documented shape ({e}); the request may have been charged, so it was not retried"
@@ -544,6 +556,30 @@ mod tests {
         assert!(
             matches!(decision, Decision::Settle(Settle::Answered(ref r)) if r.not_matched == ["r0"]),
             "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn a_success_is_read_in_one_pass_with_odd_fields_read_leniently() {
+        let quota = QuotaHeaders::default();
+        let body = br#"{"error": false, "total_cost": 1, "surprise": [1],
+            "matched": [{"identifier": "r0", "free_enrichment": "yes", "person": 7, "company": null}],
+            "not_matched": [], "invalid_datapoints": []}"#;
+        let Attempt::Answered(response) = classify(StatusCode::OK, body, &quota) else {
+            panic!("answered")
+        };
+        assert_eq!(response.matched[0].identifier, "r0");
+        assert_eq!(response.matched[0].person, None);
+        assert!(response.extra.contains_key("surprise"));
+        // JSON of another shape on a success status: charged, not retried, said so.
+        let Attempt::Garbled(reason) =
+            classify(StatusCode::OK, br#"{"error": false, "matched": 5}"#, &quota)
+        else {
+            panic!("garbled")
+        };
+        assert!(
+            reason.contains("JSON but not the documented shape"),
+            "{reason}"
         );
     }
 
