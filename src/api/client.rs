@@ -1,10 +1,11 @@
 //! The enrichment client: one connection pool, one pacer and one set of running totals shared
 //! by every caller; the send loop; a typed, cost-accounted outcome per record.
 //!
-//! The parts live apart: settings in [`builder`](super::builder), the retry decision in
-//! [`retry`](super::retry), costs in [`pricing`](super::pricing), counts in
-//! [`tally`](super::tally), de-duplication in `dedup`. No DataFusion types here: the enrichment
-//! node drives this, and so can any other caller.
+//! The parts live apart: settings in [`builder`](super::builder), the HTTP exchanges in
+//! [`endpoint`](super::endpoint), the retry decision in `retry`, costs and the credit budget in
+//! `pricing`, counts in [`tally`](super::tally), de-duplication in `dedup`, pacing behind
+//! [`Pacer`]. No DataFusion types here: the enrichment node drives this, and so can any other
+//! caller.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,7 +209,7 @@ impl Client {
             }
         }
         let mut tally = Tally::default();
-        self.inner.totals.settle(&mut tally, &invalid);
+        inner.totals.settle(&mut tally, &invalid);
         let claims = Claims::new(
             inner.pending.clone(),
             mine.iter().map(|(_, _, key)| key.clone()).collect(),
@@ -238,11 +239,9 @@ impl Client {
                 outcome,
                 RecordOutcome::Failed { .. } | RecordOutcome::Deferred { .. }
             ) {
-                self.inner
-                    .totals
-                    .count(&mut batch.tally, |t| t.duplicates += 1);
+                inner.totals.count(&mut batch.tally, |t| t.duplicates += 1);
             }
-            self.inner
+            inner
                 .totals
                 .settle(&mut batch.tally, std::slice::from_ref(&outcome));
             outcomes[i] = Some(outcome);
@@ -429,9 +428,9 @@ impl Client {
                 }
             }
             attempts += 1;
-            self.inner.totals.count(tally, |t| t.requests += 1);
+            inner.totals.count(tally, |t| t.requests += 1);
             let attempt = self.exchange(&body, reservation).await;
-            self.inner.totals.count(tally, |t| {
+            inner.totals.count(tally, |t| {
                 t.rate_limited += u64::from(attempt.is_rate_limited())
             });
             let progress = Progress {
@@ -447,7 +446,7 @@ impl Client {
                 } => {
                     drop(permit);
                     tracing::debug!(attempt = attempts, %reason, "retrying a bulk request");
-                    self.inner.totals.count(tally, |t| t.retries += 1);
+                    inner.totals.count(tally, |t| t.retries += 1);
                     let resume = Moment::now().after(after);
                     match every_caller {
                         // The pacer holds the next send until `resume`, and that wait counts
@@ -471,9 +470,9 @@ impl Client {
         patience: Duration,
         tally: &mut Tally,
     ) -> std::result::Result<Reservation, Sent> {
-        let pacer = &self.inner.pacer;
+        let (inner, pacer) = (&self.inner, &self.inner.pacer);
         let now = Moment::now();
-        let patience = self.inner.settings.max_quota_wait.min(patience);
+        let patience = inner.settings.max_quota_wait.min(patience);
         let reservation = match pacer.reserve(now, n as u64, patience) {
             Admission::Send(reservation) => reservation,
             Admission::Defer { until, window } => {
@@ -490,7 +489,7 @@ impl Client {
             }
         };
         let wait = reservation.send_at.saturating_duration_since(now.instant);
-        self.inner
+        inner
             .totals
             .count(tally, |t| t.quota_wait_ms += wait.as_millis() as u64);
         tokio::time::sleep_until(reservation.send_at.into()).await;
@@ -523,7 +522,7 @@ impl Client {
         flags: EnrichFlags,
         tally: &mut Tally,
     ) -> Result<Sent> {
-        let n = records.len();
+        let (inner, n) = (&self.inner, records.len());
         Ok(match settle {
             Settle::Answered(response) => {
                 let total_cost = response.total_cost;
@@ -534,8 +533,8 @@ impl Client {
                         "the request's total_cost is not explained by the documented prices; the difference was assigned to its first matched records"
                     );
                 }
-                self.inner.totals.settle(tally, &outcomes);
-                self.inner.totals.count(tally, |t| {
+                inner.totals.settle(tally, &outcomes);
+                inner.totals.count(tally, |t| {
                     t.credits += total_cost;
                     t.cost_warnings += u64::from(warning);
                 });
@@ -544,13 +543,13 @@ impl Client {
             }
             Settle::InvalidKey => return Err(Error::InvalidApiKey),
             Settle::OutOfCredits => {
-                self.inner.stopped.store(true, Ordering::SeqCst);
+                inner.stopped.store(true, Ordering::SeqCst);
                 tracing::warn!("the account is out of credits: no more records are sent");
                 self.deferred(tally, n, DeferReason::InsufficientCredits, None)
             }
             Settle::Fail { reason, charged } => {
                 let outcomes = vec![RecordOutcome::Failed { reason }; n];
-                self.inner.totals.settle(tally, &outcomes);
+                inner.totals.settle(tally, &outcomes);
                 // A success status: the server processed (and may have charged) them.
                 match charged {
                     true => self.sent(tally, n, outcomes),
@@ -563,7 +562,7 @@ impl Client {
                 window,
             } => {
                 let resume = Moment::now().after(after);
-                self.inner.pacer.block_until(resume, window);
+                inner.pacer.block_until(resume, window);
                 self.deferred(tally, n, reason, Some(resume.wall))
             }
         })
