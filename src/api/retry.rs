@@ -162,7 +162,7 @@ pub(crate) fn decide(
     let out_of_attempts = progress.attempts >= policy.max_attempts;
     if out_of_attempts || progress.elapsed.saturating_add(next_try) > progress.allowed {
         if rate_limited {
-            let reason = if window == QuotaWindow::Day && wait.is_some() {
+            let reason = if window == QuotaWindow::Day {
                 DeferReason::DailyQuota
             } else {
                 DeferReason::RateLimited
