@@ -2,10 +2,12 @@
 //! produces them, de-duplication hands them on, the cache stores them, the output flattens them).
 
 use std::fmt;
+use std::ops::Deref;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::api::tally::Tally;
 use crate::api::wire::{Company, Person};
 /// The status of a record after enrichment: `prospeo_status` in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -136,32 +138,19 @@ impl RecordOutcome {
     }
 }
 
-/// The outcome of [`Client::bulk_enrich`](crate::api::Client::bulk_enrich): one outcome per input record, in input order.
+/// The outcome of [`Client::bulk_enrich`](crate::api::Client::bulk_enrich): one outcome per input record, in input order,
+/// and the batch's counts (read through, as in `batch.duplicates`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
     pub records: Vec<RecordOutcome>,
     /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
-    /// costs, except a surplus charged when nothing matched: no record carries it).
+    /// costs, except a surplus charged when nothing matched: no record carries it). The same
+    /// number as `tally.credits`, under the vendor's name.
     pub total_cost: i64,
-    /// HTTP requests made, retries included.
-    pub requests: u32,
-    /// Requests whose `total_cost` the documented rules did not explain (see
-    /// [`Client::bulk_enrich`](crate::api::Client::bulk_enrich)).
-    pub cost_warnings: u32,
-    /// Requests retried.
-    pub retries: u32,
-    /// Rate-limit answers received.
-    pub rate_limited: u32,
-    /// Time spent waiting for quota before sending.
-    pub quota_wait: Duration,
-    /// Records in requests the API answered (what counts against the quota).
-    pub records_sent: u32,
-    /// Records answered from the response cache (answered by an earlier job): sent nothing,
-    /// cost 0.
-    pub cached: u32,
-    /// Records answered by an earlier record of this job with the same datapoints: sent
-    /// nothing, cost 0.
-    pub duplicates: u32,
+    /// What the batch counted: statuses, requests, retries, rate limits, quota wait, records
+    /// sent, cache hits, duplicates, cost warnings (see [`Tally`]). The client's totals add the
+    /// same counts at the same moments.
+    pub tally: Tally,
 }
 
 impl BatchOutcome {
@@ -169,13 +158,18 @@ impl BatchOutcome {
     pub fn absorb(&mut self, other: BatchOutcome) {
         self.records.extend(other.records);
         self.total_cost += other.total_cost;
-        self.requests += other.requests;
-        self.cost_warnings += other.cost_warnings;
-        self.retries += other.retries;
-        self.rate_limited += other.rate_limited;
-        self.quota_wait += other.quota_wait;
-        self.records_sent += other.records_sent;
-        self.cached += other.cached;
-        self.duplicates += other.duplicates;
+        self.tally.add(&other.tally);
+    }
+
+    /// Time spent waiting for quota before sending.
+    pub fn quota_wait(&self) -> Duration {
+        self.tally.quota_wait()
+    }
+}
+
+impl Deref for BatchOutcome {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.tally
     }
 }

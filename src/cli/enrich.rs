@@ -10,7 +10,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
-use datafusion_prospeo::api::{Client, RecordStatus, Totals};
+use datafusion_prospeo::api::{Client, RecordStatus, Tally, Totals};
 use datafusion_prospeo::cache::{CacheKey, ResponseCache};
 use datafusion_prospeo::datafusion::options::EnrichOptions;
 use datafusion_prospeo::datafusion::table::{
@@ -115,35 +115,29 @@ pub struct EnrichArgs {
     pub summary_json: Option<PathBuf>,
 }
 
-/// The numbers of a run, printed at the end and written by --summary-json.
+/// The numbers of a run, printed at the end and written by --summary-json. The counts are the
+/// client's [`Tally`], under the names it gives them (as EXPLAIN ANALYZE does), read through
+/// (`summary.matched`).
 #[derive(Debug, Serialize)]
 struct Summary {
     input: String,
     output: String,
     rows: u64,
-    matched: u64,
-    not_matched: u64,
-    invalid_datapoints: u64,
-    failed: u64,
-    deferred: u64,
-    /// Rows answered by the response cache (earlier runs): free.
-    cached: u64,
-    /// Rows answered by an earlier row with the same datapoints: free.
-    duplicates: u64,
-    credits: i64,
-    records_sent: u64,
-    requests: u64,
-    retries: u64,
-    rate_limited: u64,
-    cost_warnings: u64,
+    #[serde(flatten)]
+    counts: Tally,
     quota_wait_seconds: f64,
     /// When the quota that deferred rows returns (RFC 3339), when the API said.
     quota_returns_at: Option<String>,
-    /// Answers that could not be stored in the cache: a re-run sends them again.
-    cache_errors: u64,
     elapsed_seconds: f64,
     rows_per_second: f64,
     exit_code: u8,
+}
+
+impl std::ops::Deref for Summary {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.counts
+    }
 }
 
 /// What `--dry-run` found.
@@ -391,7 +385,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             rows = summary.rows,
             matched = summary.matched,
             not_matched = summary.not_matched,
-            invalid_datapoints = summary.invalid_datapoints,
+            invalid_datapoints = summary.invalid,
             failed = summary.failed,
             deferred = summary.deferred,
             cached = summary.cached,
@@ -561,25 +555,12 @@ fn summary(
         input: args.input.clone(),
         output: output.to_string(),
         rows,
-        matched: totals.matched,
-        not_matched: totals.not_matched,
-        invalid_datapoints: totals.invalid,
-        failed: totals.failed,
-        deferred: totals.deferred,
-        cached: totals.cached,
-        duplicates: totals.duplicates,
-        credits: totals.credits,
-        records_sent: totals.records_sent,
-        requests: totals.requests,
-        retries: totals.retries,
-        rate_limited: totals.rate_limited,
-        cost_warnings: totals.cost_warnings,
+        counts: totals.tally,
         quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
         quota_returns_at: totals.quota_returns_at.map(|at| {
             chrono::DateTime::<chrono::Utc>::from(at)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         }),
-        cache_errors: totals.cache_errors,
         elapsed_seconds: elapsed,
         rows_per_second: if elapsed > 0.0 {
             rows as f64 / elapsed
@@ -594,7 +575,7 @@ fn print_summary(s: &Summary) {
     let statuses = [
         (RecordStatus::Matched, s.matched),
         (RecordStatus::NotMatched, s.not_matched),
-        (RecordStatus::InvalidDatapoints, s.invalid_datapoints),
+        (RecordStatus::InvalidDatapoints, s.invalid),
         (RecordStatus::Failed, s.failed),
         (RecordStatus::Deferred, s.deferred),
     ];

@@ -28,6 +28,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::api::client::Client;
 use crate::api::outcome::BatchOutcome;
+use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
 use crate::mapping::ColumnMapping;
 use crate::output::OutputSchema;
@@ -339,64 +340,37 @@ fn output_orderings(
     EquivalenceProperties::new_with_orderings(schema.clone(), orderings)
 }
 
-/// The node's metrics, per partition (EXPLAIN ANALYZE sums them).
+/// The node's metrics, per partition (EXPLAIN ANALYZE sums them): every count of a [`Tally`],
+/// under its public name, the quota wait as a time.
 #[derive(Debug, Clone)]
 struct NodeMetrics {
-    records_sent: Count,
-    matched: Count,
-    not_matched: Count,
-    invalid: Count,
-    failed: Count,
-    deferred: Count,
-    credits: Count,
-    requests: Count,
-    retries: Count,
-    rate_limited: Count,
-    cached: Count,
-    duplicates: Count,
+    /// One counter per [`Tally::NAMES`] entry; `None` for the quota wait (a time).
+    counts: Vec<Option<Count>>,
     quota_wait: Time,
 }
 
 impl NodeMetrics {
     fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
-        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        let counts = Tally::NAMES
+            .iter()
+            .map(|&name| {
+                (name != Tally::QUOTA_WAIT)
+                    .then(|| MetricBuilder::new(set).counter(name, partition))
+            })
+            .collect();
         NodeMetrics {
-            records_sent: count("records_sent"),
-            matched: count("matched"),
-            not_matched: count("not_matched"),
-            invalid: count("invalid_datapoints"),
-            failed: count("failed"),
-            deferred: count("deferred"),
-            credits: count("credits"),
-            requests: count("requests"),
-            retries: count("retries"),
-            rate_limited: count("rate_limited"),
-            cached: count("cached"),
-            duplicates: count("duplicates"),
+            counts,
             quota_wait: MetricBuilder::new(set).subset_time("quota_wait_time", partition),
         }
     }
 
     fn record(&self, outcome: &BatchOutcome) {
-        use crate::api::outcome::RecordStatus as S;
-        for record in &outcome.records {
-            let counter = match record.status() {
-                S::Matched => &self.matched,
-                S::NotMatched => &self.not_matched,
-                S::InvalidDatapoints => &self.invalid,
-                S::Failed => &self.failed,
-                S::Deferred => &self.deferred,
-            };
-            counter.add(1);
+        for (count, (_, value)) in self.counts.iter().zip(outcome.tally.counts()) {
+            if let Some(count) = count {
+                count.add(value.max(0) as usize);
+            }
         }
-        self.records_sent.add(outcome.records_sent as usize);
-        self.cached.add(outcome.cached as usize);
-        self.duplicates.add(outcome.duplicates as usize);
-        self.credits.add(outcome.total_cost.max(0) as usize);
-        self.requests.add(outcome.requests as usize);
-        self.retries.add(outcome.retries as usize);
-        self.rate_limited.add(outcome.rate_limited as usize);
-        self.quota_wait.add_duration(outcome.quota_wait);
+        self.quota_wait.add_duration(outcome.quota_wait());
     }
 }
 

@@ -905,3 +905,47 @@ async fn a_401_with_an_unknown_error_code_is_a_refused_key() {
     assert!(matches!(result, Err(Error::InvalidApiKey)), "{result:?}");
     assert_eq!(received.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_batches_counts_add_up_to_the_clients_totals() {
+    let mut config = config();
+    config.faults = Faults {
+        internal_error_rate: 0.4,
+        ..Faults::default()
+    };
+    config.seed = 11;
+    let sandbox = start(config).await;
+    let client = builder(&sandbox.base_url(), ALPHA_KEY)
+        .retry(RetryPolicy {
+            max_attempts: 12,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap();
+    let mut summed = datafusion_prospeo::api::Tally::default();
+    for values in [
+        vec![
+            eva("e"),
+            nicolas("n"),
+            invalid("i"),
+            eva("e2"),
+            stranger("s"),
+        ],
+        // Answered before: from the client's cache, as duplicates.
+        vec![eva("e"), omar("o")],
+        strangers(60),
+    ] {
+        let batch = client
+            .bulk_enrich(&records(values), EnrichFlags::default())
+            .await
+            .unwrap();
+        assert_eq!(batch.total_cost, batch.credits);
+        assert_eq!(batch.settled(), batch.records.len() as u64);
+        summed += &batch.tally;
+    }
+    let totals = client.totals();
+    assert_eq!(totals.tally, summed);
+    assert!(totals.retries > 0, "faults were injected: {totals:?}");
+    assert_eq!(totals.credits, sandbox.stats().key(ALPHA).credits_charged);
+}
