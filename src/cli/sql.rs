@@ -11,6 +11,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
+use datafusion_prospeo::datafusion::options::OptionKey;
 use datafusion_prospeo::sandbox::Sandbox;
 use futures::StreamExt;
 
@@ -99,13 +100,13 @@ fn register(
     datafusion_prospeo::register_with_builder(ctx, builder);
     if sandbox.is_some() {
         // Sandbox answers are kept in memory, never in the cache of paid ones.
-        set_option(ctx, "cache", "false")?;
+        set_option(ctx, OptionKey::Cache, "false")?;
     }
     Ok(())
 }
 
 /// Sets a `prospeo.*` option on the session.
-fn set_option(ctx: &SessionContext, key: &str, value: &str) -> Result<(), CliError> {
+fn set_option(ctx: &SessionContext, key: OptionKey, value: &str) -> Result<(), CliError> {
     let state = ctx.state_ref();
     let mut state = state.write();
     state
@@ -114,8 +115,8 @@ fn set_option(ctx: &SessionContext, key: &str, value: &str) -> Result<(), CliErr
         .extensions
         .get_mut::<datafusion_prospeo::EnrichOptions>()
         .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?
-        .set(key, value)
-        .map_err(|e| CliError::BadInput(e.to_string()))
+        .set_key(key, value)
+        .map_err(super::api_error)
 }
 
 /// Runs every statement of `script`; the last one's result goes to -o when given.
