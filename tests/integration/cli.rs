@@ -1083,10 +1083,9 @@ async fn per_second_request_timeout_and_the_other_options_reach_the_run() {
             &path_arg(&output),
             "--per-second",
             "1000",
-            "--request-timeout",
-            "90s",
+            // The SQL name is a spelling of the flag too.
             "--request-timeout-secs",
-            "120",
+            "90s",
         ]),
         key_env(&sandbox),
     )
