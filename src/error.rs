@@ -3,7 +3,7 @@
 //! No variant ever holds the API key: errors are shown to users, logged and written to summary
 //! files, and the key is a secret.
 //!
-//! Every crate error that reaches DataFusion goes through [`From<Error> for DataFusionError`]
+//! Every crate error that reaches DataFusion goes through `From<Error> for DataFusionError`
 //! ([`DataFusionError::External`]), so a front door finds it again with [`Error::find_in`]
 //! (through `Context`, `Shared`, `ArrowError::ExternalError` and other wrappers) and decides
 //! on the variant, never on the message text.

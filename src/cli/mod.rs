@@ -263,6 +263,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        // The sandbox's flags take the durations every other flag and option takes.
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3 weeks").is_err());
         assert_eq!(parse_rate("0.25"), Ok(0.25));

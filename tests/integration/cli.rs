@@ -1139,3 +1139,33 @@ async fn a_bad_option_value_gets_the_sql_message_and_exits_2() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_tells_a_key_problem_by_its_type_at_planning_and_mid_query() {
+    let sandbox = sandbox_with_credits(100).await;
+    let query = format!(
+        "SELECT prospeo_status FROM enrich_person('{}')",
+        path_arg(&sample_leads())
+    );
+    // No key: the client is made when the plan is, so planning fails.
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![("PROSPEO_BASE_URL".into(), sandbox.base_url())],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("PROSPEO_API_KEY"), "{}", stderr(&run));
+    // A refused key: the error comes out of the running query, through DataFusion's wrappers.
+    let secret = "refused-secret-123";
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![
+            ("PROSPEO_API_KEY".into(), secret.into()),
+            ("PROSPEO_BASE_URL".into(), sandbox.base_url()),
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("INVALID_API_KEY"), "{}", stderr(&run));
+    assert!(!stderr(&run).contains(secret), "{}", stderr(&run));
+}
