@@ -30,9 +30,11 @@ impl OptionArgs {
 /// The clap argument of one option: the flag, its aliases, its help with the default, and
 /// [`EnrichOptions::set_key`] as its value check so a bad value is refused before anything
 /// starts, with the message `SET` gives.
-pub fn option_arg(key: OptionKey) -> Option<Arg> {
+/// Spellings in `taken` (flags the front door uses for something of its own, such as
+/// `prospeo sql --format`, the result format) are left out.
+pub fn option_arg(key: OptionKey, taken: &[String]) -> Option<Arg> {
     let spec = key.spec();
-    let flag = spec.flag?;
+    let flag = spec.flag.filter(|f| !taken.iter().any(|t| t == f))?;
     // `SHOW ALL` descriptions are lower case; `--help` lines start with a capital.
     let mut chars = spec.description.chars();
     let mut help: String = chars
@@ -46,7 +48,12 @@ pub fn option_arg(key: OptionKey) -> Option<Arg> {
     }
     let mut arg = Arg::new(spec.name)
         .long(flag)
-        .visible_aliases(spec.aliases.iter().copied())
+        .visible_aliases(
+            spec.aliases
+                .iter()
+                .copied()
+                .filter(|a| !taken.iter().any(|t| t == a)),
+        )
         .help(help)
         .value_parser(move |value: &str| {
             let mut scratch = EnrichOptions::default();
@@ -91,10 +98,27 @@ impl FromArgMatches for OptionArgs {
 }
 
 impl Args for OptionArgs {
+    /// Adds a flag for every option, after the front door's own flags (flatten last).
     fn augment_args(command: Command) -> Command {
+        let taken: Vec<String> = command
+            .get_arguments()
+            .flat_map(|a| {
+                a.get_long()
+                    .into_iter()
+                    .chain(a.get_all_aliases().unwrap_or_default())
+                    .map(str::to_string)
+            })
+            .collect();
+        // An argument is known by the option's name; where the front door has an argument of
+        // that name (`prospeo sql --format`), the option is left to `SET`.
+        let ids: Vec<String> = command
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
         OptionKey::ALL
             .into_iter()
-            .filter_map(option_arg)
+            .filter(|key| !ids.iter().any(|id| id == key.name()))
+            .filter_map(|key| option_arg(key, &taken))
             .fold(command, Command::arg)
     }
 

@@ -41,6 +41,10 @@ pub struct SqlArgs {
     pub sandbox: bool,
     #[command(flatten)]
     pub api: super::ApiArgs,
+    /// The session's `prospeo.*` options, as `SET prospeo.<option>` would set them (the same
+    /// names with `-` for `_`, the same checks); SET still changes them.
+    #[command(flatten)]
+    pub options: super::options::OptionArgs,
 }
 
 /// Result formats of `prospeo sql`.
@@ -98,25 +102,23 @@ fn register(
 ) -> Result<(), CliError> {
     let builder = args.api.builder(sandbox)?;
     datafusion_prospeo::register_with_builder(ctx, builder);
-    if sandbox.is_some() {
-        // Sandbox answers are kept in memory, never in the cache of paid ones.
-        set_option(ctx, OptionKey::Cache, "false")?;
-    }
-    Ok(())
-}
-
-/// Sets a `prospeo.*` option on the session.
-fn set_option(ctx: &SessionContext, key: OptionKey, value: &str) -> Result<(), CliError> {
     let state = ctx.state_ref();
     let mut state = state.write();
-    state
+    let options = state
         .config_mut()
         .options_mut()
         .extensions
         .get_mut::<datafusion_prospeo::EnrichOptions>()
-        .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?
-        .set_key(key, value)
-        .map_err(super::api_error)
+        .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?;
+    args.options.apply(options).map_err(super::api_error)?;
+    // Sandbox answers are kept in memory, never in the cache of paid ones, unless a cache file
+    // is named.
+    if sandbox.is_some() && options.cache_path.is_none() {
+        options
+            .set_key(OptionKey::Cache, "false")
+            .map_err(super::api_error)?;
+    }
+    Ok(())
 }
 
 /// Runs every statement of `script`; the last one's result goes to -o when given.

@@ -1028,6 +1028,29 @@ mod tests {
     }
 
     #[test]
+    fn only_client_settings_make_a_different_client() {
+        let base = EnrichOptions::default();
+        let mut query_only = base.clone();
+        query_only.set("prefix", "p_").unwrap();
+        query_only.set("enrich_mobile", "true").unwrap();
+        assert_eq!(base.client_settings(), query_only.client_settings());
+        for (key, value) in [
+            ("per_second", "3"),
+            ("request_timeout_secs", "5"),
+            ("cache_ttl", "30d"),
+            ("base_url", "http://127.0.0.1:1"),
+        ] {
+            let mut other = base.clone();
+            other.set(key, value).unwrap();
+            assert_ne!(base.client_settings(), other.client_settings(), "{key}");
+        }
+        let mut no_cache = base.clone();
+        no_cache.set("cache", "false").unwrap();
+        assert!(no_cache.open_cache().unwrap().is_none());
+        assert!(no_cache.cache_file().unwrap().is_none());
+    }
+
+    #[test]
     fn a_map_replaces_the_last_one_and_an_empty_map_clears_it() {
         let mut o = EnrichOptions::default();
         o.set("map", "Work Email=email").unwrap();

@@ -1169,3 +1169,44 @@ async fn sql_tells_a_key_problem_by_its_type_at_planning_and_mid_query() {
     assert!(stderr(&run).contains("INVALID_API_KEY"), "{}", stderr(&run));
     assert!(!stderr(&run).contains(secret), "{}", stderr(&run));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_takes_the_options_as_flags_too() {
+    let query = format!(
+        "SELECT DISTINCT prospeo_status FROM enrich_person('{}') WHERE prospeo_status <> 'invalid_datapoints'",
+        path_arg(&sample_leads())
+    );
+    // As `SET prospeo.max_credits = 1` does: a budget of one credit defers everything.
+    let run = prospeo_with(
+        args(&[
+            "sql",
+            "--sandbox",
+            "--max-credits",
+            "1",
+            "--request-timeout",
+            "30d",
+            &query,
+            "--format",
+            "csv",
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["prospeo_status", "deferred"]
+    );
+    // `--format` stays the result format there (the input's is `SET prospeo.format`).
+    let help = prospeo_with(args(&["sql", "--help"]), vec![]).await;
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("--per-second") && help.contains("--format <FORMAT>"),
+        "{help}"
+    );
+    let run = prospeo_with(args(&["sql", "--plan", "platinum", "SELECT 1"]), vec![]).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("prospeo.plan"), "{}", stderr(&run));
+}
