@@ -110,6 +110,8 @@ fn enrich(sandbox: &Sandbox, input: &Path, cache: &Path, dir: &Path) -> Run {
     let summary = dir.join("summary.json");
     let unthrottled = UNTHROTTLED.to_string();
     let started = Instant::now();
+    // Waited for by `wait_with_usage` (wait4), which also reads the child's own CPU and memory.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_prospeo"))
         .arg("enrich")
         .arg(input)

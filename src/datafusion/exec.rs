@@ -389,12 +389,8 @@ impl ChunkJob {
         let datapoints = spec
             .mapping
             .datapoints_projected(&mapped)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let outcome = spec
-            .client
-            .bulk_enrich(&datapoints, spec.flags)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .map_err(crate::Error::from)?;
+        let outcome = spec.client.bulk_enrich(&datapoints, spec.flags).await?;
         self.metrics.record(&outcome);
         let enrichment = spec.output.flatten(&outcome.records)?;
         let columns: Vec<ArrayRef> = spec

@@ -1003,3 +1003,210 @@ async fn sql_on_the_sandbox_honours_session_options_and_keeps_no_cache() {
     );
     assert!(!cache.exists(), "sandbox answers never reach a cache file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_has_a_flag_for_every_sql_option() {
+    use datafusion_prospeo::datafusion::options::OptionKey;
+    let run = prospeo_with(args(&["enrich", "--help"]), vec![]).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let help = String::from_utf8_lossy(&run.stdout).into_owned();
+    for flag in ["--per-second", "--request-timeout"] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    for key in OptionKey::ALL {
+        // The SQL name with `-` for `_` is the flag or one of its aliases; `cache` is
+        // --no-cache (its --cache takes the file, as prospeo.cache_path does).
+        let flag = match key {
+            OptionKey::Cache => "--no-cache".to_string(),
+            _ => format!("--{}", key.name().replace('_', "-")),
+        };
+        assert!(
+            help.contains(&format!("{flag} "))
+                || help.contains(&format!("{flag}\n"))
+                || help.contains(&format!("{flag}[="))
+                || help.contains(&format!("{flag},"))
+                || help.contains(&format!("{flag}]")),
+            "prospeo.{key}: {flag} missing from\n{help}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_second_request_timeout_and_the_other_options_reach_the_run() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    // A dry run prints the options in force, as `SET prospeo.*` names them.
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "--dry-run",
+            "--per-second",
+            "7",
+            "--request-timeout",
+            "30d",
+            "--cache-ttl",
+            "12h",
+            "--plan",
+            "growth",
+            "--csv-delimiter",
+            ",",
+            "--format",
+            "csv",
+            "--enrich-mobile=true",
+            "--only-verified-email=false",
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = stderr(&run);
+    for setting in [
+        "per_second=7",
+        "request_timeout_secs=2592000",
+        "cache_ttl=12h",
+        "plan=growth",
+        "format=csv",
+        "enrich_mobile=true",
+    ] {
+        assert!(text.contains(setting), "{setting} in {text}");
+    }
+    assert!(!text.contains("only_verified_email"), "{text}");
+
+    // A real run with them: the client paces and times out as told, and everything settles.
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+            "--per-second",
+            "1000",
+            // The SQL name is a spelling of the flag too.
+            "--request-timeout-secs",
+            "90s",
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        read_parquet(&output)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        120
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_option_value_gets_the_sql_message_and_exits_2() {
+    let ctx = datafusion::prelude::SessionContext::new();
+    datafusion_prospeo::register(&ctx);
+    for (flag, sql, value) in [
+        ("--per-second", "per_second", "fast"),
+        ("--request-timeout", "request_timeout_secs", "0"),
+        ("--cache-ttl", "cache_ttl", "3 weeks"),
+        ("--concurrency", "concurrency", "0"),
+        ("--plan", "plan", "platinum"),
+        ("--base-url", "base_url", "ftp://nowhere"),
+    ] {
+        // The message SQL gives for the same value, without DataFusion's wrapping.
+        let error = ctx
+            .sql(&format!("SET prospeo.{sql} = '{value}'"))
+            .await
+            .expect_err(sql);
+        let message = datafusion_prospeo::Error::find_in(&error)
+            .expect("a crate error")
+            .to_string();
+        let run = prospeo_with(
+            args(&[
+                "enrich",
+                &path_arg(&sample_leads()),
+                "--dry-run",
+                flag,
+                value,
+            ]),
+            vec![],
+        )
+        .await;
+        assert_eq!(run.status.code(), Some(2), "{flag}: {}", stderr(&run));
+        assert!(
+            stderr(&run).contains(&message),
+            "{flag}: `{message}` in {}",
+            stderr(&run)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_tells_a_key_problem_by_its_type_at_planning_and_mid_query() {
+    let sandbox = sandbox_with_credits(100).await;
+    let query = format!(
+        "SELECT prospeo_status FROM enrich_person('{}')",
+        path_arg(&sample_leads())
+    );
+    // No key: the client is made when the plan is, so planning fails.
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![("PROSPEO_BASE_URL".into(), sandbox.base_url())],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("PROSPEO_API_KEY"), "{}", stderr(&run));
+    // A refused key: the error comes out of the running query, through DataFusion's wrappers.
+    let secret = "refused-secret-123";
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![
+            ("PROSPEO_API_KEY".into(), secret.into()),
+            ("PROSPEO_BASE_URL".into(), sandbox.base_url()),
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("INVALID_API_KEY"), "{}", stderr(&run));
+    assert!(!stderr(&run).contains(secret), "{}", stderr(&run));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_takes_the_options_as_flags_too() {
+    let query = format!(
+        "SELECT DISTINCT prospeo_status FROM enrich_person('{}') WHERE prospeo_status <> 'invalid_datapoints'",
+        path_arg(&sample_leads())
+    );
+    // As `SET prospeo.max_credits = 1` does: a budget of one credit defers everything.
+    let run = prospeo_with(
+        args(&[
+            "sql",
+            "--sandbox",
+            "--max-credits",
+            "1",
+            "--request-timeout",
+            "30d",
+            &query,
+            "--format",
+            "csv",
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["prospeo_status", "deferred"]
+    );
+    // `--format` stays the result format there (the input's is `SET prospeo.format`).
+    let help = prospeo_with(args(&["sql", "--help"]), vec![]).await;
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("--per-second") && help.contains("--format <FORMAT>"),
+        "{help}"
+    );
+    let run = prospeo_with(args(&["sql", "--plan", "platinum", "SELECT 1"]), vec![]).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("prospeo.plan"), "{}", stderr(&run));
+}
