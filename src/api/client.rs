@@ -14,18 +14,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
-use super::dedup::{Claim, Claims, Pending, cached_answers, store_answers};
+use super::dedup::{Claim, Claims, Pending, cached_answers};
 use super::endpoint::{BULK_ENDPOINT, Endpoint, encode};
 use super::pacing::{Admission, Moment, Pacer, Reservation};
 use super::plan::QuotaWindow;
-use super::pricing::{CreditBudget, reconcile, worst_case};
-use super::retry::{self, Attempt, Decision, Progress, Settle};
+use super::pricing::{CreditBudget, worst_case};
+use super::retry::{self, Attempt, Decision, Progress};
 use super::tally::{AtomicTotals, Tally};
 use super::wire::{EnrichFlags, MAX_BULK_RECORDS};
-use crate::cache::{CacheEntry, CacheKey, ResponseCache};
+use crate::cache::{CacheKey, ResponseCache};
 use crate::datapoints::Datapoints;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
+
+mod settle;
 
 // These lived here first; their public paths stay.
 pub use super::builder::{
@@ -81,6 +83,12 @@ type Claimed = (usize, Datapoints, CacheKey);
 enum Sent {
     /// Every record has its outcome.
     Settled(Vec<RecordOutcome>),
+    /// Every record has its outcome but those at `lost`, which the answer left out: asked
+    /// again (their outcomes are failures until then).
+    Partly {
+        outcomes: Vec<RecordOutcome>,
+        lost: Vec<usize>,
+    },
     /// The limits allow only this many of the records now: split the request.
     Split(usize),
 }
@@ -297,7 +305,7 @@ impl Client {
         }
 
         for chunk in to_send.chunks(self.max_request_records()) {
-            let mut answer = self.send_request(chunk, flags).await?;
+            let mut answer = self.send_request(chunk, flags, 0).await?;
             let records = std::mem::take(&mut answer.records);
             for ((i, _, key), outcome) in chunk.iter().zip(records) {
                 claims.publish(key, &outcome);
@@ -308,41 +316,14 @@ impl Client {
         Ok((answered, batch))
     }
 
-    /// Commits the answers to the response cache before anyone sees them, so a crash after
-    /// this point loses nothing that was paid for. Failed and deferred records are not stored:
-    /// a later run sends them.
-    async fn remember(
-        &self,
-        records: &[Claimed],
-        outcomes: &[RecordOutcome],
-        flags: EnrichFlags,
-        tally: &mut Tally,
-    ) {
-        let now = SystemTime::now();
-        let entries: Vec<(CacheKey, CacheEntry)> = records
-            .iter()
-            .zip(outcomes)
-            .filter_map(|((_, _, key), outcome)| {
-                CacheEntry::from_outcome(outcome, flags, now).map(|entry| (key.clone(), entry))
-            })
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        let count = entries.len() as u64;
-        let Err(error) = store_answers(&self.inner.cache, entries).await else {
-            return;
-        };
-        self.inner.totals.count(tally, |t| t.cache_errors += count);
-        tracing::error!("{error}: {count} answers were not cached; a re-run sends them again");
-    }
-
     /// Sends one request of at most 50 normalised, valid records, with pacing and retries;
-    /// splits it when the limits allow fewer records now.
+    /// splits it when the limits allow fewer records now, and asks again for records whose
+    /// answer was lost (`asked_again` times so far, at most the retry policy's attempts).
     fn send_request<'a>(
         &'a self,
         records: &'a [Claimed],
         flags: EnrichFlags,
+        asked_again: u32,
     ) -> futures::future::BoxFuture<'a, Result<BatchOutcome>> {
         Box::pin(async move {
             let mut batch = BatchOutcome::default();
@@ -354,6 +335,12 @@ impl Client {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
                 }
+                Sent::Partly { outcomes, lost } => {
+                    batch.records = outcomes;
+                    batch.total_cost = batch.tally.credits;
+                    self.ask_again(records, lost, flags, asked_again, &mut batch)
+                        .await?;
+                }
                 Sent::Split(size) => {
                     // The first `size` records go now; the rest follows as requests of its
                     // own (sent, split again, or deferred).
@@ -364,8 +351,8 @@ impl Client {
                         "splitting a request to what the limits allow"
                     );
                     let (first, rest) = records.split_at(size);
-                    batch.absorb(self.send_request(first, flags).await?);
-                    batch.absorb(self.send_request(rest, flags).await?);
+                    batch.absorb(self.send_request(first, flags, asked_again).await?);
+                    batch.absorb(self.send_request(rest, flags, asked_again).await?);
                 }
             }
             Ok(batch)
@@ -443,10 +430,19 @@ impl Client {
                     reason,
                     after,
                     every_caller,
+                    lost,
                 } => {
                     drop(permit);
                     tracing::debug!(attempt = attempts, %reason, "retrying a bulk request");
-                    inner.totals.count(tally, |t| t.retries += 1);
+                    inner.totals.count(tally, |t| {
+                        t.retries += 1;
+                        // The server processed these records (they count against the quota);
+                        // their answer is asked again.
+                        if lost {
+                            t.records_sent += n as u64;
+                            t.lost_answers += n as u64;
+                        }
+                    });
                     let resume = Moment::now().after(after);
                     match every_caller {
                         // The pacer holds the next send until `resume`, and that wait counts
@@ -502,7 +498,7 @@ impl Client {
         let pacer = &self.inner.pacer;
         let exchange = self.inner.endpoint.post_bulk(body).await;
         match exchange.attempt {
-            Attempt::Answered(_) | Attempt::Garbled(_) => {
+            Attempt::Answered(_) | Attempt::Lost(_) => {
                 pacer.confirm(reservation, exchange.answered_at)
             }
             _ => pacer.release(reservation),
@@ -513,85 +509,9 @@ impl Client {
         exchange.attempt
     }
 
-    /// Settles the records as decided (the in-flight slot is still held: an answer is stored
-    /// before it is freed).
-    async fn conclude(
-        &self,
-        settle: Settle,
-        records: &[Claimed],
-        flags: EnrichFlags,
-        tally: &mut Tally,
-    ) -> Result<Sent> {
-        let (inner, n) = (&self.inner, records.len());
-        Ok(match settle {
-            Settle::Answered(response) => {
-                let total_cost = response.total_cost;
-                let (outcomes, warning) = reconcile(n, response, flags);
-                if warning {
-                    tracing::warn!(
-                        total_cost,
-                        "the request's total_cost is not explained by the documented prices; the difference was assigned to its first matched records"
-                    );
-                }
-                inner.totals.settle(tally, &outcomes);
-                inner.totals.count(tally, |t| {
-                    t.credits += total_cost;
-                    t.cost_warnings += u64::from(warning);
-                });
-                self.remember(records, &outcomes, flags, tally).await;
-                self.sent(tally, n, outcomes)
-            }
-            Settle::InvalidKey => return Err(Error::InvalidApiKey),
-            Settle::OutOfCredits => {
-                inner.stopped.store(true, Ordering::SeqCst);
-                tracing::warn!("the account is out of credits: no more records are sent");
-                self.deferred(tally, n, DeferReason::InsufficientCredits, None)
-            }
-            Settle::Fail { reason, charged } => {
-                let outcomes = vec![RecordOutcome::Failed { reason }; n];
-                inner.totals.settle(tally, &outcomes);
-                // A success status: the server processed (and may have charged) them.
-                match charged {
-                    true => self.sent(tally, n, outcomes),
-                    false => Sent::Settled(outcomes),
-                }
-            }
-            Settle::Defer {
-                reason,
-                after,
-                window,
-            } => {
-                let resume = Moment::now().after(after);
-                inner.pacer.block_until(resume, window);
-                self.deferred(tally, n, reason, Some(resume.wall))
-            }
-        })
-    }
-
     /// The random part of a backoff, in `[0, 1)`.
     fn jitter(&self) -> f64 {
         let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
         rng.next_f64()
-    }
-
-    /// The `n` records deferred (and counted): the request is settled without being sent.
-    fn deferred(
-        &self,
-        tally: &mut Tally,
-        n: usize,
-        reason: DeferReason,
-        retry_at: Option<SystemTime>,
-    ) -> Sent {
-        let outcomes = vec![RecordOutcome::Deferred { reason, retry_at }; n];
-        self.inner.totals.settle(tally, &outcomes);
-        Sent::Settled(outcomes)
-    }
-
-    /// The request's `n` records were processed by the server (they count against the quota).
-    fn sent(&self, tally: &mut Tally, n: usize, outcomes: Vec<RecordOutcome>) -> Sent {
-        self.inner
-            .totals
-            .count(tally, |t| t.records_sent += n as u64);
-        Sent::Settled(outcomes)
     }
 }

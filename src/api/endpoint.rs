@@ -115,11 +115,11 @@ impl Endpoint {
                 classify(status, &body, &quota).redacted(|text| self.redact(text)),
                 Some(quota),
             ),
-            // A success status means the server processed (and charged) the request: sending
-            // it again could pay twice, so its records fail instead.
+            // A success status means the server processed (and may have charged) the request:
+            // its answer is lost, not refused.
             Err(e) if status.is_success() => ended(
-                Attempt::Garbled(format!(
-                    "HTTP {status}, but the answer could not be read ({}); not sent again, as it may have been charged",
+                Attempt::Lost(format!(
+                    "HTTP {status}, but the answer could not be read ({})",
                     transport_reason(&e)
                 )),
                 None,

@@ -84,11 +84,7 @@ impl Drop for BudgetGuard {
 
 /// Maps a response back to the `n` records of the request (identifiers `r0`..), by identifier
 /// only, and assigns costs. Returns the outcomes and whether the cost needed a correction.
-pub(crate) fn reconcile(
-    n: usize,
-    response: BulkEnrichResponse,
-    flags: EnrichFlags,
-) -> (Vec<RecordOutcome>, bool) {
+pub(crate) fn reconcile(n: usize, response: BulkEnrichResponse, flags: EnrichFlags) -> Reconciled {
     let index = |identifier: &str| -> Option<usize> {
         identifier
             .strip_prefix('r')
@@ -135,13 +131,14 @@ pub(crate) fn reconcile(
             "the API's answer names identifiers that were not sent; ignored"
         );
     }
+    let unanswered = (0..n).filter(|&i| listed[i] == 0).collect();
     let mut outcomes: Vec<RecordOutcome> = outcomes
         .into_iter()
         .zip(&listed)
         .map(|(outcome, &times)| match (outcome, times) {
             (Some(outcome), 1) => outcome,
             (_, 0) => RecordOutcome::Failed {
-                reason: "the API's answer did not mention this record".into(),
+                reason: UNANSWERED.into(),
             },
             (_, _) => RecordOutcome::Failed {
                 reason: "the API's answer listed this record more than once".into(),
@@ -149,7 +146,26 @@ pub(crate) fn reconcile(
         })
         .collect();
     let warning = assign_costs(&mut outcomes, response.total_cost, flags);
-    (outcomes, warning)
+    Reconciled {
+        outcomes,
+        warning,
+        unanswered,
+    }
+}
+
+/// Why a record the answer never mentioned failed, once asking again is no longer allowed.
+pub(crate) const UNANSWERED: &str = "the API's answer did not mention this record";
+
+/// An answer mapped back onto the request's records.
+#[derive(Debug)]
+pub(crate) struct Reconciled {
+    /// One outcome per record, in request order, costs assigned.
+    pub outcomes: Vec<RecordOutcome>,
+    /// The documented prices did not explain `total_cost` (see [`assign_costs`]).
+    pub warning: bool,
+    /// Records the answer did not mention (failed in `outcomes` until asked again): the server
+    /// processed them, their answer was lost.
+    pub unanswered: Vec<usize>,
 }
 
 /// Sets each match's cost so that they sum to `total_cost` (see the module docs).
@@ -253,7 +269,9 @@ mod tests {
             invalid_datapoints: vec!["r2".into()],
             ..Default::default()
         };
-        let (outcomes, warning) = reconcile(4, response, EnrichFlags::default());
+        let Reconciled {
+            outcomes, warning, ..
+        } = reconcile(4, response, EnrichFlags::default());
         assert!(!warning);
         let statuses: Vec<_> = outcomes.iter().map(RecordOutcome::status).collect();
         assert_eq!(
@@ -276,8 +294,17 @@ mod tests {
             not_matched: vec!["r1".into(), "r1".into()],
             ..Default::default()
         };
-        let (outcomes, _) = reconcile(3, response, EnrichFlags::default());
+        let Reconciled {
+            outcomes,
+            unanswered,
+            ..
+        } = reconcile(3, response, EnrichFlags::default());
         assert_eq!(outcomes[0].status(), RecordStatus::Matched);
+        assert_eq!(
+            unanswered,
+            [2],
+            "a record the answer left out is asked again"
+        );
         assert!(
             matches!(&outcomes[1], RecordOutcome::Failed { reason } if reason.contains("more than once"))
         );
@@ -301,7 +328,9 @@ mod tests {
             ],
             ..Default::default()
         };
-        let (outcomes, warning) = reconcile(2, response, flags);
+        let Reconciled {
+            outcomes, warning, ..
+        } = reconcile(2, response, flags);
         assert_eq!((costs(&outcomes), warning), (vec![0, 10], false));
         // The other reading: an enrich_mobile match without a mobile costs 10.
         let response = BulkEnrichResponse {
@@ -309,7 +338,9 @@ mod tests {
             matched: vec![matched("r0", None, false), matched("r1", None, true)],
             ..Default::default()
         };
-        let (outcomes, warning) = reconcile(2, response, flags);
+        let Reconciled {
+            outcomes, warning, ..
+        } = reconcile(2, response, flags);
         assert_eq!((costs(&outcomes), warning), (vec![10, 10], false));
         // Unexplained shortfall (free re-enrichments not flagged): taken from the first matches.
         let response = BulkEnrichResponse {
@@ -321,7 +352,9 @@ mod tests {
             ],
             ..Default::default()
         };
-        let (outcomes, warning) = reconcile(3, response, EnrichFlags::default());
+        let Reconciled {
+            outcomes, warning, ..
+        } = reconcile(3, response, EnrichFlags::default());
         assert_eq!((costs(&outcomes), warning), (vec![0, 0, 1], true));
         // Unexplained surplus: on the first match.
         let response = BulkEnrichResponse {
@@ -330,7 +363,9 @@ mod tests {
             not_matched: vec![],
             ..Default::default()
         };
-        let (outcomes, warning) = reconcile(2, response, EnrichFlags::default());
+        let Reconciled {
+            outcomes, warning, ..
+        } = reconcile(2, response, EnrichFlags::default());
         assert_eq!((costs(&outcomes), warning), (vec![4, 1], true));
     }
 }

@@ -28,9 +28,12 @@ pub(crate) enum Attempt {
     OutOfCredits,
     /// Not retryable: every record of the request fails with this reason.
     Reject(String),
-    /// A success status whose body breaks the contract: the request may have been charged, so
-    /// it is not retried.
-    Garbled(String),
+    /// A success status whose answer was lost on the way: cut off, not JSON, or not the
+    /// documented shape. The server processed (and may have charged) the request, so its
+    /// records count against the quota; they are asked again, which costs no second credit: the
+    /// vendor does not charge twice for a person it enriched for the account (a re-run would
+    /// ask the same).
+    Lost(String),
 }
 
 impl Attempt {
@@ -68,7 +71,7 @@ impl Attempt {
                 wait,
             },
             Attempt::Reject(reason) => Attempt::Reject(redact(reason)),
-            Attempt::Garbled(reason) => Attempt::Garbled(redact(reason)),
+            Attempt::Lost(reason) => Attempt::Lost(redact(reason)),
             other => other,
         }
     }
@@ -84,6 +87,9 @@ pub(crate) enum Decision {
         reason: String,
         after: Duration,
         every_caller: Option<QuotaWindow>,
+        /// The attempt's answer was lost after the server processed it ([`Attempt::Lost`]):
+        /// its records count as sent.
+        lost: bool,
     },
     /// No more attempts: the records are settled so.
     Settle(Settle),
@@ -131,7 +137,7 @@ pub(crate) fn decide(
     policy: &RetryPolicy,
     jitter: impl FnOnce() -> f64,
 ) -> Decision {
-    let (reason, rate_limited, wait) = match attempt {
+    let (reason, rate_limited, wait, lost) = match attempt {
         Attempt::Answered(response) => return Decision::Settle(Settle::Answered(response)),
         Attempt::InvalidKey => return Decision::Settle(Settle::InvalidKey),
         Attempt::OutOfCredits => return Decision::Settle(Settle::OutOfCredits),
@@ -141,17 +147,12 @@ pub(crate) fn decide(
                 charged: false,
             });
         }
-        Attempt::Garbled(reason) => {
-            return Decision::Settle(Settle::Fail {
-                reason,
-                charged: true,
-            });
-        }
+        Attempt::Lost(reason) => (reason, false, None, true),
         Attempt::Retry {
             reason,
             rate_limited,
             wait,
-        } => (reason, rate_limited, wait),
+        } => (reason, rate_limited, wait, false),
     };
     let backoff = backoff(policy, progress.attempts, jitter());
     let next_try = match (rate_limited, wait) {
@@ -175,13 +176,14 @@ pub(crate) fn decide(
         }
         return Decision::Settle(Settle::Fail {
             reason: format!("{reason} (gave up after {} attempts)", progress.attempts),
-            charged: false,
+            charged: lost,
         });
     }
     Decision::Retry {
         reason,
         after: next_try,
         every_caller: rate_limited.then_some(window),
+        lost,
     }
 }
 
@@ -302,13 +304,10 @@ pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) ->
     }
     match json.map(BulkEnrichResponse::deserialize) {
         Some(Ok(response)) => Attempt::Answered(response),
-        Some(Err(e)) => Attempt::Garbled(format!(
-            "the API's answer is JSON but not the documented shape ({e}); the request may have been charged, so it was not retried"
+        Some(Err(e)) => Attempt::Lost(format!(
+            "the API's answer is JSON but not the documented shape ({e})"
         )),
-        None => Attempt::Garbled(format!(
-            "the API's answer is not JSON ({}); the request may have been charged, so it was not retried",
-            snippet()
-        )),
+        None => Attempt::Lost(format!("the API's answer is not JSON ({})", snippet())),
     }
 }
 
@@ -527,14 +526,33 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_success_fails_as_charged_and_a_rejection_as_not() {
+    fn a_lost_answer_is_asked_again_until_the_attempts_run_out_and_a_rejection_is_not() {
         let quota = QuotaHeaders::default();
         let decision = after(StatusCode::OK, b"<html>oops</html>", &quota, progress(1, 0));
         assert!(
             matches!(
                 decision,
-                Decision::Settle(Settle::Fail { charged: true, .. })
+                Decision::Retry {
+                    lost: true,
+                    every_caller: None,
+                    ..
+                }
             ),
+            "{decision:?}"
+        );
+        // Out of attempts: the records fail, counted as sent (the server processed them).
+        let decision = after(StatusCode::OK, b"<html>oops</html>", &quota, progress(4, 0));
+        assert!(
+            matches!(
+                decision,
+                Decision::Settle(Settle::Fail { charged: true, ref reason }) if reason.contains("not JSON")
+            ),
+            "{decision:?}"
+        );
+        // An ordinary retryable failure is no lost answer.
+        let decision = after(StatusCode::BAD_GATEWAY, b"<html>", &quota, progress(1, 0));
+        assert!(
+            matches!(decision, Decision::Retry { lost: false, .. }),
             "{decision:?}"
         );
         let decision = after(
@@ -571,11 +589,11 @@ mod tests {
         assert_eq!(response.matched[0].identifier, "r0");
         assert_eq!(response.matched[0].person, None);
         assert!(response.extra.contains_key("surprise"));
-        // JSON of another shape on a success status: charged, not retried, said so.
-        let Attempt::Garbled(reason) =
+        // JSON of another shape on a success status: a lost answer, said so.
+        let Attempt::Lost(reason) =
             classify(StatusCode::OK, br#"{"error": false, "matched": 5}"#, &quota)
         else {
-            panic!("garbled")
+            panic!("lost")
         };
         assert!(
             reason.contains("JSON but not the documented shape"),
@@ -632,7 +650,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(StatusCode::OK, b"<html>oops</html>", &quota),
-            Attempt::Garbled(_)
+            Attempt::Lost(_)
         ));
     }
 }

@@ -134,6 +134,10 @@ tally! {
     quota_wait_ms: u64 => "quota_wait_ms",
     /// Answers that could not be written to the response cache (a re-run sends them again).
     cache_errors: u64 => "cache_errors",
+    /// Records whose answer was lost after the API processed them (a body cut off after a
+    /// success status, a body that is not the documented JSON, a record the answer left out),
+    /// asked again in the same run.
+    lost_answers: u64 => "lost_answers",
 }
 
 impl Tally {

@@ -487,6 +487,9 @@ fn print_summary(s: &Summary) {
     eprintln!("  {:<20} {:>8}", "records sent", s.records_sent);
     eprintln!("  {:<20} {:>8}", "requests", s.requests);
     eprintln!("  {:<20} {:>8}", "retries", s.retries);
+    if s.lost_answers > 0 {
+        eprintln!("  {:<20} {:>8}", "lost answers", s.lost_answers);
+    }
     eprintln!("  {:<20} {:>8}", "429s", s.rate_limited);
     eprintln!("  {:<20} {:>8.1} s", "quota wait", s.quota_wait_seconds);
     eprintln!(

@@ -980,6 +980,104 @@ async fn failed_rows_exit_3_so_the_scheduler_runs_the_job_again() {
     assert_eq!(sandbox.stats().key("cli").credits_charged, 0);
 }
 
+/// Runs `prospeo enrich` on the sample leads, one request at a time (so the sandbox's seeded
+/// faults fall on the same requests every run), against a sandbox with `faults`; returns the
+/// exit code, the statuses in row order, the summary, and the sandbox's stats of the key.
+async fn enrich_sample_through(
+    faults: datafusion_prospeo::sandbox::Faults,
+) -> (
+    Option<i32>,
+    Vec<String>,
+    Value,
+    datafusion_prospeo::sandbox::KeyStats,
+) {
+    let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
+        &GeneratorConfig::default(),
+    )));
+    config.keys = vec![SandboxKey::new("cli", KEY, 1_000, Plan::Pro)];
+    config.faults = faults;
+    config.seed = 3;
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.parquet");
+    let summary = dir.path().join("summary.json");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+            "--concurrency",
+            "1",
+            "--summary-json",
+            &path_arg(&summary),
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let stats = sandbox.stats().key("cli").clone();
+    sandbox.stop().await.unwrap();
+    (run.status.code(), statuses, summary, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_run() {
+    use datafusion_prospeo::sandbox::Faults;
+    let (code, clean, clean_summary, _) = enrich_sample_through(Faults::default()).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(clean_summary["lost_answers"], 0);
+    let cases = [
+        (
+            "a body cut off after a success status",
+            Faults {
+                cut_body_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+        (
+            "a body that is not JSON",
+            Faults {
+                garbled_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+        (
+            "a record left out of the answer",
+            Faults {
+                lost_record_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, faults) in cases {
+        let (code, statuses, summary, stats) = enrich_sample_through(faults).await;
+        let injected = stats.faults.cut_body + stats.faults.garbled + stats.faults.lost_record;
+        assert!(injected > 0, "{case}: the fault happened");
+        assert_eq!(code, Some(0), "{case}: every row settles in the first run");
+        assert_eq!(
+            statuses, clean,
+            "{case}: the same statuses as without the fault"
+        );
+        assert!(
+            summary["lost_answers"].as_u64().unwrap() > 0,
+            "{case}: counted: {summary}"
+        );
+        // Every record the sandbox processed is in records_sent, lost answers included.
+        assert_eq!(summary["records_sent"], stats.records, "{case}");
+        assert_eq!(summary["failed"], 0, "{case}");
+        // Asking again is free (the vendor charges a person once): what the answers
+        // reported never exceeds what the sandbox charged, and a left-out record's charge is
+        // still in its request's total_cost.
+        let credits = summary["credits"].as_i64().unwrap();
+        assert!(credits <= stats.credits_charged, "{case}: {credits}");
+        if stats.faults.lost_record > 0 && stats.faults.cut_body + stats.faults.garbled == 0 {
+            assert_eq!(credits, stats.credits_charged, "{case}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_on_the_sandbox_honours_session_options_and_keeps_no_cache() {
     let dir = tempfile::tempdir().unwrap();
