@@ -27,7 +27,12 @@ pub enum Error {
     MissingApiKey,
     /// The key file could not be read, or is empty.
     #[error("cannot read the API key from {path}: {reason}")]
-    ApiKeyFile { path: PathBuf, reason: String },
+    ApiKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The API refused the key (`INVALID_API_KEY`). Fatal for the whole job.
     #[error(
         "the Prospeo API refused the API key (INVALID_API_KEY): check PROSPEO_API_KEY or the key file"
@@ -65,7 +70,9 @@ pub enum Error {
     /// A request failed and was not retried, or its retries ran out.
     #[error("{endpoint}: {reason}")]
     Request {
+        /// The endpoint's path.
         endpoint: &'static str,
+        /// What went wrong.
         reason: String,
     },
     /// A request failed in transport (connect, timeout, broken answer), with the HTTP client's
@@ -73,20 +80,30 @@ pub enum Error {
     /// credentials. The message says what kind of failure it was and its innermost cause.
     #[error("{endpoint}: {}", transport_reason(source))]
     Transport {
+        /// The endpoint's path.
         endpoint: &'static str,
+        /// The HTTP client's error, without its URL.
         #[source]
         source: reqwest::Error,
     },
     /// The API answered with an error code.
     #[error("{endpoint} answered {}: {message}", code.as_str())]
     Api {
+        /// The endpoint's path.
         endpoint: &'static str,
+        /// The vendor's `error_code`.
         code: ErrorCode,
+        /// The vendor's message (the key redacted).
         message: String,
     },
     /// The response cache could not be opened, read or written.
     #[error("response cache {path}: {reason}")]
-    Cache { path: String, reason: String },
+    Cache {
+        /// The cache file, or `memory`.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -145,7 +162,7 @@ impl From<Error> for DataFusionError {
 
 /// What a transport failure was: its kind, then its innermost cause (which says "connection
 /// refused", "dns error"...), never the URL.
-fn transport_reason(e: &reqwest::Error) -> String {
+pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -7,13 +7,13 @@ use reqwest::header::CONTENT_TYPE;
 
 use crate::api::builder::ApiKey;
 use crate::api::pacing::{Moment, QuotaHeaders};
-use crate::api::retry::{Attempt, classify, transport_reason};
+use crate::api::retry::{Attempt, classify};
 use crate::api::wire::{
     AccountInformation, AccountInformationResponse, BulkEnrichRequest, BulkRecord, EnrichFlags,
     ErrorBody, ErrorCode,
 };
 use crate::datapoints::Datapoints;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, transport_reason};
 
 /// The bulk endpoint's path.
 pub(crate) const BULK_ENDPOINT: &str = "/bulk-enrich-person";
@@ -21,7 +21,9 @@ pub(crate) const BULK_ENDPOINT: &str = "/bulk-enrich-person";
 /// The account as `/account-information` and its rate-limit headers report it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountStatus {
+    /// The plan and the credits.
     pub account: AccountInformation,
+    /// The quota left, from the answer's headers.
     pub quota: QuotaHeaders,
 }
 
@@ -139,15 +141,15 @@ impl Endpoint {
             .header("X-KEY", self.api_key.expose())
             .send()
             .await
-            .map_err(|e| Error::Request {
+            .map_err(|e| Error::Transport {
                 endpoint: ENDPOINT,
-                reason: transport_reason(&e),
+                source: e.without_url(),
             })?;
         let status = response.status();
         let quota = QuotaHeaders::from_headers(response.headers());
-        let body = response.bytes().await.map_err(|e| Error::Request {
+        let body = response.bytes().await.map_err(|e| Error::Transport {
             endpoint: ENDPOINT,
-            reason: transport_reason(&e),
+            source: e.without_url(),
         })?;
         if let Ok(error) = serde_json::from_slice::<ErrorBody>(&body)
             && error.error

@@ -13,10 +13,15 @@ use crate::api::wire::{Company, Person};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
+    /// The record matched a person.
     Matched,
+    /// The record matched nobody.
     NotMatched,
+    /// The record is below the vendor's minimum requirement.
     InvalidDatapoints,
+    /// The record could not be enriched (`prospeo_error` says why): a re-run sends it again.
     Failed,
+    /// The record was not sent now (quota, credits, budget, a stop): a re-run sends it.
     Deferred,
 }
 
@@ -64,7 +69,9 @@ impl fmt::Display for DeferReason {
 /// A matched record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
+    /// The person, as the vendor sent it.
     pub person: Option<Person>,
+    /// The person's current company, as the vendor sent it.
     pub company: Option<Company>,
     /// The vendor said this re-enrichment was free.
     pub free_enrichment: bool,
@@ -75,17 +82,22 @@ pub struct Match {
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordOutcome {
+    /// Matched a person.
     Matched(Box<Match>),
+    /// Matched nobody.
     NotMatched,
     /// Below the minimum requirement: never sent, or listed in `invalid_datapoints`.
     InvalidDatapoints,
     /// The record could not be enriched; the reason says why.
     Failed {
+        /// Why, in words for the output's `prospeo_error`.
         reason: String,
     },
     /// Not sent now; a later run should send it, from `retry_at` on when known.
     Deferred {
+        /// Why it was not sent.
         reason: DeferReason,
+        /// When the quota returns, when the API said.
         retry_at: Option<SystemTime>,
     },
 }
@@ -142,6 +154,7 @@ impl RecordOutcome {
 /// and the batch's counts (read through, as in `batch.duplicates`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
+    /// One outcome per input record, in input order.
     pub records: Vec<RecordOutcome>,
     /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
     /// costs, except a surplus charged when nothing matched: no record carries it). The same

@@ -130,12 +130,19 @@ pub enum Admission {
 /// The quota as a response's headers report it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QuotaHeaders {
+    /// `x-minute-request-left`: records left this minute.
     pub minute_left: Option<u64>,
+    /// `x-minute-reset-seconds`: seconds until the minute's quota returns.
     pub minute_reset_seconds: Option<u64>,
+    /// `x-daily-request-left`: records left in the rolling day.
     pub day_left: Option<u64>,
+    /// `x-daily-reset-seconds`: seconds until the day's quota returns.
     pub day_reset_seconds: Option<u64>,
+    /// `x-second-rate-limit`: the key's records a second.
     pub second_limit: Option<u64>,
+    /// `x-minute-rate-limit`: the key's records a minute.
     pub minute_limit: Option<u64>,
+    /// `x-daily-rate-limit`: the key's records a day.
     pub day_limit: Option<u64>,
 }
 

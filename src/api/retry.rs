@@ -197,30 +197,6 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, unit: f64) -> Duration
     exp.min(policy.max_delay).mul_f64(unit)
 }
 
-/// What a transport error was, without the URL (which could carry credentials).
-pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the connection broke while reading the answer"
-    } else {
-        "the connection failed"
-    };
-    let mut detail = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
-
 /// Classifies an answer on its `error_code` first and its HTTP status second (reference,
 /// "Errors": INTERNAL_ERROR arrives as HTTP 400, rate limits have been seen as HTTP 200).
 pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {

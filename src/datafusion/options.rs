@@ -27,7 +27,9 @@ pub const ENV_CACHE: &str = "PROSPEO_CACHE";
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
+    /// Parquet.
     Parquet,
+    /// CSV (or TSV: the delimiter is an option).
     Csv,
     /// Newline-delimited JSON.
     Json,
