@@ -140,8 +140,7 @@ impl RecordOutcome {
             RecordOutcome::Deferred { reason, retry_at } => Some(match retry_at {
                 Some(at) => format!(
                     "deferred: {reason}; quota returns at {}",
-                    chrono::DateTime::<chrono::Utc>::from(*at)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    crate::time::rfc3339(*at)
                 ),
                 None => format!("deferred: {reason}"),
             }),

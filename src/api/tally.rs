@@ -187,7 +187,7 @@ pub struct Totals {
     #[serde(flatten)]
     pub tally: Tally,
     /// When the quota that deferred records returns (the latest such time), when known.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub quota_returns_at: Option<SystemTime>,
 }
 
@@ -201,16 +201,6 @@ impl Deref for Totals {
 impl DerefMut for Totals {
     fn deref_mut(&mut self) -> &mut Tally {
         &mut self.tally
-    }
-}
-
-fn rfc3339<S: serde::Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => s.serialize_some(
-            &chrono::DateTime::<chrono::Utc>::from(*at)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        None => s.serialize_none(),
     }
 }
 

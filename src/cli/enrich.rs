@@ -455,10 +455,9 @@ fn summary(
         rows,
         counts: totals.tally,
         quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
-        quota_returns_at: totals.quota_returns_at.map(|at| {
-            chrono::DateTime::<chrono::Utc>::from(at)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        }),
+        quota_returns_at: totals
+            .quota_returns_at
+            .map(datafusion_prospeo::time::rfc3339),
         elapsed_seconds: elapsed,
         rows_per_second: if elapsed > 0.0 {
             rows as f64 / elapsed
