@@ -17,6 +17,27 @@ use datafusion::arrow::datatypes::{DataType, Field};
 
 use super::fields::{FieldSpec, Kind, Masking, WireObject, revealed_flag, struct_fields};
 
+/// Some object keeps a field the tables declare in `extra` (the wire type does not know it
+/// yet): only the decoder reads it, so the caller decodes the chunk instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DeclaredInExtra;
+
+/// Fails when one of `rows` keeps a field of `specs` in `extra`. Checked where the objects are
+/// read anyway, so it costs no extra pass over cold memory.
+fn check_extra<C: WireObject>(
+    specs: &[FieldSpec<C>],
+    rows: &[Option<&C>],
+) -> Result<(), DeclaredInExtra> {
+    let declared = |object: &&C| {
+        let extra = object.extra();
+        !extra.is_empty() && specs.iter().any(|spec| extra.contains_key(spec.name))
+    };
+    match rows.iter().flatten().any(declared) {
+        true => Err(DeclaredInExtra),
+        false => Ok(()),
+    }
+}
+
 /// The flattened, masked columns of the objects `rows` (declared by `specs`), in the order of
 /// [`flat_fields`](super::fields::flat_fields); only those `wanted` are built, into `out`.
 pub(super) fn flat_columns<C: WireObject>(
@@ -24,7 +45,8 @@ pub(super) fn flat_columns<C: WireObject>(
     rows: &[Option<&C>],
     wanted: &[bool],
     out: &mut [Option<ArrayRef>],
-) {
+) -> Result<(), DeclaredInExtra> {
+    check_extra(specs, rows)?;
     let revealed = revealed_flag(specs);
     let mut at = 0;
     for spec in specs {
@@ -33,14 +55,14 @@ pub(super) fn flat_columns<C: WireObject>(
                 let width = object.width();
                 let range = at..at + width;
                 if wanted[range.clone()].contains(&true) {
-                    object.flat_columns(rows, &wanted[range.clone()], &mut out[range]);
+                    object.flat_columns(rows, &wanted[range.clone()], &mut out[range])?;
                 }
                 at += width;
             }
             _ => {
                 if wanted[at] {
                     out[at] = Some(if spec.masking == Masking::None {
-                        column(spec, rows)
+                        column(spec, rows)?
                     } else {
                         let shown: Vec<Option<&C>> = rows
                             .iter()
@@ -50,13 +72,14 @@ pub(super) fn flat_columns<C: WireObject>(
                                 })
                             })
                             .collect();
-                        column(spec, &shown)
+                        column(spec, &shown)?
                     });
                 }
                 at += 1;
             }
         }
     }
+    Ok(())
 }
 
 /// The objects `rows` as one `Struct` column (null where the object is), nothing flattened or
@@ -64,10 +87,10 @@ pub(super) fn flat_columns<C: WireObject>(
 pub(super) fn struct_column<C: WireObject>(
     specs: &[FieldSpec<C>],
     rows: &[Option<&C>],
-) -> ArrayRef {
+) -> Result<ArrayRef, DeclaredInExtra> {
     let nulls = NullBuffer::from_iter(rows.iter().map(Option::is_some));
     let nulls = (nulls.null_count() > 0).then_some(nulls);
-    Arc::new(struct_array(specs, rows, nulls))
+    Ok(Arc::new(struct_array(specs, rows, nulls)?))
 }
 
 /// The lists of objects that `get` reads from `parents`, as one `List<Struct>` column.
@@ -75,7 +98,7 @@ pub(super) fn list_column<T, C: WireObject>(
     specs: &[FieldSpec<C>],
     parents: &[Option<&T>],
     get: fn(&T) -> Option<&[C]>,
-) -> ArrayRef {
+) -> Result<ArrayRef, DeclaredInExtra> {
     let mut offsets = Vec::with_capacity(parents.len() + 1);
     offsets.push(0i32);
     let mut items: Vec<Option<&C>> = Vec::new();
@@ -88,30 +111,37 @@ pub(super) fn list_column<T, C: WireObject>(
         valid.push(list.is_some());
         offsets.push(i32::try_from(items.len()).expect("fewer than 2^31 list items per batch"));
     }
-    let values = struct_array(specs, &items, None);
+    let values = struct_array(specs, &items, None)?;
     let nulls = NullBuffer::from(valid);
     let nulls = (nulls.null_count() > 0).then_some(nulls);
     let item = Field::new_list_field(DataType::Struct(values.fields().clone()), true);
-    Arc::new(ListArray::new(
+    Ok(Arc::new(ListArray::new(
         Arc::new(item),
         OffsetBuffer::new(ScalarBuffer::from(offsets)),
         Arc::new(values),
         nulls,
-    ))
+    )))
 }
 
 fn struct_array<C: WireObject>(
     specs: &[FieldSpec<C>],
     rows: &[Option<&C>],
     nulls: Option<NullBuffer>,
-) -> StructArray {
-    let columns = specs.iter().map(|spec| column(spec, rows)).collect();
-    StructArray::new(struct_fields(specs), columns, nulls)
+) -> Result<StructArray, DeclaredInExtra> {
+    check_extra(specs, rows)?;
+    let columns = specs
+        .iter()
+        .map(|spec| column(spec, rows))
+        .collect::<Result<_, _>>()?;
+    Ok(StructArray::new(struct_fields(specs), columns, nulls))
 }
 
 /// One field of the objects `rows` as one (unflattened, unmasked) column.
-fn column<C: WireObject>(spec: &FieldSpec<C>, rows: &[Option<&C>]) -> ArrayRef {
-    match spec.kind {
+fn column<C: WireObject>(
+    spec: &FieldSpec<C>,
+    rows: &[Option<&C>],
+) -> Result<ArrayRef, DeclaredInExtra> {
+    Ok(match spec.kind {
         Kind::Utf8(get) => strings(rows, get),
         Kind::Int64(get) => Arc::new(Int64Array::from_iter(
             rows.iter().map(|row| row.and_then(get)),
@@ -125,9 +155,9 @@ fn column<C: WireObject>(spec: &FieldSpec<C>, rows: &[Option<&C>]) -> ArrayRef {
         Kind::TimestampUtc(get) => Arc::new(timestamps(rows, get).with_timezone("UTC")),
         Kind::TimestampNaive(get) => Arc::new(timestamps(rows, get)),
         Kind::Utf8List(get) => string_lists(rows, get),
-        Kind::Object(object) => object.struct_column(rows),
-        Kind::ObjectList(list) => list.list_column(rows),
-    }
+        Kind::Object(object) => object.struct_column(rows)?,
+        Kind::ObjectList(list) => list.list_column(rows)?,
+    })
 }
 
 fn strings<C>(rows: &[Option<&C>], get: fn(&C) -> Option<&str>) -> ArrayRef {

@@ -16,7 +16,8 @@ use crate::api::wire::{
     PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,
 };
 
-use super::{columns, decoder};
+use super::columns::{self, DeclaredInExtra};
+use super::decoder;
 
 /// A typed object of the wire model: what the tables read values from.
 pub(super) trait WireObject: Serialize + Sized + 'static {
@@ -156,11 +157,14 @@ pub(super) trait NestedObject<T>: Sync {
         out: &mut Vec<ArrayRef>,
     ) -> Result<(), ArrowError>;
     /// Its flattened, masked columns read from the parents, only those `wanted`.
-    fn flat_columns(&self, parents: &[Option<&T>], wanted: &[bool], out: &mut [Option<ArrayRef>]);
+    fn flat_columns(
+        &self,
+        parents: &[Option<&T>],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+    ) -> Result<(), DeclaredInExtra>;
     /// Its one `Struct` column read from the parents.
-    fn struct_column(&self, parents: &[Option<&T>]) -> ArrayRef;
-    /// Whether it, or an object below it, keeps a declared field in `extra`.
-    fn declared_in_extra(&self, parent: &T) -> bool;
+    fn struct_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra>;
     /// Whether a masked field of it, or of an object below it, has no `revealed` flag beside it.
     #[cfg(test)]
     fn masked_without_flag(&self) -> bool;
@@ -171,9 +175,7 @@ pub(super) trait NestedList<T>: Sync {
     /// The fields of one item.
     fn fields(&self) -> Fields;
     /// Its `List<Struct>` column read from the parents.
-    fn list_column(&self, parents: &[Option<&T>]) -> ArrayRef;
-    /// Whether an item, or an object below one, keeps a declared field in `extra`.
-    fn declared_in_extra(&self, parent: &T) -> bool;
+    fn list_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra>;
     /// Whether a masked field of an item has no `revealed` flag beside it.
     #[cfg(test)]
     fn masked_without_flag(&self) -> bool;
@@ -206,18 +208,19 @@ impl<T, C: WireObject> NestedObject<T> for One<T, C> {
         decoder::flat_columns(self.1, object, out)
     }
 
-    fn flat_columns(&self, parents: &[Option<&T>], wanted: &[bool], out: &mut [Option<ArrayRef>]) {
+    fn flat_columns(
+        &self,
+        parents: &[Option<&T>],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+    ) -> Result<(), DeclaredInExtra> {
         let objects: Vec<Option<&C>> = parents.iter().map(|p| p.and_then(self.0)).collect();
         columns::flat_columns(self.1, &objects, wanted, out)
     }
 
-    fn struct_column(&self, parents: &[Option<&T>]) -> ArrayRef {
+    fn struct_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra> {
         let objects: Vec<Option<&C>> = parents.iter().map(|p| p.and_then(self.0)).collect();
         columns::struct_column(self.1, &objects)
-    }
-
-    fn declared_in_extra(&self, parent: &T) -> bool {
-        (self.0)(parent).is_some_and(|object| declared_in_extra(self.1, object))
     }
 
     #[cfg(test)]
@@ -231,13 +234,8 @@ impl<T, C: WireObject> NestedList<T> for Many<T, C> {
         struct_fields(self.1)
     }
 
-    fn list_column(&self, parents: &[Option<&T>]) -> ArrayRef {
+    fn list_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra> {
         columns::list_column(self.1, parents, self.0)
-    }
-
-    fn declared_in_extra(&self, parent: &T) -> bool {
-        (self.0)(parent)
-            .is_some_and(|items| items.iter().any(|item| declared_in_extra(self.1, item)))
     }
 
     #[cfg(test)]
@@ -274,18 +272,6 @@ pub(super) fn width<C>(specs: &[FieldSpec<C>]) -> usize {
             _ => 1,
         })
         .sum()
-}
-
-/// Whether `object`, or an object below it, keeps a declared field in `extra`: a field the
-/// tables declare before `api/wire.rs` learns it. Only the decoder reads those.
-pub(super) fn declared_in_extra<C: WireObject>(specs: &[FieldSpec<C>], object: &C) -> bool {
-    let extra = object.extra();
-    (!extra.is_empty() && specs.iter().any(|spec| extra.contains_key(spec.name)))
-        || specs.iter().any(|spec| match spec.kind {
-            Kind::Object(nested) => nested.declared_in_extra(object),
-            Kind::ObjectList(nested) => nested.declared_in_extra(object),
-            _ => false,
-        })
 }
 
 /// Whether a masked field has no `revealed` flag beside it, in `specs` or below.

@@ -49,7 +49,7 @@ use datafusion::arrow::error::ArrowError;
 
 use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, Person};
-use fields::{COMPANY, PERSON, declared_in_extra, flat_fields, struct_fields, width};
+use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
 
 /// The default prefix of every output column.
 pub const DEFAULT_PREFIX: &str = "prospeo_";
@@ -284,39 +284,47 @@ impl OutputSchema {
             .map(|o| matched(o).filter(|_| wants_company)?.company.as_ref())
             .collect();
 
-        let in_extra = path == Path::Decoder
-            || persons
-                .iter()
-                .flatten()
-                .any(|p| declared_in_extra(PERSON, p))
-            || companies
-                .iter()
-                .flatten()
-                .any(|c| declared_in_extra(COMPANY, c));
-        if in_extra {
-            let rows: Vec<decoder::Row<'_, Person, Company>> = persons
-                .iter()
-                .zip(&companies)
-                .map(|(&person, &company)| decoder::Row { person, company })
-                .collect();
-            let decoded = decoder::decode_salvaging(&self.decoded, &rows)?;
-            let mut columns = Vec::with_capacity(out.len());
-            decoder::flat_columns(PERSON, decoded.column(0).as_struct(), &mut columns)?;
-            decoder::flat_columns(COMPANY, decoded.column(1).as_struct(), &mut columns)?;
-            for ((out, column), &wanted) in out.iter_mut().zip(columns).zip(wanted) {
-                if wanted {
-                    *out = Some(column);
-                }
-            }
+        if path == Path::Direct
+            && self
+                .direct_columns(&persons, &companies, wanted, out)
+                .is_ok()
+        {
             return Ok(());
         }
-
-        let (person_out, company_out) = out.split_at_mut(person_width);
-        if wants_person {
-            columns::flat_columns(PERSON, &persons, person_wanted, person_out);
+        // Some object keeps a declared field in `extra` (or the decoder was asked for).
+        let rows: Vec<decoder::Row<'_, Person, Company>> = persons
+            .iter()
+            .zip(&companies)
+            .map(|(&person, &company)| decoder::Row { person, company })
+            .collect();
+        let decoded = decoder::decode_salvaging(&self.decoded, &rows)?;
+        let mut columns = Vec::with_capacity(out.len());
+        decoder::flat_columns(PERSON, decoded.column(0).as_struct(), &mut columns)?;
+        decoder::flat_columns(COMPANY, decoded.column(1).as_struct(), &mut columns)?;
+        for ((out, column), &wanted) in out.iter_mut().zip(columns).zip(wanted) {
+            if wanted {
+                *out = Some(column);
+            }
         }
-        if wants_company {
-            columns::flat_columns(COMPANY, &companies, company_wanted, company_out);
+        Ok(())
+    }
+
+    /// The wanted person and company columns built straight from the typed structs.
+    fn direct_columns(
+        &self,
+        persons: &[Option<&Person>],
+        companies: &[Option<&Company>],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+    ) -> Result<(), columns::DeclaredInExtra> {
+        let person_width = width(PERSON);
+        let (person_wanted, company_wanted) = wanted.split_at(person_width);
+        let (person_out, company_out) = out.split_at_mut(person_width);
+        if person_wanted.contains(&true) {
+            columns::flat_columns(PERSON, persons, person_wanted, person_out)?;
+        }
+        if company_wanted.contains(&true) {
+            columns::flat_columns(COMPANY, companies, company_wanted, company_out)?;
         }
         Ok(())
     }
@@ -1074,20 +1082,19 @@ mod tests {
         let output = OutputSchema::default();
         let outcomes = varied_outcomes();
         // The direct path is the one under test: no object sends a field to the decoder.
-        for outcome in &outcomes {
-            if let RecordOutcome::Matched(m) = outcome {
-                assert!(
-                    !m.person
-                        .as_ref()
-                        .is_some_and(|p| declared_in_extra(PERSON, p))
-                );
-                assert!(
-                    !m.company
-                        .as_ref()
-                        .is_some_and(|c| declared_in_extra(COMPANY, c))
-                );
-            }
-        }
+        let (persons, companies): (Vec<_>, Vec<_>) = outcomes
+            .iter()
+            .map(|o| match o {
+                RecordOutcome::Matched(m) => (m.person.as_ref(), m.company.as_ref()),
+                _ => (None, None),
+            })
+            .unzip();
+        let width = output.schema().fields().len() - status::WIDTH;
+        let mut built = vec![None; width];
+        assert_eq!(
+            output.direct_columns(&persons, &companies, &vec![true; width], &mut built),
+            Ok(())
+        );
         let direct = output.flatten(&outcomes).unwrap();
         let decoded = output.flatten_with_decoder(&outcomes).unwrap();
         assert_eq!(direct.schema(), decoded.schema());
