@@ -31,7 +31,7 @@ use crate::api::outcome::BatchOutcome;
 use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
 use crate::mapping::ColumnMapping;
-use crate::output::OutputSchema;
+use crate::output::{OutputProjection, OutputSchema};
 
 /// Where an output column comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,8 @@ pub struct EnrichExec {
     /// Shared with the partitions' streams.
     spec: Arc<EnrichSpec>,
     schema: SchemaRef,
+    /// The enrichment columns of `spec.columns`, in order: the only ones flattened.
+    enrichment: OutputProjection,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -109,6 +111,15 @@ impl EnrichExec {
                 DataFusionError::Internal("an output column of EnrichExec is out of range".into())
             })?;
         let schema = Arc::new(Schema::new(fields));
+        let enrichment_columns: Vec<usize> = spec
+            .columns
+            .iter()
+            .filter_map(|c| match *c {
+                ColumnSource::Enrichment(i) => Some(i),
+                ColumnSource::Input(_) => None,
+            })
+            .collect();
+        let enrichment = spec.output.projection(&enrichment_columns)?;
         let properties = PlanProperties::new(
             output_orderings(&input, &spec.columns, &schema),
             input.output_partitioning().clone(),
@@ -119,6 +130,7 @@ impl EnrichExec {
             input,
             spec,
             schema,
+            enrichment,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -138,6 +150,11 @@ impl EnrichExec {
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
+
+    /// The enrichment columns the node flattens: those the query reads, and no others.
+    pub fn enrichment_columns(&self) -> &OutputProjection {
+        &self.enrichment
+    }
 }
 
 impl DisplayAs for EnrichExec {
@@ -149,12 +166,13 @@ impl DisplayAs for EnrichExec {
             .iter()
             .map(|m| format!("{}<-{:?}", m.datapoint, m.column))
             .collect();
-        let enrichment = self
-            .spec
-            .columns
-            .iter()
-            .filter(|c| matches!(c, ColumnSource::Enrichment(_)))
-            .count();
+        // The columns that are decoded and flattened: a query reading only the status pays
+        // for no person or company decoding, and EXPLAIN says so.
+        let enrichment = if self.enrichment.is_all() {
+            "all".to_string()
+        } else {
+            format!("[{}]", self.enrichment.column_names().join(", "))
+        };
         write!(
             f,
             "EnrichExec: mapping=[{}], options=[{}], enrichment_columns={enrichment}",
@@ -242,6 +260,7 @@ impl ExecutionPlan for EnrichExec {
         let job = Arc::new(ChunkJob {
             spec: self.spec.clone(),
             schema: self.schema.clone(),
+            enrichment: self.enrichment.clone(),
             metrics,
         });
         let stream = rechunk(input, chunk_rows)
@@ -378,6 +397,7 @@ impl NodeMetrics {
 struct ChunkJob {
     spec: Arc<EnrichSpec>,
     schema: SchemaRef,
+    enrichment: OutputProjection,
     metrics: NodeMetrics,
 }
 
@@ -392,13 +412,20 @@ impl ChunkJob {
             .map_err(crate::Error::from)?;
         let outcome = spec.client.bulk_enrich(&datapoints, spec.flags).await?;
         self.metrics.record(&outcome);
-        let enrichment = spec.output.flatten(&outcome.records)?;
+        let enrichment = spec
+            .output
+            .flatten_projected(&self.enrichment, &outcome.records)?;
+        // The projection holds the enrichment columns in `spec.columns` order.
+        let mut flattened = enrichment.columns().iter();
         let columns: Vec<ArrayRef> = spec
             .columns
             .iter()
             .map(|c| match *c {
                 ColumnSource::Input(i) => chunk.column(i).clone(),
-                ColumnSource::Enrichment(i) => enrichment.column(i).clone(),
+                ColumnSource::Enrichment(_) => flattened
+                    .next()
+                    .expect("one flattened column per enrichment column")
+                    .clone(),
             })
             .collect();
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
