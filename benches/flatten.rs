@@ -12,6 +12,9 @@
 //! Run: `cargo bench --bench flatten`. Criterion prints the throughput as `elem/s`: records per
 //! second, on one core.
 
+// `criterion_group!` declares a public function without documentation.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

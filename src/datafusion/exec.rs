@@ -67,18 +67,23 @@ pub struct EnrichExec {
 /// Everything [`EnrichExec::try_new`] needs besides the input.
 #[derive(Debug, Clone)]
 pub struct EnrichSpec {
+    /// Which input columns give which datapoints.
     pub mapping: Arc<ColumnMapping>,
     /// Input columns holding the mapped datapoints, in `mapping.column_indices()` order.
     pub mapped_columns: Vec<usize>,
     /// The output columns, in order.
     pub columns: Vec<ColumnSource>,
+    /// The client every partition sends through (one pacer, one cache, one budget).
     pub client: Client,
+    /// The request flags.
     pub flags: EnrichFlags,
+    /// The enrichment columns' schema and decoding.
     pub output: OutputSchema,
     /// Chunks in flight or waiting per partition.
     pub concurrency: usize,
     /// The options, as EXPLAIN shows them (never the key).
     pub options_display: String,
+    /// What the scan pushed below the node, for EXPLAIN.
     pub pushed: PushedDown,
 }
 
