@@ -2,9 +2,18 @@
 //!
 //! The records are realistic responses: the people and companies of the sandbox directory
 //! (seed 42, 400 companies, 5,000 people), matched, with one record in five not matched. They are
-//! flattened in batches of 50 (one bulk request) and of 8,192 (one DataFusion batch).
+//! flattened in batches of 50 (one bulk request) and of 8,192 (one DataFusion batch), with every
+//! column (`flatten`), with only `prospeo_status` and `prospeo_cost` (`flatten_status_cost`: no
+//! person or company is looked at) and with a few person and company columns
+//! (`flatten_some_columns`). `flatten_decoder` is every column the way it was done before
+//! columns were built directly (arrow-json's decoder on the serialised structs), measured side by
+//! side.
 //!
-//! Run: `cargo bench --bench flatten`.
+//! Run: `cargo bench --bench flatten`. Criterion prints the throughput as `elem/s`: records per
+//! second, on one core.
+
+// `criterion_group!` declares a public function without documentation.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 
@@ -12,7 +21,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use datafusion_prospeo::api::Match;
 use datafusion_prospeo::api::RecordOutcome;
 use datafusion_prospeo::api::wire::{Company, Person};
-use datafusion_prospeo::output::OutputSchema;
+use datafusion_prospeo::output::{OutputProjection, OutputSchema};
 use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
 
 /// Records flattened per measured iteration, whatever the batch size.
@@ -48,10 +57,10 @@ fn outcomes() -> Vec<RecordOutcome> {
         .collect()
 }
 
-fn bench_flatten(c: &mut Criterion) {
+fn bench_projection(c: &mut Criterion, group: &str, projection: &OutputProjection) {
     let outcomes = outcomes();
     let output = OutputSchema::default();
-    let mut group = c.benchmark_group("flatten");
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(outcomes.len() as u64));
     for batch in [50, 8192] {
         group.bench_with_input(
@@ -60,13 +69,71 @@ fn bench_flatten(c: &mut Criterion) {
             |b, &n| {
                 b.iter(|| {
                     for chunk in outcomes.chunks(n) {
-                        black_box(output.flatten(black_box(chunk)).expect("flatten"));
+                        black_box(
+                            output
+                                .flatten_projected(projection, black_box(chunk))
+                                .expect("flatten"),
+                        );
                     }
                 })
             },
         );
     }
     group.finish();
+}
+
+fn bench_decoder(c: &mut Criterion) {
+    let outcomes = outcomes();
+    let output = OutputSchema::default();
+    let mut group = c.benchmark_group("flatten_decoder");
+    group.throughput(Throughput::Elements(outcomes.len() as u64));
+    for batch in [50, 8192] {
+        group.bench_with_input(
+            BenchmarkId::new("rows_per_batch", batch),
+            &batch,
+            |b, &n| {
+                b.iter(|| {
+                    for chunk in outcomes.chunks(n) {
+                        black_box(
+                            output
+                                .flatten_with_decoder(black_box(chunk))
+                                .expect("flatten"),
+                        );
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn bench_flatten(c: &mut Criterion) {
+    let output = OutputSchema::default();
+    let schema = output.schema();
+    let all: Vec<usize> = (0..schema.fields().len()).collect();
+    let index = |name: &str| schema.index_of(name).expect("a declared column");
+    bench_projection(c, "flatten", &output.projection(&all).expect("in range"));
+    bench_decoder(c);
+    let status_cost = [index("prospeo_status"), index("prospeo_cost")];
+    bench_projection(
+        c,
+        "flatten_status_cost",
+        &output.projection(&status_cost).expect("in range"),
+    );
+    let some = [
+        "prospeo_person_full_name",
+        "prospeo_person_email_email",
+        "prospeo_person_job_history",
+        "prospeo_company_name",
+        "prospeo_company_revenue_range_min",
+        "prospeo_status",
+    ]
+    .map(index);
+    bench_projection(
+        c,
+        "flatten_some_columns",
+        &output.projection(&some).expect("in range"),
+    );
 }
 
 criterion_group!(benches, bench_flatten);

@@ -103,22 +103,31 @@ impl FromStr for Datapoint {
 /// Serialises to the wire field names, leaving absent values out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Datapoints {
+    /// The person's first name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
+    /// The person's last name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    /// The person's full name (instead of first and last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
+    /// The person's LinkedIn profile URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linkedin_url: Option<String>,
+    /// The person's work email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The name of the person's company.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_name: Option<String>,
+    /// The website (or domain) of the person's company.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_website: Option<String>,
+    /// The LinkedIn page of the person's company.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company_linkedin_url: Option<String>,
+    /// The vendor's id of the person (from an earlier answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_id: Option<String>,
 }

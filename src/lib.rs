@@ -14,6 +14,7 @@ pub mod mapping;
 pub mod output;
 pub(crate) mod rng;
 pub mod sandbox;
+pub mod time;
 
 pub use crate::datafusion::options::EnrichOptions;
 pub use crate::datafusion::table::{register, register_with_builder, register_with_client};

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 use super::outcome::RecordOutcome;
-use crate::cache::CacheKey;
+use crate::cache::{CacheEntry, CacheKey, ResponseCache};
 
 /// Keys being answered, and (in a fixed-size filter) keys this client has answered.
 #[derive(Debug, Default)]
@@ -120,6 +120,69 @@ impl Pending {
     /// cache hit as a duplicate in the counts).
     pub(crate) fn answered_here(&self, key: &CacheKey) -> bool {
         self.answered.contains(self.hasher.hash_one(key))
+    }
+}
+
+/// The response cache's entries for `keys` (all `None` when the cache cannot be read: the
+/// records are sent instead). Reads touch the disk: off the async workers.
+pub(crate) async fn cached_answers(
+    cache: &ResponseCache,
+    keys: Vec<CacheKey>,
+) -> Vec<Option<CacheEntry>> {
+    let (cache, n) = (cache.clone(), keys.len());
+    match tokio::task::spawn_blocking(move || cache.get_many(&keys)).await {
+        Ok(Ok(entries)) => entries,
+        Ok(Err(e)) => {
+            tracing::warn!("{e}; the records are sent instead");
+            vec![None; n]
+        }
+        Err(e) => {
+            tracing::warn!("the cache lookup ended abnormally: {e}; the records are sent instead");
+            vec![None; n]
+        }
+    }
+}
+
+/// Commits answers to the response cache (off the async workers); the error says why not.
+pub(crate) async fn store_answers(
+    cache: &ResponseCache,
+    entries: Vec<(CacheKey, CacheEntry)>,
+) -> Result<(), String> {
+    let cache = cache.clone();
+    match tokio::task::spawn_blocking(move || cache.put_many(&entries)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("the cache write ended abnormally: {e}")),
+    }
+}
+
+/// Keys a caller claimed and has not published yet; dropping it releases them, so records
+/// waiting on them never wait forever (they fail instead).
+pub(crate) struct Claims {
+    pending: Arc<Pending>,
+    keys: Vec<CacheKey>,
+}
+
+impl Claims {
+    /// The claimed `keys` of `pending`.
+    pub(crate) fn new(pending: Arc<Pending>, keys: Vec<CacheKey>) -> Self {
+        Claims { pending, keys }
+    }
+
+    /// Hands `key`'s outcome to the records waiting for it; the key is no longer claimed.
+    pub(crate) fn publish(&mut self, key: &CacheKey, outcome: &RecordOutcome) {
+        if let Some(at) = self.keys.iter().position(|k| k == key) {
+            self.keys.swap_remove(at);
+            self.pending.publish(key, outcome);
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.pending.release(key);
+        }
     }
 }
 

@@ -1,14 +1,24 @@
 //! The Prospeo HTTP API: the wire model shared by the client and the sandbox, plans and rate
-//! limits, pacing, and the client.
+//! limits, pacing, and the client (its builder, endpoints, retry decision, pricing and counts
+//! each in a module of their own).
 
+pub mod builder;
 pub mod client;
 pub(crate) mod dedup;
+pub mod endpoint;
 pub mod outcome;
 pub mod pacing;
 pub mod plan;
+pub(crate) mod pricing;
+pub(crate) mod retry;
+pub mod tally;
 pub mod wire;
 
-pub use client::{AccountStatus, ApiKey, Client, ClientBuilder, RetryPolicy, Totals};
+pub use builder::{ApiKey, ClientBuilder, RetryPolicy};
+pub use client::Client;
+pub use endpoint::AccountStatus;
 pub use outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
+pub use pacing::{Moment, Pacer};
 pub use plan::{Plan, RateLimits};
+pub use tally::{AtomicTally, Tally, Totals};
 pub use wire::EnrichFlags;

@@ -2,19 +2,26 @@
 //! produces them, de-duplication hands them on, the cache stores them, the output flattens them).
 
 use std::fmt;
+use std::ops::Deref;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::api::tally::Tally;
 use crate::api::wire::{Company, Person};
 /// The status of a record after enrichment: `prospeo_status` in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
+    /// The record matched a person.
     Matched,
+    /// The record matched nobody.
     NotMatched,
+    /// The record is below the vendor's minimum requirement.
     InvalidDatapoints,
+    /// The record could not be enriched (`prospeo_error` says why): a re-run sends it again.
     Failed,
+    /// The record was not sent now (quota, credits, budget, a stop): a re-run sends it.
     Deferred,
 }
 
@@ -62,7 +69,9 @@ impl fmt::Display for DeferReason {
 /// A matched record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
+    /// The person, as the vendor sent it.
     pub person: Option<Person>,
+    /// The person's current company, as the vendor sent it.
     pub company: Option<Company>,
     /// The vendor said this re-enrichment was free.
     pub free_enrichment: bool,
@@ -73,17 +82,22 @@ pub struct Match {
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordOutcome {
+    /// Matched a person.
     Matched(Box<Match>),
+    /// Matched nobody.
     NotMatched,
     /// Below the minimum requirement: never sent, or listed in `invalid_datapoints`.
     InvalidDatapoints,
     /// The record could not be enriched; the reason says why.
     Failed {
+        /// Why, in words for the output's `prospeo_error`.
         reason: String,
     },
     /// Not sent now; a later run should send it, from `retry_at` on when known.
     Deferred {
+        /// Why it was not sent.
         reason: DeferReason,
+        /// When the quota returns, when the API said.
         retry_at: Option<SystemTime>,
     },
 }
@@ -126,8 +140,7 @@ impl RecordOutcome {
             RecordOutcome::Deferred { reason, retry_at } => Some(match retry_at {
                 Some(at) => format!(
                     "deferred: {reason}; quota returns at {}",
-                    chrono::DateTime::<chrono::Utc>::from(*at)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    crate::time::rfc3339(*at)
                 ),
                 None => format!("deferred: {reason}"),
             }),
@@ -136,32 +149,20 @@ impl RecordOutcome {
     }
 }
 
-/// The outcome of [`Client::bulk_enrich`](crate::api::Client::bulk_enrich): one outcome per input record, in input order.
+/// The outcome of [`Client::bulk_enrich`](crate::api::Client::bulk_enrich): one outcome per input record, in input order,
+/// and the batch's counts (read through, as in `batch.duplicates`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
+    /// One outcome per input record, in input order.
     pub records: Vec<RecordOutcome>,
     /// Sum of the `total_cost` of the requests that answered (equal to the sum of the records'
-    /// costs, except a surplus charged when nothing matched: no record carries it).
+    /// costs, except a surplus charged when nothing matched: no record carries it). The same
+    /// number as `tally.credits`, under the vendor's name.
     pub total_cost: i64,
-    /// HTTP requests made, retries included.
-    pub requests: u32,
-    /// Requests whose `total_cost` the documented rules did not explain (see
-    /// [`Client::bulk_enrich`](crate::api::Client::bulk_enrich)).
-    pub cost_warnings: u32,
-    /// Requests retried.
-    pub retries: u32,
-    /// Rate-limit answers received.
-    pub rate_limited: u32,
-    /// Time spent waiting for quota before sending.
-    pub quota_wait: Duration,
-    /// Records in requests the API answered (what counts against the quota).
-    pub records_sent: u32,
-    /// Records answered from the response cache (answered by an earlier job): sent nothing,
-    /// cost 0.
-    pub cached: u32,
-    /// Records answered by an earlier record of this job with the same datapoints: sent
-    /// nothing, cost 0.
-    pub duplicates: u32,
+    /// What the batch counted: statuses, requests, retries, rate limits, quota wait, records
+    /// sent, cache hits, duplicates, cost warnings (see [`Tally`]). The client's totals add the
+    /// same counts at the same moments.
+    pub tally: Tally,
 }
 
 impl BatchOutcome {
@@ -169,13 +170,18 @@ impl BatchOutcome {
     pub fn absorb(&mut self, other: BatchOutcome) {
         self.records.extend(other.records);
         self.total_cost += other.total_cost;
-        self.requests += other.requests;
-        self.cost_warnings += other.cost_warnings;
-        self.retries += other.retries;
-        self.rate_limited += other.rate_limited;
-        self.quota_wait += other.quota_wait;
-        self.records_sent += other.records_sent;
-        self.cached += other.cached;
-        self.duplicates += other.duplicates;
+        self.tally.add(&other.tally);
+    }
+
+    /// Time spent waiting for quota before sending.
+    pub fn quota_wait(&self) -> Duration {
+        self.tally.quota_wait()
+    }
+}
+
+impl Deref for BatchOutcome {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.tally
     }
 }

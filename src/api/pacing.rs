@@ -9,10 +9,82 @@
 //! until the reset the headers give.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::plan::{QuotaWindow, RateLimits};
+
+/// A point in time read from both clocks at once: the monotonic clock, on which this process
+/// waits, and the wall clock, the only one a pacer shared with other processes can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    /// On the monotonic clock.
+    pub instant: Instant,
+    /// On the wall clock.
+    pub wall: SystemTime,
+}
+
+impl Moment {
+    /// Now.
+    pub fn now() -> Moment {
+        Moment {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// `duration` later, on both clocks.
+    pub fn after(self, duration: Duration) -> Moment {
+        Moment {
+            instant: self.instant + duration,
+            wall: self.wall.checked_add(duration).unwrap_or(self.wall),
+        }
+    }
+
+    /// The wall-clock time of `instant`, reckoned from this moment.
+    pub fn wall_of(self, instant: Instant) -> SystemTime {
+        if instant >= self.instant {
+            self.wall + (instant - self.instant)
+        } else {
+            self.wall
+                .checked_sub(self.instant - instant)
+                .unwrap_or(self.wall)
+        }
+    }
+
+    /// The monotonic instant of a wall-clock time, reckoned from this moment.
+    pub fn instant_of(self, wall: SystemTime) -> Instant {
+        match wall.duration_since(self.wall) {
+            Ok(ahead) => self.instant + ahead,
+            Err(behind) => self
+                .instant
+                .checked_sub(behind.duration())
+                .unwrap_or(self.instant),
+        }
+    }
+}
+
+/// Paces sends to the plan's quota, for every caller of a client. Times are [`Moment`]s, so an
+/// implementation shared across processes (one backed by a database) can keep its books in
+/// wall-clock time; [`QuotaLimiter`] is the in-process one.
+pub trait Pacer: Send + Sync + fmt::Debug {
+    /// The largest request the limits allow, at most `wanted` records.
+    fn max_request_records(&self, wanted: usize) -> usize;
+    /// Records the per-day window still admits at `now`.
+    fn left_today(&self, now: Moment) -> u64;
+    /// Reserves the earliest send time for `records` records, or says to defer them when that
+    /// time is more than `max_wait` away.
+    fn reserve(&self, now: Moment, records: u64, max_wait: Duration) -> Admission;
+    /// The request was answered with success at `answered_at`: its records count.
+    fn confirm(&self, reservation: Reservation, answered_at: Moment);
+    /// The request failed: its records are free again.
+    fn release(&self, reservation: Reservation);
+    /// No send before `until` (after a rate limit that said `window` was used up).
+    fn block_until(&self, until: Moment, window: QuotaWindow);
+    /// Adapts to the quota a response's headers reported at `now`.
+    fn observe(&self, now: Moment, headers: &QuotaHeaders);
+}
 
 /// A reserved send: `records` records may be sent at `send_at`.
 #[derive(Debug)]
@@ -23,6 +95,22 @@ pub struct Reservation {
     pub records: u64,
     /// When the records may be sent.
     pub send_at: Instant,
+}
+
+impl Reservation {
+    /// A reservation a [`Pacer`] hands out; `id` is the pacer's own, to find it again.
+    pub fn new(id: u64, records: u64, send_at: Instant) -> Self {
+        Reservation {
+            id,
+            records,
+            send_at,
+        }
+    }
+
+    /// The pacer's identifier of this reservation.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 /// What the limiter says about a send.
@@ -42,12 +130,19 @@ pub enum Admission {
 /// The quota as a response's headers report it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QuotaHeaders {
+    /// `x-minute-request-left`: records left this minute.
     pub minute_left: Option<u64>,
+    /// `x-minute-reset-seconds`: seconds until the minute's quota returns.
     pub minute_reset_seconds: Option<u64>,
+    /// `x-daily-request-left`: records left in the rolling day.
     pub day_left: Option<u64>,
+    /// `x-daily-reset-seconds`: seconds until the day's quota returns.
     pub day_reset_seconds: Option<u64>,
+    /// `x-second-rate-limit`: the key's records a second.
     pub second_limit: Option<u64>,
+    /// `x-minute-rate-limit`: the key's records a minute.
     pub minute_limit: Option<u64>,
+    /// `x-daily-rate-limit`: the key's records a day.
     pub day_limit: Option<u64>,
 }
 
@@ -351,6 +446,30 @@ impl QuotaLimiter {
     }
 }
 
+impl Pacer for QuotaLimiter {
+    fn max_request_records(&self, wanted: usize) -> usize {
+        QuotaLimiter::max_request_records(self, wanted)
+    }
+    fn left_today(&self, now: Moment) -> u64 {
+        QuotaLimiter::left_today(self, now.instant)
+    }
+    fn reserve(&self, now: Moment, records: u64, max_wait: Duration) -> Admission {
+        QuotaLimiter::reserve(self, now.instant, records, max_wait)
+    }
+    fn confirm(&self, reservation: Reservation, answered_at: Moment) {
+        QuotaLimiter::confirm(self, reservation, answered_at.instant)
+    }
+    fn release(&self, reservation: Reservation) {
+        QuotaLimiter::release(self, reservation)
+    }
+    fn block_until(&self, until: Moment, window: QuotaWindow) {
+        QuotaLimiter::block_until(self, until.instant, window)
+    }
+    fn observe(&self, now: Moment, headers: &QuotaHeaders) {
+        QuotaLimiter::observe(self, now.instant, headers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +482,30 @@ mod tests {
     }
 
     const PATIENT: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_moment_converts_between_its_clocks() {
+        let now = Moment::now();
+        let later = now.after(Duration::from_secs(90));
+        assert_eq!(now.instant_of(later.wall), later.instant);
+        assert_eq!(now.wall_of(later.instant), later.wall);
+        let earlier = now.wall - Duration::from_secs(5);
+        assert_eq!(
+            now.instant_of(earlier),
+            now.instant - Duration::from_secs(5)
+        );
+        // The in-process limiter behind the trait: the same books as its own methods.
+        let pacer: &dyn Pacer = &QuotaLimiter::new(RateLimits::new(100, 100, 1000));
+        let a = send(pacer.reserve(now, 100, PATIENT));
+        pacer.confirm(a, now);
+        let b = send(pacer.reserve(now, 10, PATIENT));
+        assert_eq!(
+            b.send_at.duration_since(now.instant),
+            Duration::from_millis(60_500)
+        );
+        pacer.release(b);
+        assert_eq!(pacer.left_today(now), 900);
+    }
 
     #[test]
     fn sends_are_spaced_by_the_per_second_limit_and_bounded_by_the_minute() {

@@ -71,8 +71,11 @@ impl FromStr for Plan {
 /// Records allowed per second, per minute and per rolling day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimits {
+    /// Records a second.
     pub per_second: u64,
+    /// Records a minute.
     pub per_minute: u64,
+    /// Records a rolling 24 hours.
     pub per_day: u64,
 }
 
@@ -100,8 +103,11 @@ impl RateLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaWindow {
+    /// One second.
     Second,
+    /// One minute.
     Minute,
+    /// A rolling 24 hours.
     Day,
 }
 
@@ -118,11 +124,18 @@ impl QuotaWindow {
 
 /// The rate-limit response headers (reference, "Headers on responses").
 pub mod headers {
+    /// Records left in the rolling day.
     pub const DAILY_LEFT: &str = "x-daily-request-left";
+    /// Records left in the current minute.
     pub const MINUTE_LEFT: &str = "x-minute-request-left";
+    /// Seconds until the daily quota resets.
     pub const DAILY_RESET_SECONDS: &str = "x-daily-reset-seconds";
+    /// Seconds until the minute's quota resets.
     pub const MINUTE_RESET_SECONDS: &str = "x-minute-reset-seconds";
+    /// The key's records-per-day limit.
     pub const DAILY_LIMIT: &str = "x-daily-rate-limit";
+    /// The key's records-per-minute limit.
     pub const MINUTE_LIMIT: &str = "x-minute-rate-limit";
+    /// The key's records-per-second limit.
     pub const SECOND_LIMIT: &str = "x-second-rate-limit";
 }

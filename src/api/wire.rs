@@ -42,15 +42,19 @@ impl EnrichFlags {
 /// `POST /bulk-enrich-person` request body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BulkEnrichRequest {
+    /// The request's flags, at the top level of the body.
     #[serde(flatten)]
     pub flags: EnrichFlags,
+    /// The records, 1 to 50.
     pub data: Vec<BulkRecord>,
 }
 
 /// One record of a bulk request: a caller-chosen identifier plus the datapoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkRecord {
+    /// Unique within the request; the answer names records by it.
     pub identifier: String,
+    /// The record's datapoints, at the top level of the record.
     #[serde(flatten)]
     pub datapoints: Datapoints,
 }
@@ -58,17 +62,22 @@ pub struct BulkRecord {
 /// `POST /bulk-enrich-person` response body when `error` is false.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BulkEnrichResponse {
+    /// False on an answer (an error body is an [`ErrorBody`]).
     pub error: bool,
     /// The authoritative charge of the request (reference: "`total_cost` is the authoritative
     /// charge of the request").
     #[serde(default)]
     pub total_cost: i64,
+    /// The records that matched a person.
     #[serde(default)]
     pub matched: Vec<MatchedRecord>,
+    /// Identifiers of the records that matched nobody.
     #[serde(default)]
     pub not_matched: Vec<String>,
+    /// Identifiers of the records below the minimum requirement.
     #[serde(default)]
     pub invalid_datapoints: Vec<String>,
+    /// Fields this version does not know, kept as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -76,6 +85,7 @@ pub struct BulkEnrichResponse {
 /// One entry of `matched`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MatchedRecord {
+    /// The identifier of the request's record.
     pub identifier: String,
     /// Not in the page's example, read by the vendor's tools: optional (reference).
     #[serde(
@@ -84,36 +94,13 @@ pub struct MatchedRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub free_enrichment: Option<bool>,
+    /// The person found.
     #[serde(default, deserialize_with = "lenient")]
     pub person: Option<Person>,
+    /// The person's current company.
     #[serde(default, deserialize_with = "lenient")]
     pub company: Option<Company>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// `POST /enrich-person` (single record) request body.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EnrichPersonRequest {
-    #[serde(flatten)]
-    pub flags: EnrichFlags,
-    pub data: Datapoints,
-}
-
-/// `POST /enrich-person` response body when `error` is false.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EnrichPersonResponse {
-    pub error: bool,
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub free_enrichment: Option<bool>,
-    #[serde(default, deserialize_with = "lenient")]
-    pub person: Option<Person>,
-    #[serde(default, deserialize_with = "lenient")]
-    pub company: Option<Company>,
+    /// Fields this version does not know, kept as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -121,9 +108,12 @@ pub struct EnrichPersonResponse {
 /// `GET /account-information` response body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountInformationResponse {
+    /// False on an answer.
     pub error: bool,
+    /// The account's plan and credits.
     #[serde(default, deserialize_with = "lenient")]
     pub response: Option<AccountInformation>,
+    /// Fields this version does not know, kept as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -131,16 +121,11 @@ pub struct AccountInformationResponse {
 /// A request-level error body: `{error: true, error_code, ...}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// True on an error.
     pub error: bool,
+    /// The vendor's code (`INVALID_API_KEY`, `RATE_LIMITED`, ...); see [`ErrorCode`].
     #[serde(default, deserialize_with = "lenient")]
     pub error_code: Option<String>,
-    /// Search endpoints add this; kept for completeness.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub filter_error: Option<String>,
     /// Human-readable detail, when the server gives one.
     #[serde(
         default,
@@ -148,6 +133,8 @@ pub struct ErrorBody {
         skip_serializing_if = "Option::is_none"
     )]
     pub message: Option<String>,
+    /// Fields this version does not know (the search endpoints' `filter_error`, say), kept as
+    /// received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -158,7 +145,6 @@ impl ErrorBody {
         ErrorBody {
             error: true,
             error_code: Some(code.as_str().to_string()),
-            filter_error: None,
             message: Some(message.into()),
             extra: Map::new(),
         }
@@ -241,6 +227,7 @@ macro_rules! wire_object {
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         pub struct $name {
             $(
+                #[doc = concat!("`", stringify!($field), "` as the vendor sends it; `None` when absent, null or unreadable.")]
                 $(#[$fmeta])*
                 #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,

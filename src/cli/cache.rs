@@ -136,12 +136,7 @@ fn stats(path: &Path, json: bool) -> Result<u8, CliError> {
 }
 
 fn print_stats(path: &Path, s: &CacheStats) {
-    let time = |t: Option<SystemTime>| {
-        t.map_or("-".to_string(), |t| {
-            chrono::DateTime::<chrono::Utc>::from(t)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        })
-    };
+    let time = |t: Option<SystemTime>| t.map_or("-".to_string(), datafusion_prospeo::time::rfc3339);
     println!("cache                 {}", path.display());
     if let Some(bytes) = s.file_bytes {
         println!("size                  {}", human_bytes(bytes));

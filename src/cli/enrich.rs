@@ -10,17 +10,16 @@ use datafusion::arrow::array::AsArray;
 use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
-use datafusion_prospeo::api::{Client, RecordStatus, Totals};
-use datafusion_prospeo::cache::{CacheKey, ResponseCache};
+use datafusion_prospeo::api::{Client, RecordStatus, Tally, Totals};
+use datafusion_prospeo::cache::CacheKey;
 use datafusion_prospeo::datafusion::options::EnrichOptions;
-use datafusion_prospeo::datafusion::table::{
-    ENV_CACHE, EnrichTable, FUNCTION_NAME, register_with_client,
-};
+use datafusion_prospeo::datafusion::table::{EnrichTable, FUNCTION_NAME, register_with_client};
 use datafusion_prospeo::sandbox::Sandbox;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::output::{Output, OutputFormat, query_error};
+use super::options::OptionArgs;
+use super::output::{Output, OutputFormat, planning_error, query_error};
 use super::progress::{Progress, ProgressMode};
 use super::{CliError, EXIT_DEFERRED, GlobalArgs, LogFormat, api_error};
 
@@ -38,49 +37,21 @@ pub struct EnrichArgs {
     /// Output format, when the extension does not say it.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormat>,
-    /// Input format, when the extension does not say it: parquet, csv or ndjson.
-    #[arg(long)]
-    pub input_format: Option<String>,
-    /// CSV input: the delimiter (`\t` for tab).
-    #[arg(long, default_value = ",")]
-    pub delimiter: String,
-    /// CSV input: the quote character.
-    #[arg(long, default_value = "\"")]
-    pub quote: String,
-    /// CSV input: the file has no header row.
-    #[arg(long)]
+    /// The `prospeo.*` options, as the SQL side has them (`prospeo.per_second` is
+    /// --per-second): the same names, the same checks.
+    #[command(flatten)]
+    pub options: OptionArgs,
+    /// CSV input: the file has no header row (--csv-has-header=false).
+    #[arg(long, conflicts_with = "csv_has_header")]
     pub no_header: bool,
-    /// Map a column to a datapoint, e.g. --map 'Work Email=email'; 'Column=' ignores a column.
-    /// Repeatable. Columns are otherwise mapped by name (see the README's alias table).
-    #[arg(long = "map", value_name = "COLUMN=DATAPOINT")]
-    pub maps: Vec<String>,
-    /// Only return people with a verified email.
-    #[arg(long)]
-    pub only_verified_email: bool,
-    /// Reveal mobiles (10 credits for a match with a mobile instead of 1).
-    #[arg(long)]
-    pub enrich_mobile: bool,
-    /// Only return people with a mobile (implies --enrich-mobile).
-    #[arg(long)]
-    pub only_verified_mobile: bool,
-    /// Prefix of the enrichment columns.
-    #[arg(long, default_value = "prospeo_")]
-    pub prefix: String,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// The plan whose rate limits pace requests: starter, growth or pro.
-    #[arg(long, default_value = "pro")]
-    pub plan: String,
-    /// Custom records-per-minute limit.
-    #[arg(long, value_name = "N")]
-    pub per_minute: Option<u64>,
-    /// Custom records-per-day limit.
-    #[arg(long, value_name = "N")]
-    pub per_day: Option<u64>,
-    /// Stop before spending more than this many credits; the rest is deferred.
-    #[arg(long, value_name = "N")]
-    pub max_credits: Option<u64>,
+    /// Keep no cache file: answers live in memory for this run only (duplicates within the
+    /// run are still sent once). --cache PATH (also PROSPEO_CACHE) names the file otherwise:
+    /// answers are read from it before sending and committed to it as they arrive, so
+    /// re-running a stopped job sends only what was never answered. Default: the platform's
+    /// cache directory (~/.cache/prospeo/responses.redb on Linux); with --sandbox, a cache in
+    /// memory.
+    #[arg(long, conflicts_with = "cache_ttl")]
+    pub no_cache: bool,
     /// Go ahead even when --max-credits exceeds the credits left on the account.
     #[arg(long)]
     pub yes: bool,
@@ -88,19 +59,6 @@ pub struct EnrichArgs {
     /// duplicate) and the worst-case credits; call nothing that costs, write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// The response cache file (also PROSPEO_CACHE). Answers are read from it before sending
-    /// and committed to it as they arrive, so re-running a stopped job sends only what was
-    /// never answered. Default: the platform's cache directory (~/.cache/prospeo/responses.redb
-    /// on Linux); with --sandbox, a cache in memory.
-    #[arg(long, value_name = "PATH")]
-    pub cache: Option<PathBuf>,
-    /// Keep no cache file: answers live in memory for this run only (duplicates within the
-    /// run are still sent once).
-    #[arg(long, conflicts_with = "cache_ttl")]
-    pub no_cache: bool,
-    /// Ask again for cached answers older than this, e.g. 30d or 12h (default: never).
-    #[arg(long, value_name = "AGE", value_parser = parse_age)]
-    pub cache_ttl: Option<Duration>,
     #[command(flatten)]
     pub api: super::ApiArgs,
     /// Run against an embedded sandbox with the sample directory and a demo key: nothing is
@@ -115,35 +73,29 @@ pub struct EnrichArgs {
     pub summary_json: Option<PathBuf>,
 }
 
-/// The numbers of a run, printed at the end and written by --summary-json.
+/// The numbers of a run, printed at the end and written by --summary-json. The counts are the
+/// client's [`Tally`], under the names it gives them (as EXPLAIN ANALYZE does), read through
+/// (`summary.matched`).
 #[derive(Debug, Serialize)]
 struct Summary {
     input: String,
     output: String,
     rows: u64,
-    matched: u64,
-    not_matched: u64,
-    invalid_datapoints: u64,
-    failed: u64,
-    deferred: u64,
-    /// Rows answered by the response cache (earlier runs): free.
-    cached: u64,
-    /// Rows answered by an earlier row with the same datapoints: free.
-    duplicates: u64,
-    credits: i64,
-    records_sent: u64,
-    requests: u64,
-    retries: u64,
-    rate_limited: u64,
-    cost_warnings: u64,
+    #[serde(flatten)]
+    counts: Tally,
     quota_wait_seconds: f64,
     /// When the quota that deferred rows returns (RFC 3339), when the API said.
     quota_returns_at: Option<String>,
-    /// Answers that could not be stored in the cache: a re-run sends them again.
-    cache_errors: u64,
     elapsed_seconds: f64,
     rows_per_second: f64,
     exit_code: u8,
+}
+
+impl std::ops::Deref for Summary {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.counts
+    }
 }
 
 /// What `--dry-run` found.
@@ -172,33 +124,15 @@ fn sql_string(s: &str) -> String {
 /// The job's options from the command line, checked before anything starts.
 fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
     let mut options = EnrichOptions::default();
-    let bad = |e: datafusion::error::DataFusionError| CliError::BadInput(e.to_string());
-    let flags = [
-        ("only_verified_email", args.only_verified_email),
-        ("enrich_mobile", args.enrich_mobile),
-        ("only_verified_mobile", args.only_verified_mobile),
-        ("csv_has_header", !args.no_header),
-    ];
-    for (key, value) in flags {
-        options.set(key, &value.to_string()).map_err(bad)?;
+    args.options.apply(&mut options).map_err(api_error)?;
+    if args.no_header {
+        options.csv_has_header = false;
     }
-    options.set("prefix", &args.prefix).map_err(bad)?;
-    options
-        .set("concurrency", &args.concurrency.to_string())
-        .map_err(bad)?;
-    options.set("plan", &args.plan).map_err(bad)?;
-    options.set("csv_delimiter", &args.delimiter).map_err(bad)?;
-    options.set("csv_quote", &args.quote).map_err(bad)?;
-    if let Some(format) = &args.input_format {
-        options.set("format", format).map_err(bad)?;
+    // Sandbox answers must never mix with paid ones: with --sandbox and no --cache PATH, the
+    // answers live in memory (PROSPEO_CACHE does not apply).
+    if args.no_cache || (args.sandbox && options.cache_path.is_none()) {
+        options.cache = false;
     }
-    options
-        .set_map(args.maps.iter().map(String::as_str))
-        .map_err(bad)?;
-    options.per_minute = args.per_minute;
-    options.per_day = args.per_day;
-    options.max_credits = args.max_credits;
-    options.cache_ttl = args.cache_ttl;
     Ok(options)
 }
 
@@ -212,59 +146,16 @@ fn install_options(ctx: &SessionContext, options: EnrichOptions) {
         .insert(options);
 }
 
-/// Parses a cache age for clap.
-fn parse_age(text: &str) -> Result<Duration, String> {
-    datafusion_prospeo::datafusion::options::parse_age(text)?
-        .ok_or_else(|| "give an age such as 30d, 12h or 90m".to_string())
-}
-
-/// The response cache a run uses: `--cache`; with `--sandbox` a cache in memory (sandbox
-/// answers must never mix with paid ones, so `PROSPEO_CACHE` does not apply); else
-/// `PROSPEO_CACHE`, else the platform's default file. None with `--no-cache`.
-fn open_cache(args: &EnrichArgs) -> Result<Option<ResponseCache>, CliError> {
-    if args.no_cache {
-        return Ok(None);
-    }
-    let from_env = || {
-        std::env::var_os(ENV_CACHE)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-    };
-    let path = match (&args.cache, args.sandbox) {
-        (Some(path), _) => path.clone(),
-        (None, true) => return Ok(None),
-        (None, false) => match from_env().or_else(ResponseCache::default_path) {
-            Some(path) => path,
-            None => {
-                tracing::warn!(
-                    "this platform has no cache directory: answers are kept in memory only; give --cache PATH to keep them"
-                );
-                return Ok(None);
-            }
-        },
-    };
-    ResponseCache::open(&path).map(Some).map_err(api_error)
-}
-
+/// The client of a run: the key and base URL from the command line, the environment or the
+/// sandbox, and the options over them (the same step as `enrich_person`'s).
 fn build_client(
     args: &EnrichArgs,
     options: &EnrichOptions,
     sandbox: Option<&Sandbox>,
-    cache: Option<ResponseCache>,
 ) -> Result<Client, CliError> {
-    let mut builder = args.api.builder(sandbox)?.cache_ttl(options.cache_ttl);
-    if let Some(cache) = cache {
-        builder = builder.cache(cache);
-    }
-    builder
-        .limits(options.limits())
-        .max_in_flight(options.concurrency)
-        .max_credits(
-            options
-                .max_credits
-                .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
-        )
-        .build()
+    options
+        .client_builder(args.api.builder(sandbox)?)
+        .and_then(|builder| builder.build())
         .map_err(api_error)
 }
 
@@ -294,11 +185,10 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     } else {
         None
     };
-    let cache = open_cache(&args)?;
-    if talk && let Some(path) = cache.as_ref().and_then(|c| c.path()) {
+    let client = build_client(&args, &options, sandbox.as_ref())?;
+    if talk && let Some(path) = options.cache_file().map_err(api_error)? {
         eprintln!("Response cache: {}", path.display());
     }
-    let client = build_client(&args, &options, sandbox.as_ref(), cache)?;
 
     // Free checks first: the key and the balance.
     let account = client.account_status().await.map_err(api_error)?;
@@ -310,7 +200,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             remaining
         );
     }
-    if let Some(budget) = args.max_credits
+    if let Some(budget) = options.max_credits
         && i64::try_from(budget).unwrap_or(i64::MAX) > remaining
         && !args.yes
     {
@@ -325,7 +215,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     let df = ctx
         .sql(&format!("SELECT * FROM {FUNCTION_NAME}({input})"))
         .await
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(planning_error)?;
     if talk {
         print_mapping(&df).await?;
     }
@@ -391,7 +281,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             rows = summary.rows,
             matched = summary.matched,
             not_matched = summary.not_matched,
-            invalid_datapoints = summary.invalid_datapoints,
+            invalid_datapoints = summary.invalid,
             failed = summary.failed,
             deferred = summary.deferred,
             cached = summary.cached,
@@ -447,7 +337,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
                 &state,
             ))
         })
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(planning_error)?;
     let table = provider
         .downcast_ref::<EnrichTable>()
         .ok_or_else(|| CliError::Failure("enrich_person did not return its table".into()))?;
@@ -455,6 +345,8 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
     let options = table.options().clone();
     if !args.quiet {
         eprintln!("Column mapping:\n{mapping}");
+        // The settings as `SET prospeo.*` would show them: what a run with these flags uses.
+        eprintln!("Options: {options}");
     }
     let schema = provider.schema();
     let columns: Vec<String> = mapping
@@ -465,18 +357,18 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
     let df = ctx
         .read_table(provider.clone())
         .and_then(|df| df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>()))
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(planning_error)?;
     let mut stream = df.execute_stream().await.map_err(query_error)?;
     let mut report = DryRun {
         input: args.input.clone(),
         ..Default::default()
     };
-    let cache = open_cache(args)?;
+    let cache = options.open_cache().map_err(api_error)?;
     let flags = options.flags();
     let now = std::time::SystemTime::now();
     let mut seen = HashSet::new();
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| CliError::BadInput(e.to_string()))?;
+        let batch = batch.map_err(planning_error)?;
         let records = mapping
             .datapoints_projected(&batch)
             .map_err(|e| CliError::BadInput(format!("{}: {e}", args.input)))?;
@@ -503,7 +395,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
             report.cached += entries
                 .iter()
                 .flatten()
-                .filter(|e| e.serves(flags, args.cache_ttl, now))
+                .filter(|e| e.serves(flags, options.cache_ttl, now))
                 .count() as u64;
         }
     }
@@ -542,7 +434,7 @@ async fn print_mapping(df: &DataFrame) -> Result<(), CliError> {
         .clone()
         .create_physical_plan()
         .await
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(planning_error)?;
     if let Some(exec) = find(&plan) {
         eprintln!("Column mapping:\n{}", exec.mapping());
     }
@@ -561,25 +453,11 @@ fn summary(
         input: args.input.clone(),
         output: output.to_string(),
         rows,
-        matched: totals.matched,
-        not_matched: totals.not_matched,
-        invalid_datapoints: totals.invalid,
-        failed: totals.failed,
-        deferred: totals.deferred,
-        cached: totals.cached,
-        duplicates: totals.duplicates,
-        credits: totals.credits,
-        records_sent: totals.records_sent,
-        requests: totals.requests,
-        retries: totals.retries,
-        rate_limited: totals.rate_limited,
-        cost_warnings: totals.cost_warnings,
+        counts: totals.tally,
         quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
-        quota_returns_at: totals.quota_returns_at.map(|at| {
-            chrono::DateTime::<chrono::Utc>::from(at)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        }),
-        cache_errors: totals.cache_errors,
+        quota_returns_at: totals
+            .quota_returns_at
+            .map(datafusion_prospeo::time::rfc3339),
         elapsed_seconds: elapsed,
         rows_per_second: if elapsed > 0.0 {
             rows as f64 / elapsed
@@ -594,7 +472,7 @@ fn print_summary(s: &Summary) {
     let statuses = [
         (RecordStatus::Matched, s.matched),
         (RecordStatus::NotMatched, s.not_matched),
-        (RecordStatus::InvalidDatapoints, s.invalid_datapoints),
+        (RecordStatus::InvalidDatapoints, s.invalid),
         (RecordStatus::Failed, s.failed),
         (RecordStatus::Deferred, s.deferred),
     ];
@@ -608,6 +486,9 @@ fn print_summary(s: &Summary) {
     eprintln!("  {:<20} {:>8}", "records sent", s.records_sent);
     eprintln!("  {:<20} {:>8}", "requests", s.requests);
     eprintln!("  {:<20} {:>8}", "retries", s.retries);
+    if s.lost_answers > 0 {
+        eprintln!("  {:<20} {:>8}", "lost answers", s.lost_answers);
+    }
     eprintln!("  {:<20} {:>8}", "429s", s.rate_limited);
     eprintln!("  {:<20} {:>8.1} s", "quota wait", s.quota_wait_seconds);
     eprintln!(

@@ -3,14 +3,14 @@
 mod account;
 mod cache;
 mod enrich;
+mod options;
 mod output;
 mod progress;
 mod sandbox;
 mod sql;
 
-use std::time::Duration;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use datafusion_prospeo::datafusion::options::OptionKey;
 use datafusion_prospeo::sandbox::Sandbox;
 
 /// Exit code: something failed that is neither the input nor the key.
@@ -126,8 +126,8 @@ impl CliError {
 /// Where the API is and which key to use: the options `enrich`, `sql` and `account` share.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// The API's base URL (also PROSPEO_BASE_URL).
-    #[arg(long, env = "PROSPEO_BASE_URL")]
+    /// The API's base URL (also PROSPEO_BASE_URL); checked as prospeo.base_url is.
+    #[arg(long, env = "PROSPEO_BASE_URL", value_parser = base_url)]
     pub base_url: Option<String>,
     /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
     #[arg(long, env = "PROSPEO_API_KEY_FILE")]
@@ -157,6 +157,13 @@ impl ApiArgs {
     }
 }
 
+/// Checks a base URL as `SET prospeo.base_url` does, with the same message.
+fn base_url(text: &str) -> Result<String, datafusion_prospeo::Error> {
+    let mut options = datafusion_prospeo::EnrichOptions::default();
+    options.set_key(OptionKey::BaseUrl, text)?;
+    Ok(options.base_url.unwrap_or_default())
+}
+
 /// Starts the embedded sandbox: the sample directory and the demo key, on a free loopback
 /// port.
 pub async fn embedded_sandbox() -> Result<Sandbox, CliError> {
@@ -168,16 +175,15 @@ pub async fn embedded_sandbox() -> Result<Sandbox, CliError> {
         .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))
 }
 
-/// A library error as the CLI reports it: key problems are their own exit code, settings and
-/// the cache are the user's to fix, the rest is a failure.
+/// A library error as the CLI reports it: key problems are their own exit code, settings, the
+/// mapping and the cache are the user's to fix, the rest is a failure.
 pub fn api_error(e: datafusion_prospeo::Error) -> CliError {
-    use datafusion_prospeo::Error;
-    match e {
-        Error::MissingApiKey | Error::ApiKeyFile { .. } | Error::InvalidApiKey => {
-            CliError::BadKey(e.to_string())
-        }
-        Error::Config(_) | Error::Cache { .. } => CliError::BadInput(e.to_string()),
-        other => CliError::Failure(other.to_string()),
+    if e.is_key_problem() {
+        CliError::BadKey(e.to_string())
+    } else if e.is_bad_input() {
+        CliError::BadInput(e.to_string())
+    } else {
+        CliError::Failure(e.to_string())
     }
 }
 
@@ -205,29 +211,7 @@ pub fn init_logging(global: &GlobalArgs) {
     };
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `3m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 250ms, 2s, 1.5m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}`: use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
-}
+pub use datafusion_prospeo::datafusion::options::parse_duration;
 
 /// Parses a probability in `[0, 1]`.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
@@ -241,6 +225,8 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -277,6 +263,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        // The sandbox's flags take the durations every other flag and option takes.
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3 weeks").is_err());
         assert_eq!(parse_rate("0.25"), Ok(0.25));

@@ -266,13 +266,13 @@ impl OpenOutput {
     }
 }
 
-/// A query error as the CLI reports it: a missing or refused key is its own exit code.
+/// A query error as the CLI reports it: a missing or refused key is its own exit code. The
+/// crate's error is found by downcasting through DataFusion's wrappers, never by its text.
 pub fn query_error(e: DataFusionError) -> CliError {
-    let text = e.to_string();
-    if text.contains("INVALID_API_KEY") || text.contains("no Prospeo API key") {
-        return CliError::BadKey(e.find_root().to_string());
+    match datafusion_prospeo::Error::find_in(&e) {
+        Some(found) if found.is_key_problem() => CliError::BadKey(found.to_string()),
+        _ => CliError::Failure(e.to_string()),
     }
-    CliError::Failure(text)
 }
 
 /// A planning error: a missing key, or else bad input.

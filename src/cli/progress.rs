@@ -36,7 +36,7 @@ impl ProgressMode {
 
 /// Rows a job has settled so far, whatever their status.
 pub fn rows_settled(totals: &Totals) -> u64 {
-    totals.matched + totals.not_matched + totals.invalid + totals.failed + totals.deferred
+    totals.settled()
 }
 
 /// A running progress reporter; stop it with [`Progress::finish`].

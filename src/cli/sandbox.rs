@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// How long a slow response waits.
     #[arg(long, value_parser = parse_duration, default_value = "120s")]
     pub slow_delay: Duration,
+    /// Share of successful bulk answers (processed and charged) whose body stops halfway.
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub cut_body_rate: f64,
+    /// Share of successful bulk answers (processed and charged) sent as HTTP 200 with a body
+    /// that is not JSON.
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub garbled_rate: f64,
+    /// Share of successful bulk answers (processed and charged) that leave one record out.
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub lost_record_rate: f64,
     /// Signal rate limiting as HTTP 200 with error_code RATE_LIMIT_EXCEEDED instead of 429.
     #[arg(long)]
     pub rate_limit_as_200: bool,
@@ -189,6 +199,9 @@ pub fn config_from_args(args: &ServeArgs) -> Result<SandboxConfig, CliError> {
         internal_error_rate: args.internal_error_rate,
         slow_rate: args.slow_rate,
         slow_delay: args.slow_delay,
+        cut_body_rate: args.cut_body_rate,
+        garbled_rate: args.garbled_rate,
+        lost_record_rate: args.lost_record_rate,
         rate_limit_as_200: args.rate_limit_as_200,
     };
     let mut keys: Vec<SandboxKey> = args

@@ -11,6 +11,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
+use datafusion_prospeo::datafusion::options::OptionKey;
 use datafusion_prospeo::sandbox::Sandbox;
 use futures::StreamExt;
 
@@ -40,6 +41,10 @@ pub struct SqlArgs {
     pub sandbox: bool,
     #[command(flatten)]
     pub api: super::ApiArgs,
+    /// The session's `prospeo.*` options, as `SET prospeo.<option>` would set them (the same
+    /// names with `-` for `_`, the same checks); SET still changes them.
+    #[command(flatten)]
+    pub options: super::options::OptionArgs,
 }
 
 /// Result formats of `prospeo sql`.
@@ -97,25 +102,23 @@ fn register(
 ) -> Result<(), CliError> {
     let builder = args.api.builder(sandbox)?;
     datafusion_prospeo::register_with_builder(ctx, builder);
-    if sandbox.is_some() {
-        // Sandbox answers are kept in memory, never in the cache of paid ones.
-        set_option(ctx, "cache", "false")?;
-    }
-    Ok(())
-}
-
-/// Sets a `prospeo.*` option on the session.
-fn set_option(ctx: &SessionContext, key: &str, value: &str) -> Result<(), CliError> {
     let state = ctx.state_ref();
     let mut state = state.write();
-    state
+    let options = state
         .config_mut()
         .options_mut()
         .extensions
         .get_mut::<datafusion_prospeo::EnrichOptions>()
-        .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?
-        .set(key, value)
-        .map_err(|e| CliError::BadInput(e.to_string()))
+        .ok_or_else(|| CliError::Failure("prospeo options are not registered".into()))?;
+    args.options.apply(options).map_err(super::api_error)?;
+    // Sandbox answers are kept in memory, never in the cache of paid ones, unless a cache file
+    // is named.
+    if sandbox.is_some() && options.cache_path.is_none() {
+        options
+            .set_key(OptionKey::Cache, "false")
+            .map_err(super::api_error)?;
+    }
+    Ok(())
 }
 
 /// Runs every statement of `script`; the last one's result goes to -o when given.

@@ -28,9 +28,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::api::client::Client;
 use crate::api::outcome::BatchOutcome;
+use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
 use crate::mapping::ColumnMapping;
-use crate::output::OutputSchema;
+use crate::output::{OutputProjection, OutputSchema};
 
 /// Where an output column comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct EnrichExec {
     /// Shared with the partitions' streams.
     spec: Arc<EnrichSpec>,
     schema: SchemaRef,
+    /// The enrichment columns of `spec.columns`, in order: the only ones flattened.
+    enrichment: OutputProjection,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -64,18 +67,23 @@ pub struct EnrichExec {
 /// Everything [`EnrichExec::try_new`] needs besides the input.
 #[derive(Debug, Clone)]
 pub struct EnrichSpec {
+    /// Which input columns give which datapoints.
     pub mapping: Arc<ColumnMapping>,
     /// Input columns holding the mapped datapoints, in `mapping.column_indices()` order.
     pub mapped_columns: Vec<usize>,
     /// The output columns, in order.
     pub columns: Vec<ColumnSource>,
+    /// The client every partition sends through (one pacer, one cache, one budget).
     pub client: Client,
+    /// The request flags.
     pub flags: EnrichFlags,
+    /// The enrichment columns' schema and decoding.
     pub output: OutputSchema,
     /// Chunks in flight or waiting per partition.
     pub concurrency: usize,
     /// The options, as EXPLAIN shows them (never the key).
     pub options_display: String,
+    /// What the scan pushed below the node, for EXPLAIN.
     pub pushed: PushedDown,
 }
 
@@ -108,6 +116,15 @@ impl EnrichExec {
                 DataFusionError::Internal("an output column of EnrichExec is out of range".into())
             })?;
         let schema = Arc::new(Schema::new(fields));
+        let enrichment_columns: Vec<usize> = spec
+            .columns
+            .iter()
+            .filter_map(|c| match *c {
+                ColumnSource::Enrichment(i) => Some(i),
+                ColumnSource::Input(_) => None,
+            })
+            .collect();
+        let enrichment = spec.output.projection(&enrichment_columns)?;
         let properties = PlanProperties::new(
             output_orderings(&input, &spec.columns, &schema),
             input.output_partitioning().clone(),
@@ -118,6 +135,7 @@ impl EnrichExec {
             input,
             spec,
             schema,
+            enrichment,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -137,6 +155,11 @@ impl EnrichExec {
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
+
+    /// The enrichment columns the node flattens: those the query reads, and no others.
+    pub fn enrichment_columns(&self) -> &OutputProjection {
+        &self.enrichment
+    }
 }
 
 impl DisplayAs for EnrichExec {
@@ -148,12 +171,13 @@ impl DisplayAs for EnrichExec {
             .iter()
             .map(|m| format!("{}<-{:?}", m.datapoint, m.column))
             .collect();
-        let enrichment = self
-            .spec
-            .columns
-            .iter()
-            .filter(|c| matches!(c, ColumnSource::Enrichment(_)))
-            .count();
+        // The columns that are decoded and flattened: a query reading only the status pays
+        // for no person or company decoding, and EXPLAIN says so.
+        let enrichment = if self.enrichment.is_all() {
+            "all".to_string()
+        } else {
+            format!("[{}]", self.enrichment.column_names().join(", "))
+        };
         write!(
             f,
             "EnrichExec: mapping=[{}], options=[{}], enrichment_columns={enrichment}",
@@ -241,6 +265,7 @@ impl ExecutionPlan for EnrichExec {
         let job = Arc::new(ChunkJob {
             spec: self.spec.clone(),
             schema: self.schema.clone(),
+            enrichment: self.enrichment.clone(),
             metrics,
         });
         let stream = rechunk(input, chunk_rows)
@@ -339,64 +364,37 @@ fn output_orderings(
     EquivalenceProperties::new_with_orderings(schema.clone(), orderings)
 }
 
-/// The node's metrics, per partition (EXPLAIN ANALYZE sums them).
+/// The node's metrics, per partition (EXPLAIN ANALYZE sums them): every count of a [`Tally`],
+/// under its public name, the quota wait as a time.
 #[derive(Debug, Clone)]
 struct NodeMetrics {
-    records_sent: Count,
-    matched: Count,
-    not_matched: Count,
-    invalid: Count,
-    failed: Count,
-    deferred: Count,
-    credits: Count,
-    requests: Count,
-    retries: Count,
-    rate_limited: Count,
-    cached: Count,
-    duplicates: Count,
+    /// One counter per [`Tally::NAMES`] entry; `None` for the quota wait (a time).
+    counts: Vec<Option<Count>>,
     quota_wait: Time,
 }
 
 impl NodeMetrics {
     fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
-        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        let counts = Tally::NAMES
+            .iter()
+            .map(|&name| {
+                (name != Tally::QUOTA_WAIT)
+                    .then(|| MetricBuilder::new(set).counter(name, partition))
+            })
+            .collect();
         NodeMetrics {
-            records_sent: count("records_sent"),
-            matched: count("matched"),
-            not_matched: count("not_matched"),
-            invalid: count("invalid_datapoints"),
-            failed: count("failed"),
-            deferred: count("deferred"),
-            credits: count("credits"),
-            requests: count("requests"),
-            retries: count("retries"),
-            rate_limited: count("rate_limited"),
-            cached: count("cached"),
-            duplicates: count("duplicates"),
+            counts,
             quota_wait: MetricBuilder::new(set).subset_time("quota_wait_time", partition),
         }
     }
 
     fn record(&self, outcome: &BatchOutcome) {
-        use crate::api::outcome::RecordStatus as S;
-        for record in &outcome.records {
-            let counter = match record.status() {
-                S::Matched => &self.matched,
-                S::NotMatched => &self.not_matched,
-                S::InvalidDatapoints => &self.invalid,
-                S::Failed => &self.failed,
-                S::Deferred => &self.deferred,
-            };
-            counter.add(1);
+        for (count, (_, value)) in self.counts.iter().zip(outcome.tally.counts()) {
+            if let Some(count) = count {
+                count.add(value.max(0) as usize);
+            }
         }
-        self.records_sent.add(outcome.records_sent as usize);
-        self.cached.add(outcome.cached as usize);
-        self.duplicates.add(outcome.duplicates as usize);
-        self.credits.add(outcome.total_cost.max(0) as usize);
-        self.requests.add(outcome.requests as usize);
-        self.retries.add(outcome.retries as usize);
-        self.rate_limited.add(outcome.rate_limited as usize);
-        self.quota_wait.add_duration(outcome.quota_wait);
+        self.quota_wait.add_duration(outcome.quota_wait());
     }
 }
 
@@ -404,6 +402,7 @@ impl NodeMetrics {
 struct ChunkJob {
     spec: Arc<EnrichSpec>,
     schema: SchemaRef,
+    enrichment: OutputProjection,
     metrics: NodeMetrics,
 }
 
@@ -415,20 +414,23 @@ impl ChunkJob {
         let datapoints = spec
             .mapping
             .datapoints_projected(&mapped)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let outcome = spec
-            .client
-            .bulk_enrich(&datapoints, spec.flags)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .map_err(crate::Error::from)?;
+        let outcome = spec.client.bulk_enrich(&datapoints, spec.flags).await?;
         self.metrics.record(&outcome);
-        let enrichment = spec.output.flatten(&outcome.records)?;
+        let enrichment = spec
+            .output
+            .flatten_projected(&self.enrichment, &outcome.records)?;
+        // The projection holds the enrichment columns in `spec.columns` order.
+        let mut flattened = enrichment.columns().iter();
         let columns: Vec<ArrayRef> = spec
             .columns
             .iter()
             .map(|c| match *c {
                 ColumnSource::Input(i) => chunk.column(i).clone(),
-                ColumnSource::Enrichment(i) => enrichment.column(i).clone(),
+                ColumnSource::Enrichment(_) => flattened
+                    .next()
+                    .expect("one flattened column per enrichment column")
+                    .clone(),
             })
             .collect();
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)

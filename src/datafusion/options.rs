@@ -1,25 +1,35 @@
 //! `prospeo.*` options: session-wide with `SET prospeo.enrich_mobile = true`, or per call of
-//! `enrich_person(input, named_struct(...))`. Both go through [`EnrichOptions::set`], so both
-//! give the same errors for a bad name or value.
+//! `enrich_person(input, named_struct(...))`, or as flags of the `prospeo` binary. Every front
+//! door goes through [`OptionKey`] and [`EnrichOptions::set_key`], so all give the same errors
+//! for a bad name or value, and through [`EnrichOptions::client_builder`] to make a client.
 //!
 //! The API key is deliberately not an option: SQL text ends up in logs and query histories.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::error::{DataFusionError, Result};
 
+use crate::api::ClientBuilder;
 use crate::api::plan::{Plan, RateLimits};
 use crate::api::wire::EnrichFlags;
+use crate::cache::ResponseCache;
 use crate::datapoints::Datapoint;
+use crate::error::Error;
 use crate::mapping::parse_mapping_arg;
+
+/// The environment variable naming the response cache file when `prospeo.cache_path` is unset.
+pub const ENV_CACHE: &str = "PROSPEO_CACHE";
 
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
+    /// Parquet.
     Parquet,
+    /// CSV (or TSV: the delimiter is an option).
     Csv,
     /// Newline-delimited JSON.
     Json,
@@ -80,6 +90,323 @@ impl fmt::Display for InputFormat {
     }
 }
 
+/// One `prospeo.*` option: its name, its command-line flag, its description and (through
+/// [`EnrichOptions::set_key`]) its validation, in one place for every front door: `SET`, the
+/// options argument of `enrich_person(...)`, the `prospeo` binary's flags, and the next ones.
+/// A new setting is one variant, one [`OptionKey::spec`] entry, and its arms in
+/// [`EnrichOptions::set_key`] and `value_of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum OptionKey {
+    /// `only_verified_email`
+    OnlyVerifiedEmail,
+    /// `enrich_mobile`
+    EnrichMobile,
+    /// `only_verified_mobile`
+    OnlyVerifiedMobile,
+    /// `concurrency`
+    Concurrency,
+    /// `plan`
+    Plan,
+    /// `per_second`
+    PerSecond,
+    /// `per_minute`
+    PerMinute,
+    /// `per_day`
+    PerDay,
+    /// `max_credits`
+    MaxCredits,
+    /// `prefix`
+    Prefix,
+    /// `base_url`
+    BaseUrl,
+    /// `request_timeout_secs`
+    RequestTimeoutSecs,
+    /// `format`
+    Format,
+    /// `csv_has_header`
+    CsvHasHeader,
+    /// `csv_delimiter`
+    CsvDelimiter,
+    /// `csv_quote`
+    CsvQuote,
+    /// `map`
+    Map,
+    /// `cache`
+    Cache,
+    /// `cache_path`
+    CachePath,
+    /// `cache_ttl`
+    CacheTtl,
+}
+
+/// What is fixed about an option (see [`OptionKey::spec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The name after `prospeo.`.
+    pub name: &'static str,
+    /// The command-line flag (without `--`), or `None` where the command line takes the
+    /// setting another way (`base_url`: `--base-url` of every command that calls the API;
+    /// `cache`: `--no-cache`). The name with `-` for `_` unless that would mislead.
+    pub flag: Option<&'static str>,
+    /// Other spellings of the flag; the name with `-` for `_` is always one of flag or
+    /// aliases.
+    pub aliases: &'static [&'static str],
+    /// The placeholder of the flag's value; `None` for a switch (`--flag` or `--flag=false`).
+    pub value_name: Option<&'static str>,
+    /// Whether the flag may be given several times (each time one value).
+    pub repeatable: bool,
+    /// Whether the option configures the client (so clients with different values are
+    /// different clients), rather than one query.
+    pub configures_client: bool,
+    /// One line for `SHOW ALL`, `--help` and error messages.
+    pub description: &'static str,
+}
+
+impl OptionKey {
+    /// Every option, in the order `SHOW ALL` and EXPLAIN list them.
+    pub const ALL: [OptionKey; 20] = [
+        OptionKey::OnlyVerifiedEmail,
+        OptionKey::EnrichMobile,
+        OptionKey::OnlyVerifiedMobile,
+        OptionKey::Concurrency,
+        OptionKey::Plan,
+        OptionKey::PerSecond,
+        OptionKey::PerMinute,
+        OptionKey::PerDay,
+        OptionKey::MaxCredits,
+        OptionKey::Prefix,
+        OptionKey::BaseUrl,
+        OptionKey::RequestTimeoutSecs,
+        OptionKey::Format,
+        OptionKey::CsvHasHeader,
+        OptionKey::CsvDelimiter,
+        OptionKey::CsvQuote,
+        OptionKey::Map,
+        OptionKey::Cache,
+        OptionKey::CachePath,
+        OptionKey::CacheTtl,
+    ];
+
+    /// Everything fixed about this option.
+    pub const fn spec(self) -> OptionSpec {
+        const fn spec(name: &'static str, description: &'static str) -> OptionSpec {
+            OptionSpec {
+                name,
+                flag: None,
+                aliases: &[],
+                value_name: None,
+                repeatable: false,
+                configures_client: false,
+                description,
+            }
+        }
+        const fn value(
+            name: &'static str,
+            flag: &'static str,
+            value_name: &'static str,
+            description: &'static str,
+        ) -> OptionSpec {
+            OptionSpec {
+                flag: Some(flag),
+                value_name: Some(value_name),
+                ..spec(name, description)
+            }
+        }
+        const fn switch(
+            name: &'static str,
+            flag: &'static str,
+            description: &'static str,
+        ) -> OptionSpec {
+            OptionSpec {
+                flag: Some(flag),
+                ..spec(name, description)
+            }
+        }
+        const fn client(spec: OptionSpec) -> OptionSpec {
+            OptionSpec {
+                configures_client: true,
+                ..spec
+            }
+        }
+        match self {
+            OptionKey::OnlyVerifiedEmail => switch(
+                "only_verified_email",
+                "only-verified-email",
+                "only return people with a verified email",
+            ),
+            OptionKey::EnrichMobile => switch(
+                "enrich_mobile",
+                "enrich-mobile",
+                "reveal mobiles (10 credits a match with a mobile)",
+            ),
+            OptionKey::OnlyVerifiedMobile => switch(
+                "only_verified_mobile",
+                "only-verified-mobile",
+                "only return people with a mobile; implies enrich_mobile",
+            ),
+            OptionKey::Concurrency => client(value(
+                "concurrency",
+                "concurrency",
+                "N",
+                "requests in flight at once, across the query",
+            )),
+            OptionKey::Plan => client(value(
+                "plan",
+                "plan",
+                "PLAN",
+                "starter, growth or pro: the rate limits that pace requests",
+            )),
+            OptionKey::PerSecond => client(value(
+                "per_second",
+                "per-second",
+                "N",
+                "custom records-per-second limit",
+            )),
+            OptionKey::PerMinute => client(value(
+                "per_minute",
+                "per-minute",
+                "N",
+                "custom records-per-minute limit",
+            )),
+            OptionKey::PerDay => client(value(
+                "per_day",
+                "per-day",
+                "N",
+                "custom records-per-day limit",
+            )),
+            OptionKey::MaxCredits => client(value(
+                "max_credits",
+                "max-credits",
+                "N",
+                "spend at most this many credits; the rest is deferred",
+            )),
+            OptionKey::Prefix => value(
+                "prefix",
+                "prefix",
+                "PREFIX",
+                "prefix of the enrichment columns",
+            ),
+            OptionKey::BaseUrl => client(spec(
+                "base_url",
+                "the API's base URL (a sandbox's, for instance)",
+            )),
+            OptionKey::RequestTimeoutSecs => client(OptionSpec {
+                aliases: &["request-timeout-secs"],
+                ..value(
+                    "request_timeout_secs",
+                    "request-timeout",
+                    "DURATION",
+                    "timeout of one HTTP request: seconds, or a duration such as 90s or 2m",
+                )
+            }),
+            OptionKey::Format => OptionSpec {
+                aliases: &["format"],
+                ..value(
+                    "format",
+                    "input-format",
+                    "FORMAT",
+                    "input format when the extension does not say: parquet, csv, ndjson",
+                )
+            },
+            OptionKey::CsvHasHeader => switch(
+                "csv_has_header",
+                "csv-has-header",
+                "whether CSV input has a header row",
+            ),
+            OptionKey::CsvDelimiter => OptionSpec {
+                aliases: &["csv-delimiter"],
+                ..value(
+                    "csv_delimiter",
+                    "delimiter",
+                    "CHAR",
+                    "CSV delimiter, one character (\\t for tab)",
+                )
+            },
+            OptionKey::CsvQuote => OptionSpec {
+                aliases: &["csv-quote"],
+                ..value(
+                    "csv_quote",
+                    "quote",
+                    "CHAR",
+                    "CSV quote character, one character",
+                )
+            },
+            OptionKey::Map => OptionSpec {
+                repeatable: true,
+                ..value(
+                    "map",
+                    "map",
+                    "COLUMN=DATAPOINT",
+                    "explicit column mappings: 'Column=datapoint, Other='",
+                )
+            },
+            OptionKey::Cache => client(spec(
+                "cache",
+                "keep answers in the persistent response cache (false: in memory only)",
+            )),
+            OptionKey::CachePath => client(OptionSpec {
+                aliases: &["cache-path"],
+                ..value(
+                    "cache_path",
+                    "cache",
+                    "PATH",
+                    "the response cache file (PROSPEO_CACHE, else the platform's cache directory)",
+                )
+            }),
+            OptionKey::CacheTtl => client(value(
+                "cache_ttl",
+                "cache-ttl",
+                "DURATION",
+                "ask again for cached answers older than this, e.g. 30d, 12h (never by default)",
+            )),
+        }
+    }
+
+    /// The name after `prospeo.`.
+    pub const fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// One line for `SHOW ALL`, `--help` and error messages.
+    pub const fn description(self) -> &'static str {
+        self.spec().description
+    }
+
+    /// Every option's name, in [`OptionKey::ALL`] order.
+    pub fn names() -> Vec<&'static str> {
+        OptionKey::ALL.iter().map(|k| k.name()).collect()
+    }
+}
+
+impl AsRef<str> for OptionKey {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl fmt::Display for OptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for OptionKey {
+    type Err = Error;
+
+    /// Parses a name, with or without `prospeo.`, ignoring case.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let name = s.trim().to_ascii_lowercase();
+        let bare = name.strip_prefix("prospeo.").unwrap_or(&name);
+        OptionKey::ALL
+            .into_iter()
+            .find(|k| k.name() == bare)
+            .ok_or_else(|| Error::UnknownOption {
+                name: bare.to_string(),
+            })
+    }
+}
+
 /// Every `prospeo.*` option.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnrichOptions {
@@ -105,8 +432,8 @@ pub struct EnrichOptions {
     pub prefix: String,
     /// The API's base URL (e.g. a sandbox's); `PROSPEO_BASE_URL` or the vendor's when unset.
     pub base_url: Option<String>,
-    /// Timeout of one HTTP request, in seconds.
-    pub request_timeout_secs: u64,
+    /// Timeout of one HTTP request (`request_timeout_secs`).
+    pub request_timeout: Duration,
     /// The input's format when its extension does not say it.
     pub format: Option<InputFormat>,
     /// Whether CSV input has a header row.
@@ -141,7 +468,7 @@ impl Default for EnrichOptions {
             max_credits: None,
             prefix: crate::output::DEFAULT_PREFIX.to_string(),
             base_url: None,
-            request_timeout_secs: 60,
+            request_timeout: Duration::from_secs(60),
             format: None,
             csv_has_header: true,
             csv_delimiter: b',',
@@ -154,110 +481,72 @@ impl Default for EnrichOptions {
     }
 }
 
-/// The option names, with their descriptions (for `SHOW ALL` and error messages).
-const OPTIONS: &[(&str, &str)] = &[
-    (
-        "only_verified_email",
-        "only return people with a verified email",
-    ),
-    (
-        "enrich_mobile",
-        "reveal mobiles (10 credits a match with a mobile)",
-    ),
-    (
-        "only_verified_mobile",
-        "only return people with a mobile; implies enrich_mobile",
-    ),
-    (
-        "concurrency",
-        "requests in flight at once, across the query",
-    ),
-    (
-        "plan",
-        "starter, growth or pro: the rate limits that pace requests",
-    ),
-    ("per_second", "custom records-per-second limit"),
-    ("per_minute", "custom records-per-minute limit"),
-    ("per_day", "custom records-per-day limit"),
-    (
-        "max_credits",
-        "spend at most this many credits; the rest is deferred",
-    ),
-    ("prefix", "prefix of the enrichment columns"),
-    ("base_url", "the API's base URL (a sandbox's, for instance)"),
-    (
-        "request_timeout_secs",
-        "timeout of one HTTP request, in seconds",
-    ),
-    (
-        "format",
-        "input format when the extension does not say: parquet, csv, ndjson",
-    ),
-    ("csv_has_header", "whether CSV input has a header row"),
-    ("csv_delimiter", "CSV delimiter, one character"),
-    ("csv_quote", "CSV quote character, one character"),
-    (
-        "map",
-        "explicit column mappings: 'Column=datapoint, Other='",
-    ),
-    (
-        "cache",
-        "keep answers in the persistent response cache (false: in memory only)",
-    ),
-    (
-        "cache_path",
-        "the response cache file (PROSPEO_CACHE, else the platform's cache directory)",
-    ),
-    (
-        "cache_ttl",
-        "ask again for cached answers older than this, e.g. 30d, 12h (never by default)",
-    ),
-];
-
-/// Parses `30d`, `12h`, `90m`, `45s` (or a bare number of seconds); empty or `none` is `None`.
-pub fn parse_age(text: &str) -> std::result::Result<Option<Duration>, String> {
+/// Parses a duration: `30d`, `12h`, `90m` (or `90min`), `45s`, `250ms`, with a whole or
+/// decimal number (`1.5h`); a bare number is seconds. The one duration parser of the crate and
+/// the binary: cache TTLs, request timeouts, the sandbox's latencies all take the same text.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
-    if text.is_empty() || text.eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
     let split = text
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not an age: expected e.g. 30d, 12h, 90m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+    let not_a_duration =
+        || format!("`{text}` is not a duration: expected e.g. 30d, 12h, 90m, 45s or 250ms");
+    if number.is_empty() {
+        return Err(not_a_duration());
+    }
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         other => {
             return Err(format!(
-                "unknown unit `{other}` in `{text}`: use d, h, m or s"
+                "unknown unit `{other}` in `{text}`: use d, h, m, s or ms"
             ));
         }
     };
-    Ok(Some(Duration::from_secs(n.saturating_mul(seconds))))
+    if let Ok(n) = number.parse::<u64>() {
+        return Ok(Duration::from_millis(n.saturating_mul(millis_per_unit)));
+    }
+    let value: f64 = number.parse().map_err(|_| not_a_duration())?;
+    Duration::try_from_secs_f64(value * millis_per_unit as f64 / 1000.0)
+        .map_err(|e| format!("`{text}`: {e}"))
 }
 
-fn format_age(age: Duration) -> String {
-    let secs = age.as_secs();
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+/// [`parse_duration`], where empty or `none` means no duration.
+pub fn parse_optional_duration(text: &str) -> std::result::Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        Ok(None)
+    } else {
+        parse_duration(text).map(Some)
     }
 }
 
-fn bad_value(key: &str, value: &str, expected: &str) -> DataFusionError {
-    DataFusionError::Configuration(format!(
-        "invalid value `{value}` for prospeo.{key}: expected {expected}"
-    ))
+/// A duration in the largest unit that keeps it whole: `30d`, `12h`, `90m`, `45s`, `250ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    match millis {
+        0 => "0s".to_string(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
+fn bad_value(key: OptionKey, value: &str, expected: &str) -> Error {
+    Error::InvalidOption {
+        key,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+fn parse_bool(key: OptionKey, value: &str) -> Result<bool, Error> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -265,14 +554,14 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     }
 }
 
-fn parse_number<T: FromStr>(key: &str, value: &str) -> Result<T> {
+fn parse_number<T: FromStr>(key: OptionKey, value: &str) -> Result<T, Error> {
     value
         .trim()
         .parse()
         .map_err(|_| bad_value(key, value, "a non-negative whole number"))
 }
 
-fn parse_optional<T: FromStr>(key: &str, value: &str) -> Result<Option<T>> {
+fn parse_optional<T: FromStr>(key: OptionKey, value: &str) -> Result<Option<T>, Error> {
     let v = value.trim();
     if v.is_empty() || v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("null") {
         Ok(None)
@@ -282,30 +571,35 @@ fn parse_optional<T: FromStr>(key: &str, value: &str) -> Result<Option<T>> {
 }
 
 impl EnrichOptions {
-    /// Sets one option by name (without the `prospeo.` prefix), validating the value.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let key = key.trim().to_ascii_lowercase();
-        match key.as_str() {
-            "only_verified_email" => self.only_verified_email = parse_bool(&key, value)?,
-            "enrich_mobile" => self.enrich_mobile = parse_bool(&key, value)?,
-            "only_verified_mobile" => self.only_verified_mobile = parse_bool(&key, value)?,
-            "concurrency" => {
-                let n: usize = parse_number(&key, value)?;
+    /// Sets one option by name (without the `prospeo.` prefix, any case), validating the
+    /// value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        self.set_key(key.parse()?, value)
+    }
+
+    /// Sets one option, validating the value: the one validation of every front door.
+    pub fn set_key(&mut self, key: OptionKey, value: &str) -> Result<(), Error> {
+        match key {
+            OptionKey::OnlyVerifiedEmail => self.only_verified_email = parse_bool(key, value)?,
+            OptionKey::EnrichMobile => self.enrich_mobile = parse_bool(key, value)?,
+            OptionKey::OnlyVerifiedMobile => self.only_verified_mobile = parse_bool(key, value)?,
+            OptionKey::Concurrency => {
+                let n: usize = parse_number(key, value)?;
                 if n == 0 || n > 256 {
-                    return Err(bad_value(&key, value, "a number from 1 to 256"));
+                    return Err(bad_value(key, value, "a number from 1 to 256"));
                 }
                 self.concurrency = n;
             }
-            "plan" => {
+            OptionKey::Plan => {
                 self.plan = value
                     .parse()
-                    .map_err(|_| bad_value(&key, value, "starter, growth or pro"))?
+                    .map_err(|_| bad_value(key, value, "starter, growth or pro"))?
             }
-            "per_second" => self.per_second = parse_optional(&key, value)?,
-            "per_minute" => self.per_minute = parse_optional(&key, value)?,
-            "per_day" => self.per_day = parse_optional(&key, value)?,
-            "max_credits" => self.max_credits = parse_optional(&key, value)?,
-            "prefix" => {
+            OptionKey::PerSecond => self.per_second = parse_optional(key, value)?,
+            OptionKey::PerMinute => self.per_minute = parse_optional(key, value)?,
+            OptionKey::PerDay => self.per_day = parse_optional(key, value)?,
+            OptionKey::MaxCredits => self.max_credits = parse_optional(key, value)?,
+            OptionKey::Prefix => {
                 let prefix = value.trim();
                 if prefix.is_empty()
                     || !prefix
@@ -313,14 +607,14 @@ impl EnrichOptions {
                         .all(|c| c.is_ascii_alphanumeric() || c == '_')
                 {
                     return Err(bad_value(
-                        &key,
+                        key,
                         value,
                         "letters, digits and underscores, e.g. prospeo_",
                     ));
                 }
                 self.prefix = prefix.to_string();
             }
-            "base_url" => {
+            OptionKey::BaseUrl => {
                 let url = value.trim();
                 self.base_url = if url.is_empty() {
                     None
@@ -328,66 +622,64 @@ impl EnrichOptions {
                     Some(url.trim_end_matches('/').to_string())
                 } else {
                     return Err(bad_value(
-                        &key,
+                        key,
                         value,
                         "a URL starting with http:// or https://",
                     ));
                 };
             }
-            "request_timeout_secs" => {
-                let n: u64 = parse_number(&key, value)?;
-                if n == 0 {
-                    return Err(bad_value(&key, value, "at least 1 second"));
+            OptionKey::RequestTimeoutSecs => {
+                let expected = "a duration of more than 0: seconds, or e.g. 90s, 2m";
+                let timeout = parse_duration(value).map_err(|_| bad_value(key, value, expected))?;
+                if timeout.is_zero() {
+                    return Err(bad_value(key, value, expected));
                 }
-                self.request_timeout_secs = n;
+                self.request_timeout = timeout;
             }
-            "format" => {
+            OptionKey::Format => {
                 self.format = if value.trim().is_empty() {
                     None
                 } else {
-                    Some(value.parse().map_err(|e: String| {
-                        DataFusionError::Configuration(format!("prospeo.format: {e}"))
-                    })?)
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad_value(key, value, "parquet, csv or ndjson"))?,
+                    )
                 }
             }
-            "csv_has_header" => self.csv_has_header = parse_bool(&key, value)?,
-            "csv_delimiter" => {
+            OptionKey::CsvHasHeader => self.csv_has_header = parse_bool(key, value)?,
+            OptionKey::CsvDelimiter => {
                 let v = if value == "\\t" { "\t" } else { value };
                 match v.as_bytes() {
                     [b] if b.is_ascii() => self.csv_delimiter = *b,
-                    _ => return Err(bad_value(&key, value, "a single ASCII character")),
+                    _ => return Err(bad_value(key, value, "a single ASCII character")),
                 }
             }
-            "csv_quote" => match value.as_bytes() {
+            OptionKey::CsvQuote => match value.as_bytes() {
                 [b] if b.is_ascii() => self.csv_quote = *b,
-                _ => return Err(bad_value(&key, value, "a single ASCII character")),
+                _ => return Err(bad_value(key, value, "a single ASCII character")),
             },
-            "cache" => self.cache = parse_bool(&key, value)?,
-            "cache_path" => {
+            OptionKey::Cache => self.cache = parse_bool(key, value)?,
+            OptionKey::CachePath => {
                 self.cache_path = Some(value.trim().to_string()).filter(|p| !p.is_empty())
             }
-            "cache_ttl" => {
-                self.cache_ttl = parse_age(value).map_err(|e| bad_value(&key, value, &e))?
+            OptionKey::CacheTtl => {
+                self.cache_ttl = parse_optional_duration(value).map_err(|_| {
+                    bad_value(key, value, "a duration such as 30d, 12h or 90m, or none")
+                })?
             }
-            "map" => self.set_map(value.split(','))?,
-            _ => {
-                let names: Vec<&str> = OPTIONS.iter().map(|(n, _)| *n).collect();
-                return Err(DataFusionError::Configuration(format!(
-                    "unknown option prospeo.{key}: the options are {}",
-                    names.join(", ")
-                )));
-            }
+            OptionKey::Map => self.set_map(value.split(','))?,
         }
         Ok(())
     }
 
     /// Replaces the explicit mappings with `COLUMN=datapoint` pairs (`COLUMN=` ignores the
     /// column; no pair clears them). Each pair is one item, so a column name may hold a comma.
-    pub fn set_map<'a>(&mut self, pairs: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    pub fn set_map<'a>(&mut self, pairs: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
         let mut map: Vec<(String, Option<Datapoint>)> = Vec::new();
         for pair in pairs.into_iter().filter(|p| !p.trim().is_empty()) {
-            let (column, datapoint) = parse_mapping_arg(pair.trim())
-                .map_err(|e| DataFusionError::Configuration(format!("prospeo.map: {e}")))?;
+            let (column, datapoint) =
+                parse_mapping_arg(pair.trim()).map_err(|reason| Error::InvalidMap { reason })?;
             map.retain(|(c, _)| c != &column);
             map.push((column, datapoint));
         }
@@ -414,55 +706,138 @@ impl EnrichOptions {
         )
     }
 
-    /// The request timeout.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
+    /// The one step from options to client settings, for every front door: `builder` (which
+    /// holds the key, and the base URL when the options have none) with the options'
+    /// base URL, limits, concurrency, request timeout, credit budget and response cache over
+    /// it.
+    pub fn client_builder(&self, builder: ClientBuilder) -> Result<ClientBuilder, Error> {
+        let mut builder = builder;
+        if let Some(url) = &self.base_url {
+            builder = builder.base_url(url.clone());
+        }
+        builder = builder
+            .limits(self.limits())
+            .max_in_flight(self.concurrency)
+            .request_timeout(self.request_timeout)
+            .max_credits(
+                self.max_credits
+                    .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+            )
+            .cache_ttl(self.cache_ttl);
+        if let Some(cache) = self.open_cache()? {
+            builder = builder.cache(cache);
+        }
+        Ok(builder)
     }
 
-    fn value_of(&self, key: &str) -> Option<String> {
+    /// The response cache file: `cache_path`, else `PROSPEO_CACHE`, else the platform's cache
+    /// directory; `None` when `cache` is off.
+    pub fn cache_file(&self) -> Result<Option<PathBuf>, Error> {
+        if !self.cache {
+            return Ok(None);
+        }
+        self.cache_path
+            .as_ref()
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os(ENV_CACHE)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(ResponseCache::default_path)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Config(
+                    "this platform has no cache directory: give the cache file (SET prospeo.cache_path = '...', --cache PATH or PROSPEO_CACHE), or keep answers in memory only (SET prospeo.cache = false, --no-cache)".into(),
+                )
+            })
+    }
+
+    /// Opens the response cache [`EnrichOptions::cache_file`] names, once per process: the
+    /// file is locked by the process that opens it, so every client of every session and
+    /// front door shares the one handle.
+    pub fn open_cache(&self) -> Result<Option<ResponseCache>, Error> {
+        match self.cache_file()? {
+            Some(path) => shared_cache(&path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The values of the options that configure a client: two option sets with the same
+    /// settings can share one client (one connection pool, one quota limiter).
+    pub fn client_settings(&self) -> String {
+        OptionKey::ALL
+            .iter()
+            .filter(|k| k.spec().configures_client)
+            .map(|&k| format!("{k}={:?}", self.value_of(k)))
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    /// The value of one option as `SHOW ALL` prints it; `None` when unset.
+    pub fn value_of(&self, key: OptionKey) -> Option<String> {
         fn opt<T: ToString>(v: &Option<T>) -> Option<String> {
             v.as_ref().map(ToString::to_string)
         }
         match key {
-            "only_verified_email" => Some(self.only_verified_email.to_string()),
-            "enrich_mobile" => Some(self.enrich_mobile.to_string()),
-            "only_verified_mobile" => Some(self.only_verified_mobile.to_string()),
-            "concurrency" => Some(self.concurrency.to_string()),
-            "plan" => Some(self.plan.to_string()),
-            "per_second" => opt(&self.per_second),
-            "per_minute" => opt(&self.per_minute),
-            "per_day" => opt(&self.per_day),
-            "max_credits" => opt(&self.max_credits),
-            "prefix" => Some(self.prefix.clone()),
-            "base_url" => opt(&self.base_url),
-            "request_timeout_secs" => Some(self.request_timeout_secs.to_string()),
-            "format" => opt(&self.format),
-            "csv_has_header" => Some(self.csv_has_header.to_string()),
-            "csv_delimiter" => Some((self.csv_delimiter as char).to_string()),
-            "csv_quote" => Some((self.csv_quote as char).to_string()),
-            "cache" => Some(self.cache.to_string()),
-            "cache_path" => opt(&self.cache_path),
-            "cache_ttl" => self.cache_ttl.map(format_age),
-            "map" => (!self.map.is_empty()).then(|| {
+            OptionKey::OnlyVerifiedEmail => Some(self.only_verified_email.to_string()),
+            OptionKey::EnrichMobile => Some(self.enrich_mobile.to_string()),
+            OptionKey::OnlyVerifiedMobile => Some(self.only_verified_mobile.to_string()),
+            OptionKey::Concurrency => Some(self.concurrency.to_string()),
+            OptionKey::Plan => Some(self.plan.to_string()),
+            OptionKey::PerSecond => opt(&self.per_second),
+            OptionKey::PerMinute => opt(&self.per_minute),
+            OptionKey::PerDay => opt(&self.per_day),
+            OptionKey::MaxCredits => opt(&self.max_credits),
+            OptionKey::Prefix => Some(self.prefix.clone()),
+            OptionKey::BaseUrl => opt(&self.base_url),
+            // Whole seconds print as a number, as the option's name promises.
+            OptionKey::RequestTimeoutSecs => Some(if self.request_timeout.subsec_nanos() == 0 {
+                self.request_timeout.as_secs().to_string()
+            } else {
+                format_duration(self.request_timeout)
+            }),
+            OptionKey::Format => opt(&self.format),
+            OptionKey::CsvHasHeader => Some(self.csv_has_header.to_string()),
+            OptionKey::CsvDelimiter => Some((self.csv_delimiter as char).to_string()),
+            OptionKey::CsvQuote => Some((self.csv_quote as char).to_string()),
+            OptionKey::Cache => Some(self.cache.to_string()),
+            OptionKey::CachePath => opt(&self.cache_path),
+            OptionKey::CacheTtl => self.cache_ttl.map(format_duration),
+            OptionKey::Map => (!self.map.is_empty()).then(|| {
                 self.map
                     .iter()
                     .map(|(c, d)| format!("{c}={}", d.map_or("", |d| d.as_str())))
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
-            _ => None,
         }
     }
+}
+
+/// Opens the response cache at `path` once per process: the file is locked by the process that
+/// opens it, and every client of every session shares the one handle.
+fn shared_cache(path: &Path) -> Result<ResponseCache, Error> {
+    static OPEN: Mutex<Vec<ResponseCache>> = Mutex::new(Vec::new());
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = path.as_path();
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cache) = open.iter().find(|c| c.path() == Some(path)) {
+        return Ok(cache.clone());
+    }
+    let cache = ResponseCache::open(path)?;
+    open.push(cache.clone());
+    Ok(cache)
 }
 
 /// The options as one line for EXPLAIN: only those that differ from the defaults.
 impl fmt::Display for EnrichOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let defaults = EnrichOptions::default();
-        let changed: Vec<String> = OPTIONS
+        let changed: Vec<String> = OptionKey::ALL
             .iter()
-            .filter(|(key, _)| self.value_of(key) != defaults.value_of(key))
-            .map(|(key, _)| format!("{key}={}", self.value_of(key).unwrap_or_default()))
+            .filter(|&&key| self.value_of(key) != defaults.value_of(key))
+            .map(|&key| format!("{key}={}", self.value_of(key).unwrap_or_default()))
             .collect();
         if changed.is_empty() {
             f.write_str("defaults")
@@ -485,17 +860,17 @@ impl ExtensionOptions for EnrichOptions {
         Box::new(self.clone())
     }
 
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        EnrichOptions::set(self, key, value)
+    fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+        Ok(EnrichOptions::set(self, key, value)?)
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        OPTIONS
+        OptionKey::ALL
             .iter()
-            .map(|(key, description)| ConfigEntry {
+            .map(|&key| ConfigEntry {
                 key: format!("{}.{key}", Self::PREFIX),
                 value: self.value_of(key),
-                description,
+                description: key.description(),
             })
             .collect()
     }
@@ -579,12 +954,102 @@ mod tests {
         assert!(!o.cache);
         assert_eq!(o.cache_path.as_deref(), Some("/tmp/x.redb"));
         assert_eq!(o.cache_ttl, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!(o.value_of("cache_ttl").as_deref(), Some("30d"));
+        assert_eq!(o.value_of(OptionKey::CacheTtl).as_deref(), Some("30d"));
         o.set("cache_ttl", "none").unwrap();
         assert_eq!(o.cache_ttl, None);
-        assert_eq!(parse_age("90m"), Ok(Some(Duration::from_secs(5400))));
+        assert_eq!(
+            parse_optional_duration("90m"),
+            Ok(Some(Duration::from_secs(5400)))
+        );
         assert!(o.set("cache_ttl", "3 weeks").is_err());
         assert!(o.set("cache", "maybe").is_err());
+    }
+
+    #[test]
+    fn one_duration_parser_for_every_duration() {
+        for (text, expected) in [
+            ("250ms", Duration::from_millis(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2", Duration::from_secs(2)),
+            ("3m", Duration::from_secs(180)),
+            ("90min", Duration::from_secs(5400)),
+            ("12h", Duration::from_secs(12 * 3600)),
+            ("30d", Duration::from_secs(30 * 86_400)),
+            ("1.5h", Duration::from_secs(5400)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["fast", "3 weeks", "", "d", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_optional_duration(" none "), Ok(None));
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        // The request timeout takes the same text; a bare number stays seconds.
+        let mut o = EnrichOptions::default();
+        o.set("request_timeout_secs", "30d").unwrap();
+        assert_eq!(o.request_timeout, Duration::from_secs(30 * 86_400));
+        o.set("request_timeout_secs", "90").unwrap();
+        assert_eq!(
+            o.value_of(OptionKey::RequestTimeoutSecs).as_deref(),
+            Some("90")
+        );
+        assert!(o.set("request_timeout_secs", "0").is_err());
+    }
+
+    #[test]
+    fn every_option_has_one_name_a_flag_or_a_reason_and_a_description() {
+        let mut names = std::collections::HashSet::new();
+        for key in OptionKey::ALL {
+            let spec = key.spec();
+            assert!(names.insert(spec.name), "{key} twice");
+            assert_eq!(key.name().parse::<OptionKey>().unwrap(), key);
+            assert_eq!(
+                format!("PROSPEO.{}", key.name())
+                    .parse::<OptionKey>()
+                    .unwrap(),
+                key
+            );
+            assert!(!spec.description.is_empty());
+            // The SQL name, with `-` for `_`, is always a spelling of the flag.
+            if let Some(flag) = spec.flag {
+                let dashed = spec.name.replace('_', "-");
+                assert!(
+                    flag == dashed || spec.aliases.contains(&dashed.as_str()),
+                    "{key}: --{dashed}"
+                );
+            } else {
+                assert!(
+                    matches!(key, OptionKey::BaseUrl | OptionKey::Cache),
+                    "{key} has no flag"
+                );
+            }
+        }
+        let err = "api_key".parse::<OptionKey>().unwrap_err();
+        assert!(matches!(err, Error::UnknownOption { .. }), "{err}");
+    }
+
+    #[test]
+    fn only_client_settings_make_a_different_client() {
+        let base = EnrichOptions::default();
+        let mut query_only = base.clone();
+        query_only.set("prefix", "p_").unwrap();
+        query_only.set("enrich_mobile", "true").unwrap();
+        assert_eq!(base.client_settings(), query_only.client_settings());
+        for (key, value) in [
+            ("per_second", "3"),
+            ("request_timeout_secs", "5"),
+            ("cache_ttl", "30d"),
+            ("base_url", "http://127.0.0.1:1"),
+        ] {
+            let mut other = base.clone();
+            other.set(key, value).unwrap();
+            assert_ne!(base.client_settings(), other.client_settings(), "{key}");
+        }
+        let mut no_cache = base.clone();
+        no_cache.set("cache", "false").unwrap();
+        assert!(no_cache.open_cache().unwrap().is_none());
+        assert!(no_cache.cache_file().unwrap().is_none());
     }
 
     #[test]

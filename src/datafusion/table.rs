@@ -9,7 +9,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -38,17 +37,16 @@ use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::prelude::SessionContext;
 
 use crate::api::client::{Client, ClientBuilder};
-use crate::cache::ResponseCache;
 use crate::datafusion::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
 use crate::datafusion::options::{EnrichOptions, InputFormat};
+use crate::error::Error;
 use crate::mapping::ColumnMapping;
 use crate::output::OutputSchema;
 
 /// The table function's name.
 pub const FUNCTION_NAME: &str = "enrich_person";
 
-/// The environment variable naming the response cache file when `prospeo.cache_path` is unset.
-pub const ENV_CACHE: &str = "PROSPEO_CACHE";
+pub use crate::datafusion::options::ENV_CACHE;
 
 /// Registers `enrich_person` and the `prospeo.*` options on `ctx`. The API key comes from
 /// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) when a query first needs it.
@@ -125,78 +123,19 @@ impl ClientSource {
         if let Some(client) = &self.fixed {
             return Ok(client.clone());
         }
-        let mut builder = self
+        let settings = options.client_settings();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&settings) {
+            return Ok(client.clone());
+        }
+        let template = self
             .template
             .clone()
             .unwrap_or_else(ClientBuilder::from_env);
-        if let Some(url) = &options.base_url {
-            builder = builder.base_url(url.clone());
-        }
-        builder = builder
-            .limits(options.limits())
-            .max_in_flight(options.concurrency)
-            .request_timeout(options.request_timeout())
-            .max_credits(
-                options
-                    .max_credits
-                    .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
-            )
-            .cache_ttl(options.cache_ttl);
-        let settings_key = format!(
-            "{:?}|{:?}|{}|{:?}|{}|{}|{:?}|{:?}",
-            options.base_url,
-            options.limits(),
-            options.concurrency,
-            options.max_credits,
-            options.request_timeout_secs,
-            options.cache,
-            options.cache_path,
-            options.cache_ttl,
-        );
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&settings_key) {
-            return Ok(client.clone());
-        }
-        if options.cache {
-            let path = options
-                .cache_path
-                .as_ref()
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os(ENV_CACHE)
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from)
-                })
-                .or_else(ResponseCache::default_path)
-                .ok_or_else(|| {
-                    DataFusionError::Plan(format!(
-                        "{FUNCTION_NAME}: this platform has no cache directory; SET prospeo.cache_path = '...' or SET prospeo.cache = false"
-                    ))
-                })?;
-            builder = builder.cache(shared_cache(&path)?);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}: {e}")))?;
-        clients.insert(settings_key, client.clone());
+        let client = options.client_builder(template)?.build()?;
+        clients.insert(settings, client.clone());
         Ok(client)
     }
-}
-
-/// Opens the response cache at `path` once per process: the file is locked by the process that
-/// opens it, and every client of every session shares the one handle.
-fn shared_cache(path: &Path) -> Result<ResponseCache> {
-    static OPEN: Mutex<Vec<ResponseCache>> = Mutex::new(Vec::new());
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let path = path.as_path();
-    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(cache) = open.iter().find(|c| c.path() == Some(path)) {
-        return Ok(cache.clone());
-    }
-    let cache = ResponseCache::open(path)
-        .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}: {e}")))?;
-    open.push(cache.clone());
-    Ok(cache)
 }
 
 impl TableFunctionImpl for EnrichPersonFunction {
@@ -283,12 +222,14 @@ fn apply_option(options: &mut EnrichOptions, key: &str, column: &dyn Array) -> R
             .into_iter()
             .map(|(column, datapoint)| format!("{column}={datapoint}"))
             .collect();
-        return options.set_map(pairs.iter().map(String::as_str));
+        return Ok(options.set_map(pairs.iter().map(String::as_str))?);
     }
-    if column.is_null(0) {
-        return options.set(key, "");
-    }
-    options.set(key, &array_value_to_string(column, 0)?)
+    let value = if column.is_null(0) {
+        String::new()
+    } else {
+        array_value_to_string(column, 0)?
+    };
+    Ok(options.set(key, &value)?)
 }
 
 fn map_pairs(map: &MapArray) -> Result<Vec<(String, String)>> {
@@ -450,8 +391,9 @@ impl EnrichTable {
         clients: ClientSource,
     ) -> Result<Self> {
         let input_schema = input.schema();
-        let mapping = ColumnMapping::detect(&input_schema, &options.map)
-            .map_err(|e| DataFusionError::Plan(format!("{FUNCTION_NAME}({description}): {e}")))?;
+        let mapping = ColumnMapping::detect(&input_schema, &options.map).map_err(|e| {
+            DataFusionError::from(Error::from(e)).context(format!("{FUNCTION_NAME}({description})"))
+        })?;
         let output = OutputSchema::new(&options.prefix);
         let enrichment = output.schema();
         let collisions: Vec<&str> = input_schema

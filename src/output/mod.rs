@@ -1,401 +1,68 @@
-//! Enrichment outcomes → Arrow columns.
+//! Enrichment outcomes → Arrow columns, only the columns a query reads.
 //!
-//! The person and company objects are declared once, as the tables `PERSON` and `COMPANY`
-//! below (one line a field). Both the output schema and the decoding follow from them:
+//! The person and company objects are declared once, as the tables `PERSON` and `COMPANY` in
+//! `fields.rs` (one line a field: name, Arrow type, where the typed wire struct keeps it). Both
+//! the output schema and the decoding follow from them:
 //!
-//! 1. The tables give a nested Arrow schema `{person: Struct, company: Struct}`. arrow-json's
-//!    [`Decoder`](datafusion::arrow::json::reader::Decoder) is built on it and fed the typed wire
-//!    structs directly with `Decoder::serialize` (no JSON text in between). The decoder parses
-//!    the ISO timestamp strings, and it runs with `ignore_type_conflicts`, so a value that does
-//!    not fit its declared type becomes null instead of failing the batch: the records are paid
-//!    for, one odd value must not cost the others.
-//! 2. Struct-valued fields (nested objects) are flattened into top-level columns named
+//! 1. Struct-valued fields (nested objects) are flattened into top-level columns named
 //!    `prefix + "person_" / "company_" + path joined by "_"`, e.g. `prospeo_person_email_email`,
 //!    `prospeo_company_revenue_range_min`. Lists stay lists: `prospeo_person_job_history` is a
 //!    `List<Struct>`.
-//! 3. Masked values are nulled (see `Masking`), then the status columns are appended:
-//!    `prospeo_status`, `prospeo_error`, `prospeo_cost`, `prospeo_free_enrichment`.
+//! 2. The columns are built straight from the typed wire structs (`columns.rs`), one pass over
+//!    the rows per column, and only the columns of an [`OutputProjection`]: a query that reads
+//!    only `prospeo_status` looks at no person or company at all. Masked values are nulled (see
+//!    `Masking`).
+//! 3. The status columns (`status.rs`) are appended: `prospeo_status`, `prospeo_error`,
+//!    `prospeo_cost`, `prospeo_free_enrichment`.
 //!
-//! The schema depends only on the prefix, never on the data: ETL jobs downstream rely on it being
-//! the same on every run. Every enrichment column is nullable ("every property may be null; whole
-//! sub-objects may be null", reference/prospeo-api.md line 82); status and cost never are.
+//! The schema depends only on the prefix, never on the data or the projection: ETL jobs
+//! downstream rely on it being the same on every run. Every enrichment column is nullable
+//! ("every property may be null; whole sub-objects may be null", reference/prospeo-api.md line
+//! 82); status and cost never are.
 //!
 //! Timestamps: `last_job_change_detected_at` carries a zone (`2024-08-27T21:18:29.577Z`,
 //! reference line 84) and becomes `Timestamp(Millisecond, "UTC")`. `latest_funding_date` and
 //! funding events' `raised_at` carry none (`2021-01-01T00:00:00`, reference line 107); they become
 //! `Timestamp(Millisecond, None)`, the wall-clock value as given, since inventing a zone the
 //! vendor did not state would be a guess (a value that does carry an offset is converted to UTC).
+//! A value that does not parse is null: the records are paid for, one odd value must not cost the
+//! others.
 //!
-//! Adding a field the vendor starts sending is one line in the tables. The wire types keep
-//! unknown fields in `extra` and serialise them back in place, so a declared field is decoded
-//! even before `api/wire.rs` learns it (reference line 114: "a client must accept unknown
-//! fields and not lose them").
+//! Adding a field the vendor starts sending is one line in the tables (its getter may return
+//! `None` until `api/wire.rs` learns it). The wire types keep unknown fields in `extra` and
+//! serialise them back in place, and a chunk in which some object keeps a declared field in
+//! `extra` is decoded by arrow-json from that serialisation instead (`decoder.rs`), so the field
+//! is read even before the wire type knows it (reference line 114: "a client must accept unknown
+//! fields and not lose them"). The tests hold both paths to the same values.
+
+mod columns;
+mod decoder;
+mod fields;
+mod status;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, StructArray,
-};
-use datafusion::arrow::compute::{not, nullif};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::json::ReaderBuilder;
-use serde::Serialize;
 
-use crate::api::outcome::RecordOutcome;
+use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, Person};
+use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
 
 /// The default prefix of every output column.
 pub const DEFAULT_PREFIX: &str = "prospeo_";
 
-/// Rows decoded at a time. The decoder walks its row-ordered tape once per column; past a few
-/// hundred rows the tape no longer stays in cache and an 8,192-row batch decodes at half the
-/// speed of 512-row pieces, even counting the copy that joins the pieces (measured with
-/// `cargo bench --bench flatten` and this constant raised to 8,192).
+/// Rows flattened at a time. Past a few hundred rows the objects a column pass walks no longer
+/// stay in cache (nor does the decoder's row-ordered tape): an 8,192-row batch flattens faster
+/// in 512-row pieces, even counting the copy that joins the pieces. Measured on the bench's
+/// records: 512 beat 256 and 2,048 on the direct path; the joining copy still costs about a tenth
+/// of an 8,192-row flatten.
 const DECODE_CHUNK_ROWS: usize = 512;
 
-/// The Arrow type a declared field decodes to.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Utf8,
-    Int64,
-    Float64,
-    Boolean,
-    /// An ISO-8601 string with a zone, as UTC milliseconds.
-    TimestampUtc,
-    /// An ISO-8601 string without a zone, as wall-clock milliseconds (no time zone).
-    TimestampNaive,
-    /// A list of strings.
-    Utf8List,
-    /// A nested object: flattened into one column per field.
-    Object(&'static [FieldSpec]),
-    /// A list of objects: one `List<Struct>` column.
-    ObjectList(&'static [FieldSpec]),
-}
-
-/// Which values of an object with a `revealed` flag come out null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Masking {
-    /// Always as received.
-    None,
-    /// Null unless the sibling `revealed` is true: masked mobile numbers are `*`s
-    /// (reference line 89), and an unknown `revealed` must not leak them either.
-    UnlessRevealed,
-    /// Null when the sibling `revealed` is false (the email: only an explicit "not revealed"
-    /// hides it).
-    WhenUnrevealed,
-}
-
-/// The sibling field that [`Masking`] reads.
-const REVEALED: &str = "revealed";
-
-/// One declared field of the person or company object.
-#[derive(Debug, Clone, Copy)]
-struct FieldSpec {
-    name: &'static str,
-    kind: Kind,
-    masking: Masking,
-}
-
-impl FieldSpec {
-    const fn masked(self, masking: Masking) -> FieldSpec {
-        FieldSpec { masking, ..self }
-    }
-
-    fn data_type(&self) -> DataType {
-        match self.kind {
-            Kind::Utf8 => DataType::Utf8,
-            Kind::Int64 => DataType::Int64,
-            Kind::Float64 => DataType::Float64,
-            Kind::Boolean => DataType::Boolean,
-            Kind::TimestampUtc => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            Kind::TimestampNaive => DataType::Timestamp(TimeUnit::Millisecond, None),
-            Kind::Utf8List => DataType::new_list(DataType::Utf8, true),
-            Kind::Object(fields) => DataType::Struct(struct_fields(fields)),
-            Kind::ObjectList(fields) => {
-                DataType::new_list(DataType::Struct(struct_fields(fields)), true)
-            }
-        }
-    }
-}
-
-const fn field(name: &'static str, kind: Kind) -> FieldSpec {
-    FieldSpec {
-        name,
-        kind,
-        masking: Masking::None,
-    }
-}
-const fn utf8(name: &'static str) -> FieldSpec {
-    field(name, Kind::Utf8)
-}
-const fn int64(name: &'static str) -> FieldSpec {
-    field(name, Kind::Int64)
-}
-const fn float64(name: &'static str) -> FieldSpec {
-    field(name, Kind::Float64)
-}
-const fn boolean(name: &'static str) -> FieldSpec {
-    field(name, Kind::Boolean)
-}
-const fn timestamp_utc(name: &'static str) -> FieldSpec {
-    field(name, Kind::TimestampUtc)
-}
-const fn timestamp_naive(name: &'static str) -> FieldSpec {
-    field(name, Kind::TimestampNaive)
-}
-const fn utf8_list(name: &'static str) -> FieldSpec {
-    field(name, Kind::Utf8List)
-}
-const fn object(name: &'static str, fields: &'static [FieldSpec]) -> FieldSpec {
-    field(name, Kind::Object(fields))
-}
-const fn object_list(name: &'static str, fields: &'static [FieldSpec]) -> FieldSpec {
-    field(name, Kind::ObjectList(fields))
-}
-
-/// The person object (reference/prospeo-api.md, "The person object", lines 82-92).
-const PERSON: &[FieldSpec] = &[
-    utf8("person_id"),
-    utf8("first_name"),
-    utf8("last_name"),
-    utf8("full_name"),
-    utf8("linkedin_url"),
-    utf8("headline"),
-    utf8("current_job_title"),
-    utf8("current_job_key"),
-    utf8("linkedin_member_id"),
-    timestamp_utc("last_job_change_detected_at"),
-    utf8_list("skills"),
-    object("email", PERSON_EMAIL),
-    object("mobile", PERSON_MOBILE),
-    object("location", PERSON_LOCATION),
-    object_list("job_history", JOB_HISTORY_ENTRY),
-];
-
-const PERSON_EMAIL: &[FieldSpec] = &[
-    utf8("status"),
-    boolean(REVEALED),
-    utf8("email").masked(Masking::WhenUnrevealed),
-    utf8("verification_method"),
-    utf8("email_mx_provider"),
-];
-
-const PERSON_MOBILE: &[FieldSpec] = &[
-    utf8("status"),
-    boolean(REVEALED),
-    utf8("mobile").masked(Masking::UnlessRevealed),
-    utf8("mobile_national").masked(Masking::UnlessRevealed),
-    utf8("mobile_international").masked(Masking::UnlessRevealed),
-    utf8("mobile_country"),
-    utf8("mobile_country_code"),
-];
-
-const PERSON_LOCATION: &[FieldSpec] = &[
-    utf8("country"),
-    utf8("country_code"),
-    utf8("state"),
-    utf8("city"),
-    utf8("time_zone"),
-    float64("time_zone_offset"),
-];
-
-const JOB_HISTORY_ENTRY: &[FieldSpec] = &[
-    utf8("title"),
-    utf8("company_name"),
-    utf8("logo_url"),
-    boolean("current"),
-    int64("start_year"),
-    int64("start_month"),
-    int64("end_year"),
-    int64("end_month"),
-    int64("duration_in_months"),
-    utf8_list("departments"),
-    utf8("seniority"),
-    utf8("company_id"),
-    utf8("job_key"),
-];
-
-/// The company object (reference/prospeo-api.md, "The company object", lines 94-112).
-const COMPANY: &[FieldSpec] = &[
-    utf8("company_id"),
-    utf8("name"),
-    utf8("website"),
-    utf8("domain"),
-    utf8("description"),
-    utf8("description_seo"),
-    utf8("description_ai"),
-    utf8("type"),
-    utf8("industry"),
-    utf8("employee_range"),
-    utf8("linkedin_url"),
-    utf8("twitter_url"),
-    utf8("facebook_url"),
-    utf8("instagram_url"),
-    utf8("youtube_url"),
-    utf8("crunchbase_url"),
-    utf8("linkedin_id"),
-    utf8("revenue_range_printed"),
-    utf8("logo_url"),
-    int64("employee_count"),
-    int64("employee_count_on_prospeo"),
-    int64("founded"),
-    utf8_list("other_websites"),
-    utf8_list("sic_codes"),
-    utf8_list("naics_codes"),
-    utf8_list("keywords"),
-    object("location", COMPANY_LOCATION),
-    object("email_tech", COMPANY_EMAIL_TECH),
-    object("phone_hq", COMPANY_PHONE_HQ),
-    object("revenue_range", REVENUE_RANGE),
-    object("attributes", COMPANY_ATTRIBUTES),
-    object("funding", COMPANY_FUNDING),
-    object("technology", COMPANY_TECHNOLOGY),
-    object("job_postings", COMPANY_JOB_POSTINGS),
-];
-
-const COMPANY_LOCATION: &[FieldSpec] = &[
-    utf8("country"),
-    utf8("country_code"),
-    utf8("state"),
-    utf8("city"),
-    utf8("raw_address"),
-];
-
-const COMPANY_EMAIL_TECH: &[FieldSpec] = &[
-    utf8("domain"),
-    utf8("mx_provider"),
-    boolean("catch_all_domain"),
-];
-
-const COMPANY_PHONE_HQ: &[FieldSpec] = &[
-    utf8("phone_hq"),
-    utf8("phone_hq_national"),
-    utf8("phone_hq_international"),
-    utf8("phone_hq_country"),
-    utf8("phone_hq_country_code"),
-];
-
-/// Whole US dollars, up to ~1e10 (reference line 104): 64-bit.
-const REVENUE_RANGE: &[FieldSpec] = &[int64("min"), int64("max")];
-
-const COMPANY_ATTRIBUTES: &[FieldSpec] = &[
-    boolean("is_b2b"),
-    boolean("has_demo"),
-    boolean("has_free_trial"),
-    boolean("has_downloadable"),
-    boolean("has_mobile_apps"),
-    boolean("has_online_reviews"),
-    boolean("has_pricing"),
-];
-
-const COMPANY_FUNDING: &[FieldSpec] = &[
-    int64("count"),
-    int64("total_funding"),
-    utf8("total_funding_printed"),
-    timestamp_naive("latest_funding_date"),
-    utf8("latest_funding_stage"),
-    object_list("funding_events", FUNDING_EVENT),
-];
-
-const FUNDING_EVENT: &[FieldSpec] = &[
-    int64("amount"),
-    utf8("amount_printed"),
-    timestamp_naive("raised_at"),
-    utf8("stage"),
-    utf8("link"),
-];
-
-const COMPANY_TECHNOLOGY: &[FieldSpec] = &[
-    int64("count"),
-    utf8_list("technology_names"),
-    object_list("technology_list", TECHNOLOGY),
-];
-
-const TECHNOLOGY: &[FieldSpec] = &[utf8("name"), utf8("category")];
-
-const COMPANY_JOB_POSTINGS: &[FieldSpec] = &[int64("active_count"), utf8_list("active_titles")];
-
-/// The nested Arrow fields of an object; every field nullable.
-fn struct_fields(specs: &[FieldSpec]) -> Fields {
-    specs
-        .iter()
-        .map(|spec| Field::new(spec.name, spec.data_type(), true))
-        .collect()
-}
-
-/// The flattened output fields of an object whose columns start with `path`.
-fn flat_fields(specs: &[FieldSpec], path: &str, out: &mut Vec<Field>) {
-    for spec in specs {
-        let name = format!("{path}_{}", spec.name);
-        match spec.kind {
-            Kind::Object(children) => flat_fields(children, &name, out),
-            _ => out.push(Field::new(name, spec.data_type(), true)),
-        }
-    }
-}
-
-/// The decoded columns of `object` (declared by `specs`), flattened and masked, in the order of
-/// [`flat_fields`]. A null object has null children (arrow-json leaves them unset), so no null
-/// propagation is needed here.
-fn flat_columns(
-    specs: &[FieldSpec],
-    object: &StructArray,
-    out: &mut Vec<ArrayRef>,
-) -> Result<(), ArrowError> {
-    let revealed = object
-        .column_by_name(REVEALED)
-        .and_then(|c| c.as_boolean_opt());
-    for (spec, column) in specs.iter().zip(object.columns()) {
-        match spec.kind {
-            Kind::Object(children) => flat_columns(children, column.as_struct(), out)?,
-            _ => out.push(mask(spec.masking, column, revealed)?),
-        }
-    }
-    Ok(())
-}
-
-/// Nulls the values of `column` that `masking` hides, given the sibling `revealed` flags.
-fn mask(
-    masking: Masking,
-    column: &ArrayRef,
-    revealed: Option<&BooleanArray>,
-) -> Result<ArrayRef, ArrowError> {
-    let hidden = match (masking, revealed) {
-        (Masking::None, _) | (Masking::WhenUnrevealed, None) => return Ok(column.clone()),
-        // No flag to read: never let a masked number through.
-        (Masking::UnlessRevealed, None) => BooleanArray::from(vec![true; column.len()]),
-        (Masking::UnlessRevealed, Some(revealed)) => {
-            let shown = match revealed.nulls() {
-                Some(valid) => revealed.values() & valid.inner(),
-                None => revealed.values().clone(),
-            };
-            BooleanArray::new(!&shown, None)
-        }
-        // A null flag stays null in `not`, and `nullif` passes a null condition through.
-        (Masking::WhenUnrevealed, Some(revealed)) => not(revealed)?,
-    };
-    nullif(column, &hidden)
-}
-
-/// What one output row decodes from. Generic so that a test can feed a value that fails to
-/// serialise; in production `P` is [`Person`] and `C` is [`Company`].
-#[derive(Serialize)]
-struct Row<'a, P, C> {
-    person: Option<&'a P>,
-    company: Option<&'a C>,
-}
-
-impl<P, C> Clone for Row<'_, P, C> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<P, C> Copy for Row<'_, P, C> {}
-
 /// The declared output of an enrichment: its Arrow schema and the step that turns
-/// [`RecordOutcome`]s into a [`RecordBatch`] of that schema.
+/// [`RecordOutcome`]s into a [`RecordBatch`] of that schema, or of some of its columns.
 ///
 /// Built once per prefix; cloning is cheap. The schema is the same whatever the data.
 #[derive(Debug, Clone)]
@@ -403,8 +70,57 @@ pub struct OutputSchema {
     prefix: String,
     /// The flattened output: person columns, company columns, status columns.
     schema: SchemaRef,
-    /// What the decoder reads: `{person: Struct, company: Struct}`.
+    /// What the arrow-json decoder reads: `{person: Struct, company: Struct}`.
     decoded: SchemaRef,
+    /// Every column: what [`Self::flatten`] builds.
+    all: OutputProjection,
+}
+
+/// How the person and company columns are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Straight from the typed structs, unless an object keeps a declared field in `extra`.
+    Direct,
+    /// By the arrow-json decoder.
+    Decoder,
+}
+
+/// Some columns of an [`OutputSchema`], in a given order: what
+/// [`OutputSchema::flatten_projected`] builds, and nothing else.
+#[derive(Debug, Clone)]
+pub struct OutputProjection {
+    /// Indices into the output schema, in output order.
+    columns: Vec<usize>,
+    /// For every column of the output schema, whether it is built.
+    wanted: Vec<bool>,
+    /// The projected schema.
+    schema: SchemaRef,
+}
+
+impl OutputProjection {
+    /// The projected columns' indices into [`OutputSchema::schema`], in output order.
+    pub fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+
+    /// The schema of the batches [`OutputSchema::flatten_projected`] returns.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Whether every column of the output schema is projected.
+    pub fn is_all(&self) -> bool {
+        self.wanted.iter().all(|&w| w)
+    }
+
+    /// The projected columns' names, in output order.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
 }
 
 impl Default for OutputSchema {
@@ -419,19 +135,21 @@ impl OutputSchema {
         let mut fields = Vec::new();
         flat_fields(PERSON, &format!("{prefix}person"), &mut fields);
         flat_fields(COMPANY, &format!("{prefix}company"), &mut fields);
-        fields.extend([
-            Field::new(format!("{prefix}status"), DataType::Utf8, false),
-            Field::new(format!("{prefix}error"), DataType::Utf8, true),
-            Field::new(format!("{prefix}cost"), DataType::Int64, false),
-            Field::new(format!("{prefix}free_enrichment"), DataType::Boolean, true),
-        ]);
+        fields.extend(status::fields(prefix));
+        let schema = Arc::new(Schema::new(fields));
         let decoded = Schema::new(vec![
             Field::new("person", DataType::Struct(struct_fields(PERSON)), true),
             Field::new("company", DataType::Struct(struct_fields(COMPANY)), true),
         ]);
+        let width = schema.fields().len();
         OutputSchema {
             prefix: prefix.to_string(),
-            schema: Arc::new(Schema::new(fields)),
+            all: OutputProjection {
+                columns: (0..width).collect(),
+                wanted: vec![true; width],
+                schema: schema.clone(),
+            },
+            schema,
             decoded: Arc::new(decoded),
         }
     }
@@ -461,123 +179,156 @@ impl OutputSchema {
         RecordBatch::new_empty(self.schema.clone())
     }
 
-    /// One row per outcome, in order. Only matches carry person and company values; a value
-    /// that does not fit its declared type is null. An error here means a bug in this module,
-    /// not bad data.
-    pub fn flatten(&self, outcomes: &[RecordOutcome]) -> Result<RecordBatch, ArrowError> {
-        if outcomes.is_empty() {
-            return Ok(self.empty_batch());
+    /// The columns `columns` (indices into [`Self::schema`]) in that order; an index may repeat.
+    /// Fails on an index out of range.
+    pub fn projection(&self, columns: &[usize]) -> Result<OutputProjection, ArrowError> {
+        let schema = Arc::new(self.schema.project(columns)?);
+        let mut wanted = vec![false; self.schema.fields().len()];
+        for &column in columns {
+            wanted[column] = true;
         }
+        Ok(OutputProjection {
+            columns: columns.to_vec(),
+            wanted,
+            schema,
+        })
+    }
+
+    /// One row per outcome, in order, every column of [`Self::schema`]. Only matches carry person
+    /// and company values; a value that does not fit its declared type is null. An error here
+    /// means a bug in this module, not bad data.
+    pub fn flatten(&self, outcomes: &[RecordOutcome]) -> Result<RecordBatch, ArrowError> {
+        self.flatten_projected(&self.all, outcomes)
+    }
+
+    /// What [`Self::flatten`] makes of `outcomes`, but only the columns of `projection`: the
+    /// others are never built, and when no person (company) column is projected no person
+    /// (company) is looked at. Each built column holds the same values as in [`Self::flatten`].
+    pub fn flatten_projected(
+        &self,
+        projection: &OutputProjection,
+        outcomes: &[RecordOutcome],
+    ) -> Result<RecordBatch, ArrowError> {
+        self.flatten_with(projection, outcomes, Path::Direct)
+    }
+
+    /// What [`Self::flatten`] makes of `outcomes`, every object decoded by arrow-json, as
+    /// before columns were built directly: kept so that `benches/flatten.rs` measures the two
+    /// side by side and the tests compare their values. Not for production use.
+    #[doc(hidden)]
+    pub fn flatten_with_decoder(
+        &self,
+        outcomes: &[RecordOutcome],
+    ) -> Result<RecordBatch, ArrowError> {
+        self.flatten_with(&self.all, outcomes, Path::Decoder)
+    }
+
+    fn flatten_with(
+        &self,
+        projection: &OutputProjection,
+        outcomes: &[RecordOutcome],
+        path: Path,
+    ) -> Result<RecordBatch, ArrowError> {
         if outcomes.len() > DECODE_CHUNK_ROWS {
             let parts = outcomes
                 .chunks(DECODE_CHUNK_ROWS)
-                .map(|c| self.flatten(c))
+                .map(|c| self.flatten_with(projection, c, path))
                 .collect::<Result<Vec<_>, _>>()?;
-            return datafusion::arrow::compute::concat_batches(&self.schema, &parts);
+            return concat_batches(&projection.schema, &parts);
         }
-        let rows: Vec<Row<'_, Person, Company>> = outcomes
-            .iter()
-            .map(|outcome| match outcome {
-                RecordOutcome::Matched(m) => Row {
-                    person: m.person.as_ref(),
-                    company: m.company.as_ref(),
-                },
-                _ => Row {
-                    person: None,
-                    company: None,
-                },
-            })
-            .collect();
-        let decoded = self.decode_salvaging(&rows)?;
-
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        flat_columns(PERSON, decoded.column(0).as_struct(), &mut columns)?;
-        flat_columns(COMPANY, decoded.column(1).as_struct(), &mut columns)?;
-        columns.extend(status_columns(outcomes));
-        RecordBatch::try_new(self.schema.clone(), columns)
-    }
-
-    /// Decodes `rows`; should that fail, decodes again without the objects that fail on their
-    /// own, so that one bad object costs its own columns only.
-    fn decode_salvaging<P: Serialize, C: Serialize>(
-        &self,
-        rows: &[Row<'_, P, C>],
-    ) -> Result<RecordBatch, ArrowError> {
-        let error = match self.decode(rows) {
-            Ok(batch) => return Ok(batch),
-            Err(error) => error,
-        };
-        let decodes = |row: Row<'_, P, C>| self.decode(&[row]).is_ok();
-        let mut dropped = 0usize;
-        let salvaged: Vec<Row<'_, P, C>> = rows
-            .iter()
-            .map(|&row| {
-                if decodes(row) {
-                    return row;
-                }
-                let person = row.person.filter(|&p| {
-                    decodes(Row {
-                        person: Some(p),
-                        company: None,
-                    })
-                });
-                let company = row.company.filter(|&c| {
-                    decodes(Row {
-                        person: None,
-                        company: Some(c),
-                    })
-                });
-                dropped += usize::from(person.is_none() && row.person.is_some())
-                    + usize::from(company.is_none() && row.company.is_some());
-                Row { person, company }
-            })
-            .collect();
-        tracing::warn!(
-            %error,
-            dropped,
-            "enrichment output: objects that could not be decoded are written as nulls"
-        );
-        self.decode(&salvaged)
-    }
-
-    /// Decodes `rows` into a batch of `{person, company}`.
-    fn decode<P: Serialize, C: Serialize>(
-        &self,
-        rows: &[Row<'_, P, C>],
-    ) -> Result<RecordBatch, ArrowError> {
-        let mut decoder = ReaderBuilder::new(self.decoded.clone())
-            .with_batch_size(rows.len().max(1))
-            // Unknown fields (kept in the wire types' `extra`) are skipped, not errors.
-            .with_strict_mode(false)
-            // A value of the wrong type, or an unparsable timestamp, becomes null.
-            .with_ignore_type_conflicts(true)
-            .build_decoder()?;
-        decoder.serialize(rows)?;
-        match decoder.flush()? {
-            Some(batch) => Ok(batch),
-            None => Ok(RecordBatch::new_empty(self.decoded.clone())),
+        let total = self.schema.fields().len();
+        let mut built: Vec<Option<ArrayRef>> = vec![None; total];
+        let (objects, status_columns) = built.split_at_mut(total - status::WIDTH);
+        let (objects_wanted, status_wanted) = projection
+            .wanted
+            .split_at(projection.wanted.len() - status::WIDTH);
+        if objects_wanted.contains(&true) {
+            self.object_columns(outcomes, objects_wanted, objects, path)?;
         }
+        status::columns(outcomes, status_wanted, status_columns);
+        let columns = projection
+            .columns
+            .iter()
+            .map(|&i| built[i].clone().expect("every projected column is built"))
+            .collect();
+        RecordBatch::try_new_with_options(
+            projection.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(outcomes.len())),
+        )
     }
-}
 
-/// `status`, `error`, `cost`, `free_enrichment`.
-fn status_columns(outcomes: &[RecordOutcome]) -> [ArrayRef; 4] {
-    let status = StringArray::from_iter_values(outcomes.iter().map(|o| o.status().as_str()));
-    let error: StringArray = outcomes.iter().map(RecordOutcome::error).collect();
-    let cost = Int64Array::from_iter_values(outcomes.iter().map(RecordOutcome::cost));
-    let free_enrichment: BooleanArray = outcomes
-        .iter()
-        .map(|o| match o {
-            RecordOutcome::Matched(m) => Some(m.free_enrichment),
-            _ => None,
-        })
-        .collect();
-    [
-        Arc::new(status),
-        Arc::new(error),
-        Arc::new(cost),
-        Arc::new(free_enrichment),
-    ]
+    /// The person and company columns that are `wanted`, into `out`.
+    fn object_columns(
+        &self,
+        outcomes: &[RecordOutcome],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+        path: Path,
+    ) -> Result<(), ArrowError> {
+        let person_width = width(PERSON);
+        let (person_wanted, company_wanted) = wanted.split_at(person_width);
+        let wants_person = person_wanted.contains(&true);
+        let wants_company = company_wanted.contains(&true);
+        fn matched(outcome: &RecordOutcome) -> Option<&Match> {
+            match outcome {
+                RecordOutcome::Matched(m) => Some(m),
+                _ => None,
+            }
+        }
+        let persons: Vec<Option<&Person>> = outcomes
+            .iter()
+            .map(|o| matched(o).filter(|_| wants_person)?.person.as_ref())
+            .collect();
+        let companies: Vec<Option<&Company>> = outcomes
+            .iter()
+            .map(|o| matched(o).filter(|_| wants_company)?.company.as_ref())
+            .collect();
+
+        if path == Path::Direct
+            && self
+                .direct_columns(&persons, &companies, wanted, out)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        // Some object keeps a declared field in `extra` (or the decoder was asked for).
+        let rows: Vec<decoder::Row<'_, Person, Company>> = persons
+            .iter()
+            .zip(&companies)
+            .map(|(&person, &company)| decoder::Row { person, company })
+            .collect();
+        let decoded = decoder::decode_salvaging(&self.decoded, &rows)?;
+        let mut columns = Vec::with_capacity(out.len());
+        decoder::flat_columns(PERSON, decoded.column(0).as_struct(), &mut columns)?;
+        decoder::flat_columns(COMPANY, decoded.column(1).as_struct(), &mut columns)?;
+        for ((out, column), &wanted) in out.iter_mut().zip(columns).zip(wanted) {
+            if wanted {
+                *out = Some(column);
+            }
+        }
+        Ok(())
+    }
+
+    /// The wanted person and company columns built straight from the typed structs.
+    fn direct_columns(
+        &self,
+        persons: &[Option<&Person>],
+        companies: &[Option<&Company>],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+    ) -> Result<(), columns::DeclaredInExtra> {
+        let person_width = width(PERSON);
+        let (person_wanted, company_wanted) = wanted.split_at(person_width);
+        let (person_out, company_out) = out.split_at_mut(person_width);
+        if person_wanted.contains(&true) {
+            columns::flat_columns(PERSON, persons, person_wanted, person_out)?;
+        }
+        if company_wanted.contains(&true) {
+            columns::flat_columns(COMPANY, companies, company_wanted, company_out)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -585,8 +336,10 @@ mod tests {
     use std::collections::HashSet;
     use std::time::{Duration, SystemTime};
 
+    use datafusion::arrow::array::Array;
     use datafusion::arrow::array::{ListArray, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimeUnit};
+    use serde::Serialize;
     use serde_json::{Map, Value, json};
 
     use super::*;
@@ -1045,20 +798,8 @@ mod tests {
 
     #[test]
     fn every_masked_field_has_a_revealed_flag_beside_it() {
-        fn check(specs: &[FieldSpec]) {
-            let masks = specs.iter().any(|s| s.masking != Masking::None);
-            let flag = specs
-                .iter()
-                .any(|s| s.name == REVEALED && matches!(s.kind, Kind::Boolean));
-            assert!(!masks || flag);
-            for spec in specs {
-                if let Kind::Object(children) | Kind::ObjectList(children) = spec.kind {
-                    check(children);
-                }
-            }
-        }
-        check(PERSON);
-        check(COMPANY);
+        assert!(!fields::masked_without_flag(PERSON));
+        assert!(!fields::masked_without_flag(COMPANY));
     }
 
     #[test]
@@ -1256,16 +997,16 @@ mod tests {
         let output = OutputSchema::default();
         let company = company();
         let rows = [
-            Row {
+            decoder::Row {
                 person: Some(&Unserialisable),
                 company: Some(&company),
             },
-            Row {
+            decoder::Row {
                 person: None,
                 company: Some(&company),
             },
         ];
-        let decoded = output.decode_salvaging(&rows).unwrap();
+        let decoded = decoder::decode_salvaging(&output.decoded, &rows).unwrap();
         assert_eq!(decoded.num_rows(), 2);
         let person = decoded.column(0).as_struct();
         let company = decoded.column(1).as_struct();
@@ -1273,5 +1014,195 @@ mod tests {
         assert!(company.is_valid(0) && company.is_valid(1));
         let names = company.column_by_name("name").unwrap().as_string::<i32>();
         assert_eq!(names.value(0), "Intercom");
+    }
+
+    /// Outcomes of every kind, with people and companies from the sandbox directory and the
+    /// hand-made ones above, some of them masked, partial, or with odd values.
+    fn varied_outcomes() -> Vec<RecordOutcome> {
+        use crate::sandbox::generator::{GeneratorConfig, generate_directory};
+        let directory = generate_directory(&GeneratorConfig {
+            seed: 7,
+            companies: 12,
+            people: 60,
+        });
+        let mut outcomes: Vec<RecordOutcome> = directory
+            .people()
+            .iter()
+            .enumerate()
+            .map(|(i, person)| {
+                let company = directory.company_of(person).cloned();
+                match i % 9 {
+                    0 => RecordOutcome::NotMatched,
+                    1 => RecordOutcome::Failed {
+                        reason: format!("INTERNAL_ERROR #{i}"),
+                    },
+                    2 => matched(None, company),
+                    3 => matched(Some(person.clone()), None),
+                    _ => RecordOutcome::Matched(Box::new(Match {
+                        person: Some(person.clone()),
+                        company,
+                        free_enrichment: i % 2 == 0,
+                        cost: (i % 3) as i64,
+                    })),
+                }
+            })
+            .collect();
+        let mut hidden = person();
+        hidden.email.as_mut().unwrap().revealed = Some(false);
+        hidden.mobile.as_mut().unwrap().revealed = None;
+        hidden.last_job_change_detected_at = s("2024-08-27T23:18:29+02:00");
+        let mut sparse = person();
+        sparse.email = None;
+        sparse.location = None;
+        sparse.skills = Some(vec![]);
+        sparse.job_history = Some(vec![]);
+        sparse.last_job_change_detected_at = s("last Tuesday");
+        let mut unrevealed = person();
+        unrevealed.mobile.as_mut().unwrap().revealed = Some(false);
+        let mut odd_company = company();
+        odd_company.funding.as_mut().unwrap().latest_funding_date = s("2021-13-45T99:00:00");
+        odd_company.technology = None;
+        odd_company.keywords = None;
+        outcomes.extend([
+            matched(Some(person()), Some(company())),
+            matched(Some(hidden), Some(odd_company)),
+            matched(Some(sparse), Some(Company::default())),
+            matched(Some(unrevealed), None),
+            matched(Some(Person::default()), None),
+            RecordOutcome::InvalidDatapoints,
+            RecordOutcome::Deferred {
+                reason: DeferReason::DailyQuota,
+                retry_at: None,
+            },
+        ]);
+        outcomes
+    }
+
+    #[test]
+    fn direct_columns_hold_the_values_the_decoder_makes() {
+        let output = OutputSchema::default();
+        let outcomes = varied_outcomes();
+        // The direct path is the one under test: no object sends a field to the decoder.
+        let (persons, companies): (Vec<_>, Vec<_>) = outcomes
+            .iter()
+            .map(|o| match o {
+                RecordOutcome::Matched(m) => (m.person.as_ref(), m.company.as_ref()),
+                _ => (None, None),
+            })
+            .unzip();
+        let width = output.schema().fields().len() - status::WIDTH;
+        let mut built = vec![None; width];
+        assert_eq!(
+            output.direct_columns(&persons, &companies, &vec![true; width], &mut built),
+            Ok(())
+        );
+        let direct = output.flatten(&outcomes).unwrap();
+        let decoded = output.flatten_with_decoder(&outcomes).unwrap();
+        assert_eq!(direct.schema(), decoded.schema());
+        for (i, field) in output.schema().fields().iter().enumerate() {
+            assert_eq!(
+                direct.column(i).to_data(),
+                decoded.column(i).to_data(),
+                "{}",
+                field.name()
+            );
+        }
+        // Masked numbers are null on both paths, and the data was varied enough to show it.
+        let mobile = column(&direct, "prospeo_person_mobile_mobile");
+        assert!(mobile.null_count() > 0 && mobile.null_count() < mobile.len());
+    }
+
+    #[test]
+    fn a_projection_builds_the_same_values_as_the_full_flatten() {
+        let output = OutputSchema::default();
+        let outcomes = varied_outcomes();
+        let full = output.flatten(&outcomes).unwrap();
+        let index = |name: &str| output.schema().index_of(name).unwrap();
+        let status_columns = ["prospeo_status", "prospeo_cost"].map(index).to_vec();
+        let all_status: Vec<usize> = (full.num_columns() - status::WIDTH..full.num_columns())
+            .rev()
+            .collect();
+        let subsets: Vec<Vec<usize>> = vec![
+            vec![],
+            status_columns,
+            all_status,
+            vec![index("prospeo_person_email_email")],
+            vec![
+                index("prospeo_person_mobile_mobile"),
+                index("prospeo_error"),
+            ],
+            vec![
+                index("prospeo_company_funding_funding_events"),
+                index("prospeo_person_full_name"),
+                index("prospeo_person_full_name"),
+            ],
+            vec![
+                index("prospeo_company_revenue_range_max"),
+                index("prospeo_person_last_job_change_detected_at"),
+                index("prospeo_person_job_history"),
+                index("prospeo_company_technology_technology_list"),
+                index("prospeo_company_funding_latest_funding_date"),
+                index("prospeo_free_enrichment"),
+            ],
+            (0..full.num_columns()).step_by(3).collect(),
+            (0..full.num_columns()).rev().collect(),
+        ];
+        for columns in subsets {
+            let projection = output.projection(&columns).unwrap();
+            let expected = full.project(&columns).unwrap();
+            // Flattened whole, and in pieces the size of a bulk request.
+            let projected = output.flatten_projected(&projection, &outcomes).unwrap();
+            assert_eq!(projected, expected, "{columns:?}");
+            assert_eq!(projected.num_rows(), outcomes.len());
+            for chunk in outcomes.chunks(50) {
+                let batch = output.flatten_projected(&projection, chunk).unwrap();
+                assert_eq!(batch.schema(), projection.schema());
+                assert_eq!(batch.num_rows(), chunk.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_projection_has_the_full_schemas_fields() {
+        let output = OutputSchema::default();
+        let columns = [output.schema().fields().len() - 1, 0, 17];
+        let projection = output.projection(&columns).unwrap();
+        assert_eq!(
+            projection.schema().as_ref(),
+            &output.schema().project(&columns).unwrap()
+        );
+        assert_eq!(projection.columns(), columns);
+        assert!(!projection.is_all());
+        let all: Vec<usize> = (0..output.schema().fields().len()).collect();
+        assert!(output.projection(&all).unwrap().is_all());
+        assert!(output.projection(&[all.len()]).is_err());
+        let empty = output
+            .flatten_projected(
+                &output.projection(&[]).unwrap(),
+                &[RecordOutcome::NotMatched],
+            )
+            .unwrap();
+        assert_eq!((empty.num_rows(), empty.num_columns()), (1, 0));
+    }
+
+    #[test]
+    fn a_declared_field_in_extra_is_read_by_a_projection_too() {
+        let output = OutputSchema::default();
+        let mut person = person();
+        person.headline = None;
+        person.extra.insert("headline".into(), json!("From extra"));
+        let outcomes = [matched(Some(person), Some(company()))];
+        let columns = [
+            output.schema().index_of("prospeo_person_headline").unwrap(),
+            output.schema().index_of("prospeo_company_name").unwrap(),
+        ];
+        let batch = output
+            .flatten_projected(&output.projection(&columns).unwrap(), &outcomes)
+            .unwrap();
+        assert_eq!(
+            utf8_at(&batch, "prospeo_person_headline", 0),
+            s("From extra")
+        );
+        assert_eq!(utf8_at(&batch, "prospeo_company_name", 0), s("Intercom"));
     }
 }

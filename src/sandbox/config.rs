@@ -113,6 +113,15 @@ pub struct Faults {
     pub slow_rate: f64,
     /// How long a slow response waits.
     pub slow_delay: Duration,
+    /// Share of successful bulk answers (processed and charged) whose body stops halfway: the
+    /// success status and headers arrive, then the connection breaks.
+    pub cut_body_rate: f64,
+    /// Share of successful bulk answers (processed and charged) sent as HTTP 200 with a body
+    /// that is not JSON (the first half of the JSON text).
+    pub garbled_rate: f64,
+    /// Share of successful bulk answers (processed and charged) that leave one record out: its
+    /// identifier is in none of `matched`, `not_matched`, `invalid_datapoints`.
+    pub lost_record_rate: f64,
     /// Signal rate limiting as HTTP 200 with `error: true, error_code: "RATE_LIMIT_EXCEEDED"`
     /// instead of 429 (seen in the wild).
     pub rate_limit_as_200: bool,

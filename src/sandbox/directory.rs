@@ -21,17 +21,25 @@ pub const PEOPLE_FILE: &str = "people.jsonl";
 /// Why a directory could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
+    /// A file could not be read or written.
     #[error("cannot read or write {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A line of a directory file is not a JSON object of the expected shape.
     #[error("{path}, line {line}: not a valid JSON object: {source}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The line, from 1.
         line: usize,
+        /// What the JSON reader said.
         source: serde_json::Error,
     },
+    /// The directory breaks a rule (a duplicate id, say).
     #[error("{0}")]
     Invalid(String),
 }

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::api::plan::{QuotaWindow, headers};
 use crate::api::wire::{
-    BulkEnrichResponse, EnrichFlags, EnrichPersonResponse, ErrorBody, ErrorCode, MAX_BULK_RECORDS,
-    MatchedRecord, Person, PersonMobile,
+    BulkEnrichResponse, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord, Person,
+    PersonMobile,
 };
 use crate::datapoints::Datapoints;
 use crate::rng::SplitMix64;
@@ -36,10 +36,23 @@ use crate::sandbox::quota::{QuotaReport, QuotaWindows};
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultStats {
+    /// Connections closed without an answer, before processing.
     pub dropped: u64,
+    /// HTML 502/503 answers, as a proxy would send, before processing.
     pub bad_gateway: u64,
+    /// `INTERNAL_ERROR` answers (HTTP 400), before processing.
     pub internal_error: u64,
+    /// Requests processed and charged, then answered only after the slow delay.
     pub slow: u64,
+    /// Answers processed and charged whose body stopped halfway.
+    #[serde(default)]
+    pub cut_body: u64,
+    /// Answers processed and charged, sent as HTTP 200 with a body that is not JSON.
+    #[serde(default)]
+    pub garbled: u64,
+    /// Answers processed and charged that left one record out.
+    #[serde(default)]
+    pub lost_record: u64,
 }
 
 /// What one key did, as `/_sandbox/stats` reports it.
@@ -53,8 +66,11 @@ pub struct KeyStats {
     pub records: u64,
     /// Records of every enrich request received, including failed ones and retries.
     pub records_submitted: u64,
+    /// Records that matched a person.
     pub matched: u64,
+    /// Records that matched nobody.
     pub not_matched: u64,
+    /// Records below the minimum requirement.
     pub invalid: u64,
     /// Credits taken from the balance.
     pub credits_charged: i64,
@@ -68,14 +84,18 @@ pub struct KeyStats {
     pub rate_limited: u64,
     /// Error answers by `error_code`, injected faults included.
     pub errors: BTreeMap<String, u64>,
+    /// Faults injected into this key's answers.
     pub faults: FaultStats,
+    /// The key's credit balance now.
     pub remaining_credits: i64,
 }
 
 /// `/_sandbox/stats`: per key (by label), plus requests with no valid key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
+    /// Each key's figures, by its label.
     pub keys: BTreeMap<String, KeyStats>,
+    /// Requests refused for a missing or unknown key.
     pub unauthorized: u64,
 }
 
@@ -231,6 +251,18 @@ struct Draw {
     bad_gateway: Option<StatusCode>,
     internal_error: bool,
     slow: bool,
+    damage: Option<Damage>,
+}
+
+/// How a successful bulk answer (processed and charged) is damaged on its way back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// The body stops halfway and the connection breaks.
+    CutBody,
+    /// HTTP 200 with the first half of the JSON text.
+    Garbled,
+    /// One record is left out of the answer.
+    LostRecord,
 }
 
 fn draw_faults(config: &SandboxConfig, rng: &mut SplitMix64) -> Draw {
@@ -246,12 +278,24 @@ fn draw_faults(config: &SandboxConfig, rng: &mut SplitMix64) -> Draw {
     });
     let internal_error = rng.chance(f.internal_error_rate);
     let slow = rng.chance(f.slow_rate);
+    // Drawn after the older faults (and only when their rate is above 0), so a seed gives the
+    // same older faults as before these existed.
+    let damage = if rng.chance(f.cut_body_rate) {
+        Some(Damage::CutBody)
+    } else if rng.chance(f.garbled_rate) {
+        Some(Damage::Garbled)
+    } else if rng.chance(f.lost_record_rate) {
+        Some(Damage::LostRecord)
+    } else {
+        None
+    };
     Draw {
         delay: f.latency + jitter,
         drop,
         bad_gateway,
         internal_error,
         slow,
+        damage,
     }
 }
 
@@ -293,7 +337,7 @@ async fn enrich(
     let draw = draw_faults(&shared.config, &mut shared.lock().rng);
     shared.pause(draw.delay).await;
 
-    let (answer, quota, slow) = {
+    let (answer, quota, slow, damage) = {
         let mut inner = shared.lock();
         let now = now(&inner);
         let Some(state) = key.as_deref().and_then(|k| inner.keys.get_mut(k)) else {
@@ -332,7 +376,10 @@ async fn enrich(
             )
         };
         let slow = draw.slow && answer.is_ok();
-        let answer = answer.unwrap_or_else(|failure| failure);
+        let damage = draw
+            .damage
+            .filter(|_| endpoint == Endpoint::Bulk && answer.is_ok());
+        let mut answer = answer.unwrap_or_else(|failure| failure);
         if answer.status != StatusCode::OK || answer.body["error"] == json!(true) {
             let code = answer.body["error_code"].as_str().unwrap_or("").to_string();
             *state.stats.errors.entry(code).or_default() += 1;
@@ -342,13 +389,82 @@ async fn enrich(
         if slow {
             state.stats.faults.slow += 1;
         }
+        match damage {
+            Some(Damage::CutBody) => state.stats.faults.cut_body += 1,
+            Some(Damage::Garbled) => state.stats.faults.garbled += 1,
+            Some(Damage::LostRecord) if lose_one_record(&mut answer.body) => {
+                state.stats.faults.lost_record += 1;
+            }
+            _ => {}
+        }
         state.stats.remaining_credits = state.credits;
-        (answer, state.quota.report(now), slow)
+        (answer, state.quota.report(now), slow, damage)
     };
     if slow {
         shared.pause(shared.config.faults.slow_delay).await;
     }
-    respond(answer, Some(quota))
+    let response = respond(answer, Some(quota));
+    match damage {
+        Some(Damage::CutBody) => cut_body(response).await,
+        Some(Damage::Garbled) => garble(response).await,
+        _ => response,
+    }
+}
+
+/// Removes the first record named in a bulk answer (a match first); false when it names none.
+fn lose_one_record(body: &mut Value) -> bool {
+    ["matched", "not_matched", "invalid_datapoints"]
+        .iter()
+        .any(
+            |field| match body.get_mut(*field).and_then(Value::as_array_mut) {
+                Some(records) if !records.is_empty() => {
+                    records.remove(0);
+                    true
+                }
+                _ => false,
+            },
+        )
+}
+
+/// The response with its body split in two: the first half is sent, then the stream fails, so
+/// the connection breaks after a success status.
+async fn cut_body(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    // The failure comes after one yield, so the status, headers and first half are written
+    // before the connection breaks.
+    let chunks = futures::stream::unfold(Some(Some(half)), |stage| async move {
+        match stage? {
+            Some(half) => Some((Ok(half), Some(None))),
+            None => {
+                tokio::task::yield_now().await;
+                let cut = io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "injected fault: the answer was cut off",
+                );
+                Some((Err(cut), None))
+            }
+        }
+    });
+    let mut response = Response::from_parts(parts, axum::body::Body::from_stream(chunks));
+    response
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
+    response
+}
+
+/// The response with only the first half of its JSON text: HTTP 200, a body that is not JSON.
+async fn garble(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(half))
 }
 
 /// Validates, rate-limits, matches and charges one enrich request. `Err` is an error answer
@@ -471,14 +587,15 @@ fn serve_enrich(
             extra: Default::default(),
         }),
         Endpoint::Single => {
+            // The single-record answer is a bulk match without its identifier (the client never
+            // calls this endpoint: it has no wire type of its own).
             let matched = outcome.matched.into_iter().next().unwrap_or_default();
-            Answer::ok(EnrichPersonResponse {
-                error: false,
-                free_enrichment: matched.free_enrichment,
-                person: matched.person,
-                company: matched.company,
-                extra: Default::default(),
-            })
+            Answer::ok(json!({
+                "error": false,
+                "free_enrichment": matched.free_enrichment,
+                "person": matched.person,
+                "company": matched.company,
+            }))
         }
     })
 }

@@ -980,6 +980,104 @@ async fn failed_rows_exit_3_so_the_scheduler_runs_the_job_again() {
     assert_eq!(sandbox.stats().key("cli").credits_charged, 0);
 }
 
+/// Runs `prospeo enrich` on the sample leads, one request at a time (so the sandbox's seeded
+/// faults fall on the same requests every run), against a sandbox with `faults`; returns the
+/// exit code, the statuses in row order, the summary, and the sandbox's stats of the key.
+async fn enrich_sample_through(
+    faults: datafusion_prospeo::sandbox::Faults,
+) -> (
+    Option<i32>,
+    Vec<String>,
+    Value,
+    datafusion_prospeo::sandbox::KeyStats,
+) {
+    let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
+        &GeneratorConfig::default(),
+    )));
+    config.keys = vec![SandboxKey::new("cli", KEY, 1_000, Plan::Pro)];
+    config.faults = faults;
+    config.seed = 3;
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.parquet");
+    let summary = dir.path().join("summary.json");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+            "--concurrency",
+            "1",
+            "--summary-json",
+            &path_arg(&summary),
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let stats = sandbox.stats().key("cli").clone();
+    sandbox.stop().await.unwrap();
+    (run.status.code(), statuses, summary, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_run() {
+    use datafusion_prospeo::sandbox::Faults;
+    let (code, clean, clean_summary, _) = enrich_sample_through(Faults::default()).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(clean_summary["lost_answers"], 0);
+    let cases = [
+        (
+            "a body cut off after a success status",
+            Faults {
+                cut_body_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+        (
+            "a body that is not JSON",
+            Faults {
+                garbled_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+        (
+            "a record left out of the answer",
+            Faults {
+                lost_record_rate: 0.4,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, faults) in cases {
+        let (code, statuses, summary, stats) = enrich_sample_through(faults).await;
+        let injected = stats.faults.cut_body + stats.faults.garbled + stats.faults.lost_record;
+        assert!(injected > 0, "{case}: the fault happened");
+        assert_eq!(code, Some(0), "{case}: every row settles in the first run");
+        assert_eq!(
+            statuses, clean,
+            "{case}: the same statuses as without the fault"
+        );
+        assert!(
+            summary["lost_answers"].as_u64().unwrap() > 0,
+            "{case}: counted: {summary}"
+        );
+        // Every record the sandbox processed is in records_sent, lost answers included.
+        assert_eq!(summary["records_sent"], stats.records, "{case}");
+        assert_eq!(summary["failed"], 0, "{case}");
+        // Asking again is free (the vendor charges a person once): what the answers
+        // reported never exceeds what the sandbox charged, and a left-out record's charge is
+        // still in its request's total_cost.
+        let credits = summary["credits"].as_i64().unwrap();
+        assert!(credits <= stats.credits_charged, "{case}: {credits}");
+        if stats.faults.lost_record > 0 && stats.faults.cut_body + stats.faults.garbled == 0 {
+            assert_eq!(credits, stats.credits_charged, "{case}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_on_the_sandbox_honours_session_options_and_keeps_no_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -1002,4 +1100,211 @@ async fn sql_on_the_sandbox_honours_session_options_and_keeps_no_cache() {
         ["prospeo_status", "deferred"]
     );
     assert!(!cache.exists(), "sandbox answers never reach a cache file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_has_a_flag_for_every_sql_option() {
+    use datafusion_prospeo::datafusion::options::OptionKey;
+    let run = prospeo_with(args(&["enrich", "--help"]), vec![]).await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let help = String::from_utf8_lossy(&run.stdout).into_owned();
+    for flag in ["--per-second", "--request-timeout"] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    for key in OptionKey::ALL {
+        // The SQL name with `-` for `_` is the flag or one of its aliases; `cache` is
+        // --no-cache (its --cache takes the file, as prospeo.cache_path does).
+        let flag = match key {
+            OptionKey::Cache => "--no-cache".to_string(),
+            _ => format!("--{}", key.name().replace('_', "-")),
+        };
+        assert!(
+            help.contains(&format!("{flag} "))
+                || help.contains(&format!("{flag}\n"))
+                || help.contains(&format!("{flag}[="))
+                || help.contains(&format!("{flag},"))
+                || help.contains(&format!("{flag}]")),
+            "prospeo.{key}: {flag} missing from\n{help}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_second_request_timeout_and_the_other_options_reach_the_run() {
+    let sandbox = sandbox_with_credits(100_000).await;
+    // A dry run prints the options in force, as `SET prospeo.*` names them.
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "--dry-run",
+            "--per-second",
+            "7",
+            "--request-timeout",
+            "30d",
+            "--cache-ttl",
+            "12h",
+            "--plan",
+            "growth",
+            "--csv-delimiter",
+            ",",
+            "--format",
+            "csv",
+            "--enrich-mobile=true",
+            "--only-verified-email=false",
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = stderr(&run);
+    for setting in [
+        "per_second=7",
+        "request_timeout_secs=2592000",
+        "cache_ttl=12h",
+        "plan=growth",
+        "format=csv",
+        "enrich_mobile=true",
+    ] {
+        assert!(text.contains(setting), "{setting} in {text}");
+    }
+    assert!(!text.contains("only_verified_email"), "{text}");
+
+    // A real run with them: the client paces and times out as told, and everything settles.
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.parquet");
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "-o",
+            &path_arg(&output),
+            "--per-second",
+            "1000",
+            // The SQL name is a spelling of the flag too.
+            "--request-timeout-secs",
+            "90s",
+        ]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        read_parquet(&output)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        120
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_option_value_gets_the_sql_message_and_exits_2() {
+    let ctx = datafusion::prelude::SessionContext::new();
+    datafusion_prospeo::register(&ctx);
+    for (flag, sql, value) in [
+        ("--per-second", "per_second", "fast"),
+        ("--request-timeout", "request_timeout_secs", "0"),
+        ("--cache-ttl", "cache_ttl", "3 weeks"),
+        ("--concurrency", "concurrency", "0"),
+        ("--plan", "plan", "platinum"),
+        ("--base-url", "base_url", "ftp://nowhere"),
+    ] {
+        // The message SQL gives for the same value, without DataFusion's wrapping.
+        let error = ctx
+            .sql(&format!("SET prospeo.{sql} = '{value}'"))
+            .await
+            .expect_err(sql);
+        let message = datafusion_prospeo::Error::find_in(&error)
+            .expect("a crate error")
+            .to_string();
+        let run = prospeo_with(
+            args(&[
+                "enrich",
+                &path_arg(&sample_leads()),
+                "--dry-run",
+                flag,
+                value,
+            ]),
+            vec![],
+        )
+        .await;
+        assert_eq!(run.status.code(), Some(2), "{flag}: {}", stderr(&run));
+        assert!(
+            stderr(&run).contains(&message),
+            "{flag}: `{message}` in {}",
+            stderr(&run)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_tells_a_key_problem_by_its_type_at_planning_and_mid_query() {
+    let sandbox = sandbox_with_credits(100).await;
+    let query = format!(
+        "SELECT prospeo_status FROM enrich_person('{}')",
+        path_arg(&sample_leads())
+    );
+    // No key: the client is made when the plan is, so planning fails.
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![("PROSPEO_BASE_URL".into(), sandbox.base_url())],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("PROSPEO_API_KEY"), "{}", stderr(&run));
+    // A refused key: the error comes out of the running query, through DataFusion's wrappers.
+    let secret = "refused-secret-123";
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv"]),
+        vec![
+            ("PROSPEO_API_KEY".into(), secret.into()),
+            ("PROSPEO_BASE_URL".into(), sandbox.base_url()),
+        ],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    assert!(stderr(&run).contains("INVALID_API_KEY"), "{}", stderr(&run));
+    assert!(!stderr(&run).contains(secret), "{}", stderr(&run));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_takes_the_options_as_flags_too() {
+    let query = format!(
+        "SELECT DISTINCT prospeo_status FROM enrich_person('{}') WHERE prospeo_status <> 'invalid_datapoints'",
+        path_arg(&sample_leads())
+    );
+    // As `SET prospeo.max_credits = 1` does: a budget of one credit defers everything.
+    let run = prospeo_with(
+        args(&[
+            "sql",
+            "--sandbox",
+            "--max-credits",
+            "1",
+            "--request-timeout",
+            "30d",
+            &query,
+            "--format",
+            "csv",
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["prospeo_status", "deferred"]
+    );
+    // `--format` stays the result format there (the input's is `SET prospeo.format`).
+    let help = prospeo_with(args(&["sql", "--help"]), vec![]).await;
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.contains("--per-second") && help.contains("--format <FORMAT>"),
+        "{help}"
+    );
+    let run = prospeo_with(args(&["sql", "--plan", "platinum", "SELECT 1"]), vec![]).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("prospeo.plan"), "{}", stderr(&run));
 }

@@ -641,7 +641,11 @@ async fn identifiers_are_the_clients_own_and_unique() {
 
 #[tokio::test]
 async fn a_response_that_breaks_the_contract_fails_only_the_affected_records() {
-    let (url, received) = scripted_server(Arc::new(|_, request, _| {
+    let (url, received) = scripted_server(Arc::new(|attempt, request, _| {
+        if attempt > 1 {
+            // The record the first answer left out, asked again.
+            return all_not_matched(request);
+        }
         let ids = identifiers(request);
         // ids[0] matched, ids[1] listed twice, ids[2] missing, plus one we never sent.
         json_answer(
@@ -665,13 +669,54 @@ async fn a_response_that_breaks_the_contract_fails_only_the_affected_records() {
         .unwrap();
     assert_eq!(person_id(&batch.records[0]), Some("p0"));
     assert!(reason(&batch.records[1]).contains("more than once"));
-    assert!(reason(&batch.records[2]).contains("did not mention"));
+    // The record the answer left out was processed but its answer lost: asked again, alone.
+    assert_eq!(batch.records[2].status(), RecordStatus::NotMatched);
     assert_eq!(costs(&batch), [1, 0, 0]);
-    assert_eq!(received.lock().unwrap().len(), 1, "not retried");
+    let received = received.lock().unwrap();
+    assert_eq!(
+        received.len(),
+        2,
+        "the first request, then the left-out record"
+    );
+    assert_eq!(identifiers(&received[1]).len(), 1);
+    assert_eq!(batch.lost_answers, 1);
+    assert_eq!(batch.records_sent, 4);
+    assert_eq!((batch.failed, batch.not_matched, batch.matched), (1, 1, 1));
 }
 
 #[tokio::test]
-async fn a_success_whose_body_is_not_json_fails_the_batch_without_retrying() {
+async fn a_record_every_answer_leaves_out_fails_after_the_retry_policys_attempts() {
+    let (url, received) = scripted_server(Arc::new(|_, request, _| {
+        let ids = identifiers(request);
+        // The last record is never mentioned.
+        json_answer(
+            StatusCode::OK,
+            json!({
+                "error": false, "total_cost": 0, "matched": [],
+                "not_matched": ids[..ids.len() - 1], "invalid_datapoints": []
+            }),
+        )
+    }))
+    .await;
+    let client = builder(&url, "k").build().unwrap();
+    let batch = client
+        .bulk_enrich(
+            &records(vec![nicolas("a"), eva("b")]),
+            EnrichFlags::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch.records[0].status(), RecordStatus::NotMatched);
+    assert!(reason(&batch.records[1]).contains("did not mention"));
+    // The first request, then five re-asks: six, the policy's attempts.
+    assert_eq!(received.lock().unwrap().len(), 6);
+    assert_eq!(batch.lost_answers, 5);
+    assert_eq!((batch.failed, batch.not_matched), (1, 1));
+    assert_eq!(client.totals().failed, 1);
+}
+
+#[tokio::test]
+async fn a_success_whose_body_is_not_json_is_asked_again_until_the_attempts_run_out() {
     let (url, received) = scripted_server(Arc::new(|_, _, _| {
         (StatusCode::OK, "<html>maintenance</html>").into_response()
     }))
@@ -687,8 +732,38 @@ async fn a_success_whose_body_is_not_json_fails_the_batch_without_retrying() {
     for record in &batch.records {
         let reason = reason(record);
         assert!(reason.contains("not JSON"), "{reason}");
+        assert!(reason.contains("gave up after 6 attempts"), "{reason}");
     }
-    assert_eq!(received.lock().unwrap().len(), 1);
+    assert_eq!(received.lock().unwrap().len(), 6);
+    // Each attempt was processed by the server (it counts against the quota).
+    assert_eq!(batch.records_sent, 12);
+    assert_eq!(batch.lost_answers, 10);
+}
+
+#[tokio::test]
+async fn a_success_whose_body_is_not_json_is_answered_by_the_next_attempt() {
+    let (url, received) = scripted_server(Arc::new(|attempt, request, _| match attempt {
+        1 => (StatusCode::OK, "{\"error\": false, \"total_co").into_response(),
+        _ => all_not_matched(request),
+    }))
+    .await;
+    let client = builder(&url, "k").build().unwrap();
+    let batch = client
+        .bulk_enrich(
+            &records(vec![nicolas("a"), eva("b")]),
+            EnrichFlags::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&batch),
+        [RecordStatus::NotMatched, RecordStatus::NotMatched]
+    );
+    assert_eq!(received.lock().unwrap().len(), 2);
+    assert_eq!(
+        (batch.lost_answers, batch.records_sent, batch.retries),
+        (2, 4, 1)
+    );
 }
 
 #[tokio::test]
@@ -846,7 +921,7 @@ async fn a_caller_that_goes_away_still_answers_the_records_waiting_for_its_answe
 }
 
 #[tokio::test]
-async fn an_answer_cut_off_after_a_success_status_is_not_sent_again() {
+async fn an_answer_cut_off_after_a_success_status_is_asked_again() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The server processed (and charged) the request, sent its status line and headers, then
     // the connection broke mid-body: exact bytes, so a raw socket.
@@ -856,18 +931,21 @@ async fn an_answer_cut_off_after_a_success_status_is_not_sent_again() {
     let counted = connections.clone();
     tokio::spawn(async move {
         // Bounded: at most as many connections as a client could ever open for one request.
-        for _ in 0..8 {
+        for connection in 0..8 {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut request = vec![0u8; 64 * 1024];
             let _ = socket.read(&mut request).await;
-            let _ = socket
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"error\": false, \"total_cost\": 1, \"matc",
-                )
-                .await;
+            // The first answer breaks off; the second is whole (the client made the
+            // identifier `r0`).
+            let answer: &[u8] = if connection == 0 {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"error\": false, \"total_cost\": 1, \"matc"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 97\r\nconnection: close\r\n\r\n{\"error\": false, \"total_cost\": 0, \"matched\": [], \"not_matched\": [\"r0\"], \"invalid_datapoints\": []}"
+            };
+            let _ = socket.write_all(answer).await;
             let _ = socket.shutdown().await;
         }
     });
@@ -876,14 +954,17 @@ async fn an_answer_cut_off_after_a_success_status_is_not_sent_again() {
         .bulk_enrich(&records(vec![nicolas("a")]), EnrichFlags::default())
         .await
         .unwrap();
-    let why = reason(&batch.records[0]);
-    assert!(why.contains("could not be read"), "{why}");
+    assert_eq!(batch.records[0].status(), RecordStatus::NotMatched);
     assert_eq!(
         connections.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "sent once, never retried"
+        2,
+        "asked again once"
     );
-    assert_eq!(client.totals().retries, 0);
+    let totals = client.totals();
+    assert_eq!(
+        (totals.retries, totals.lost_answers, totals.records_sent),
+        (1, 1, 2)
+    );
 }
 
 #[tokio::test]
@@ -904,4 +985,48 @@ async fn a_401_with_an_unknown_error_code_is_a_refused_key() {
         .await;
     assert!(matches!(result, Err(Error::InvalidApiKey)), "{result:?}");
     assert_eq!(received.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_batches_counts_add_up_to_the_clients_totals() {
+    let mut config = config();
+    config.faults = Faults {
+        internal_error_rate: 0.4,
+        ..Faults::default()
+    };
+    config.seed = 11;
+    let sandbox = start(config).await;
+    let client = builder(&sandbox.base_url(), ALPHA_KEY)
+        .retry(RetryPolicy {
+            max_attempts: 12,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap();
+    let mut summed = datafusion_prospeo::api::Tally::default();
+    for values in [
+        vec![
+            eva("e"),
+            nicolas("n"),
+            invalid("i"),
+            eva("e2"),
+            stranger("s"),
+        ],
+        // Answered before: from the client's cache, as duplicates.
+        vec![eva("e"), omar("o")],
+        strangers(60),
+    ] {
+        let batch = client
+            .bulk_enrich(&records(values), EnrichFlags::default())
+            .await
+            .unwrap();
+        assert_eq!(batch.total_cost, batch.credits);
+        assert_eq!(batch.settled(), batch.records.len() as u64);
+        summed += &batch.tally;
+    }
+    let totals = client.totals();
+    assert_eq!(totals.tally, summed);
+    assert!(totals.retries > 0, "faults were injected: {totals:?}");
+    assert_eq!(totals.credits, sandbox.stats().key(ALPHA).credits_charged);
 }

@@ -1048,6 +1048,83 @@ async fn a_slow_response_times_the_client_out_but_is_processed_and_charged() {
 }
 
 #[tokio::test]
+async fn a_cut_off_answer_has_a_success_status_is_charged_and_breaks_while_read() {
+    let sandbox = start(with_faults(Faults {
+        cut_body_rate: 1.0,
+        ..Default::default()
+    }))
+    .await;
+    let body = bulk(vec![eva("e"), nicolas("n")]).to_string();
+    let response = send_raw(
+        &client(),
+        &sandbox,
+        "/bulk-enrich-person",
+        Some(ALPHA_KEY),
+        &body,
+    )
+    .await
+    .expect("the status and headers arrive");
+    assert_eq!(response.status(), StatusCode::OK);
+    let error = response.bytes().await.expect_err("the body breaks");
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.faults.cut_body, 1);
+    assert_eq!((stats.records, stats.matched), (2, 2));
+    assert_eq!(stats.credits_charged, 2);
+    stop(sandbox).await;
+}
+
+#[tokio::test]
+async fn a_garbled_answer_is_http_200_with_a_body_that_is_not_json_and_is_charged() {
+    let sandbox = start(with_faults(Faults {
+        garbled_rate: 1.0,
+        ..Default::default()
+    }))
+    .await;
+    let reply = post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("e")])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.text.is_empty());
+    assert!(
+        serde_json::from_str::<Value>(&reply.text).is_err(),
+        "not JSON: {}",
+        reply.text
+    );
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.faults.garbled, 1);
+    assert_eq!(stats.credits_charged, 1);
+    stop(sandbox).await;
+}
+
+#[tokio::test]
+async fn a_lost_record_is_missing_from_the_answer_but_charged() {
+    let sandbox = start(with_faults(Faults {
+        lost_record_rate: 1.0,
+        ..Default::default()
+    }))
+    .await;
+    let reply = post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("e"), nicolas("n")])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let named: BTreeSet<String> = ["matched", "not_matched", "invalid_datapoints"]
+        .iter()
+        .flat_map(|field| reply.body[*field].as_array().cloned().unwrap_or_default())
+        .map(|record| match record {
+            Value::String(id) => id,
+            record => record["identifier"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect();
+    assert_eq!(named.len(), 1, "one of two records is left out: {named:?}");
+    assert_eq!(reply.body["total_cost"], 2, "both were charged");
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.faults.lost_record, 1);
+    assert_eq!(stats.credits_charged, 2);
+    stop(sandbox).await;
+}
+
+#[tokio::test]
 async fn latency_delays_every_response() {
     let slow = start(with_faults(Faults {
         latency: Duration::from_secs(20),

@@ -420,6 +420,11 @@ async fn explain_shows_the_mapping_options_and_pushdown_but_never_the_key() {
     assert!(text.contains("email<-\"Email\""), "{text}");
     assert!(text.contains("enrich_mobile=true"), "{text}");
     assert!(text.contains("pushed_limit=3"), "{text}");
+    // Only the selected enrichment column is flattened.
+    assert!(
+        text.contains("enrichment_columns=[prospeo_status]"),
+        "{text}"
+    );
     assert!(!text.contains(ALPHA_KEY), "{text}");
     let (_, batches) = run(
         &ctx,
