@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::outcome::RecordOutcome;
-use crate::cache::{CacheEntry, CacheKey, ResponseCache};
+use crate::cache::{CacheEntry, CacheKey, EncodedEntry, ResponseCache};
 
 /// Keys being answered, and (in a fixed-size filter) keys this client has answered.
 #[derive(Debug, Default)]
@@ -146,10 +146,10 @@ pub(crate) async fn cached_answers(
 /// Commits answers to the response cache (off the async workers); the error says why not.
 pub(crate) async fn store_answers(
     cache: &ResponseCache,
-    entries: Vec<(CacheKey, CacheEntry)>,
+    entries: Vec<(CacheKey, EncodedEntry)>,
 ) -> Result<(), String> {
     let cache = cache.clone();
-    match tokio::task::spawn_blocking(move || cache.put_many(&entries)).await {
+    match tokio::task::spawn_blocking(move || cache.put_encoded(&entries)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("the cache write ended abnormally: {e}")),

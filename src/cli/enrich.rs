@@ -44,8 +44,8 @@ pub struct EnrichArgs {
     /// CSV input: the file has no header row (--csv-has-header=false).
     #[arg(long, conflicts_with = "csv_has_header")]
     pub no_header: bool,
-    /// Keep no cache file: answers live in memory for this run only (duplicates within the
-    /// run are still sent once). --cache PATH (also PROSPEO_CACHE) names the file otherwise:
+    /// Keep no cache file: answers for later duplicates go to a private temporary file for
+    /// this run only (duplicates within the run are still sent once; memory stays flat). --cache PATH (also PROSPEO_CACHE) names the file otherwise:
     /// answers are read from it before sending and committed to it as they arrive, so
     /// re-running a stopped job sends only what was never answered. Default: the platform's
     /// cache directory (~/.cache/prospeo/responses.redb on Linux); with --sandbox, a cache in

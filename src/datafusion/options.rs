@@ -343,7 +343,7 @@ impl OptionKey {
             },
             OptionKey::Cache => client(spec(
                 "cache",
-                "keep answers in the persistent response cache (false: in memory only)",
+                "keep answers in the persistent response cache (false: a private temporary file for this client only)",
             )),
             OptionKey::CachePath => client(OptionSpec {
                 aliases: &["cache-path"],
@@ -445,7 +445,8 @@ pub struct EnrichOptions {
     /// Explicit column mappings, as `column=datapoint` pairs (`column=` ignores the column).
     pub map: Vec<(String, Option<Datapoint>)>,
     /// Keep answers in the persistent response cache (read before sending, written as answers
-    /// arrive). Off: answers are kept in memory for the session only.
+    /// arrive). Off: answers go to a private temporary file (deleted at the end) for the
+    /// session only.
     pub cache: bool,
     /// The cache file; `PROSPEO_CACHE`, else the platform's cache directory, when unset (see
     /// [`crate::cache::ResponseCache::default_path`]).
@@ -748,7 +749,7 @@ impl EnrichOptions {
             .map(Some)
             .ok_or_else(|| {
                 Error::Config(
-                    "this platform has no cache directory: give the cache file (SET prospeo.cache_path = '...', --cache PATH or PROSPEO_CACHE), or keep answers in memory only (SET prospeo.cache = false, --no-cache)".into(),
+                    "this platform has no cache directory: give the cache file (SET prospeo.cache_path = '...', --cache PATH or PROSPEO_CACHE), or keep none (SET prospeo.cache = false, --no-cache)".into(),
                 )
             })
     }

@@ -13,7 +13,7 @@ use crate::api::pricing::{Reconciled, reconcile};
 use crate::api::retry::Settle;
 use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
-use crate::cache::{CacheEntry, CacheKey};
+use crate::cache::{CacheKey, EncodedEntry};
 use crate::error::{Error, Result};
 
 impl Client {
@@ -28,11 +28,12 @@ impl Client {
         tally: &mut Tally,
     ) {
         let now = SystemTime::now();
-        let entries: Vec<(CacheKey, CacheEntry)> = records
+        // Encoded straight from the outcomes: the person and company are not copied.
+        let entries: Vec<(CacheKey, EncodedEntry)> = records
             .iter()
             .zip(outcomes)
             .filter_map(|((_, _, key), outcome)| {
-                CacheEntry::from_outcome(outcome, flags, now).map(|entry| (key.clone(), entry))
+                EncodedEntry::from_outcome(outcome, flags, now).map(|entry| (key.clone(), entry))
             })
             .collect();
         if entries.is_empty() {
