@@ -475,18 +475,7 @@ mod tests {
             enrich_mobile: true,
             ..EnrichFlags::default()
         };
-        let outcomes = [
-            matched(false, 10),
-            matched(true, 0),
-            RecordOutcome::Matched(Box::new(Match {
-                person: None,
-                company: None,
-                free_enrichment: false,
-                cost: 1,
-            })),
-            RecordOutcome::NotMatched,
-            RecordOutcome::InvalidDatapoints,
-        ];
+        let outcomes = every_answer_kind();
         for outcome in &outcomes {
             let entry = CacheEntry::from_outcome(outcome, flags, at(1_700_000_000_123)).unwrap();
             let encoded =

@@ -90,3 +90,20 @@ pub(super) fn matched_answer() -> CachedAnswer {
         free_enrichment: false,
     }
 }
+
+/// One outcome of every kind the cache stores: matches (paid, free, without objects), a miss,
+/// an invalid record.
+pub(super) fn every_answer_kind() -> [RecordOutcome; 5] {
+    [
+        matched(false, 10),
+        matched(true, 0),
+        RecordOutcome::Matched(Box::new(Match {
+            person: None,
+            company: None,
+            free_enrichment: false,
+            cost: 1,
+        })),
+        RecordOutcome::NotMatched,
+        RecordOutcome::InvalidDatapoints,
+    ]
+}

@@ -387,7 +387,6 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::api::outcome::{Match, RecordOutcome};
     use crate::api::wire::EnrichFlags;
     use crate::cache::codec::{VALUE_HEADER_LEN, VALUE_VERSION};
     use crate::cache::fixtures::*;
@@ -411,18 +410,7 @@ mod tests {
             enrich_mobile: true,
             ..EnrichFlags::default()
         };
-        let outcomes = [
-            matched(false, 10),
-            matched(true, 0),
-            RecordOutcome::Matched(Box::new(Match {
-                person: None,
-                company: None,
-                free_enrichment: false,
-                cost: 1,
-            })),
-            RecordOutcome::NotMatched,
-            RecordOutcome::InvalidDatapoints,
-        ];
+        let outcomes = every_answer_kind();
         let entries: Vec<(CacheKey, CacheEntry)> = outcomes
             .iter()
             .enumerate()
