@@ -48,9 +48,9 @@ pub struct EnrichArgs {
     /// this run only (duplicates within the run are still sent once; memory stays flat). --cache PATH (also PROSPEO_CACHE) names the file otherwise:
     /// answers are read from it before sending and committed to it as they arrive, so
     /// re-running a stopped job sends only what was never answered. Default: the platform's
-    /// cache directory (~/.cache/prospeo/responses.redb on Linux); with --sandbox, a cache in
-    /// memory.
-    #[arg(long, conflicts_with = "cache_ttl")]
+    /// cache directory (~/.cache/prospeo/responses.redb on Linux); with --sandbox, a
+    /// temporary store for the run.
+    #[arg(long, conflicts_with_all = ["cache_ttl", "cache_path"])]
     pub no_cache: bool,
     /// Go ahead even when --max-credits exceeds the credits left on the account.
     #[arg(long)]

@@ -1236,6 +1236,21 @@ async fn a_bad_option_value_gets_the_sql_message_and_exits_2() {
             stderr(&run)
         );
     }
+    // Flags that contradict each other are refused, not silently dropped.
+    let run = prospeo_with(
+        args(&[
+            "enrich",
+            &path_arg(&sample_leads()),
+            "--dry-run",
+            "--no-cache",
+            "--cache",
+            "answers.redb",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(stderr(&run).contains("--no-cache"), "{}", stderr(&run));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
