@@ -443,6 +443,9 @@ impl Client {
                             t.lost_answers += n as u64;
                         }
                     });
+                    if lost {
+                        inner.budget.lost(worst_case(n, flags));
+                    }
                     let resume = Moment::now().after(after);
                     match every_caller {
                         // The pacer holds the next send until `resume`, and that wait counts

@@ -124,7 +124,7 @@ impl Endpoint {
                     "HTTP {status}, but the answer could not be read ({})",
                     transport_reason(&e)
                 )),
-                None,
+                Some(quota),
             ),
             Err(e) => ended(Attempt::transport(transport_reason(&e)), None),
         }

@@ -25,6 +25,9 @@ pub struct Moment {
     pub wall: SystemTime,
 }
 
+/// The latest a [`Moment::after`] reaches when the duration asked overflows the clock.
+const FAR_OFF: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 impl Moment {
     /// Now.
     pub fn now() -> Moment {
@@ -37,7 +40,12 @@ impl Moment {
     /// `duration` later, on both clocks.
     pub fn after(self, duration: Duration) -> Moment {
         Moment {
-            instant: self.instant + duration,
+            // A far-off time rather than a panic when a server's number is absurd.
+            instant: self
+                .instant
+                .checked_add(duration)
+                .or_else(|| self.instant.checked_add(FAR_OFF))
+                .unwrap_or(self.instant),
             wall: self.wall.checked_add(duration).unwrap_or(self.wall),
         }
     }
@@ -158,11 +166,16 @@ impl QuotaHeaders {
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .map(|v| v.ceil() as u64)
         };
+        // A window resets within its length: a larger reset is a server's mistake, read as
+        // the window's length (and never a time the clock cannot hold).
+        let reset = |name: &str, window: QuotaWindow| {
+            number(name).map(|v| v.min(window.length().as_secs()))
+        };
         QuotaHeaders {
             minute_left: number(h::MINUTE_LEFT),
-            minute_reset_seconds: number(h::MINUTE_RESET_SECONDS),
+            minute_reset_seconds: reset(h::MINUTE_RESET_SECONDS, QuotaWindow::Minute),
             day_left: number(h::DAILY_LEFT),
-            day_reset_seconds: number(h::DAILY_RESET_SECONDS),
+            day_reset_seconds: reset(h::DAILY_RESET_SECONDS, QuotaWindow::Day),
             second_limit: number(h::SECOND_LIMIT),
             minute_limit: number(h::MINUTE_LIMIT),
             day_limit: number(h::DAILY_LIMIT),
@@ -473,6 +486,19 @@ impl Pacer for QuotaLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_reset_header_is_read_as_the_windows_length_and_never_panics() {
+        use crate::api::plan::headers as h;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(h::MINUTE_RESET_SECONDS, "1e19".parse().unwrap());
+        headers.insert(h::DAILY_RESET_SECONDS, "99999999999".parse().unwrap());
+        let quota = QuotaHeaders::from_headers(&headers);
+        assert_eq!(quota.minute_reset_seconds, Some(60));
+        assert_eq!(quota.day_reset_seconds, Some(24 * 60 * 60));
+        let now = Moment::now();
+        assert!(now.after(Duration::MAX).instant > now.instant);
+    }
 
     fn send(admission: Admission) -> Reservation {
         match admission {

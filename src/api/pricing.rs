@@ -29,6 +29,9 @@ pub(crate) struct CreditBudget {
     max_credits: Option<i64>,
     /// Worst-case credits of requests in flight.
     reserved: AtomicI64,
+    /// Worst-case credits of answers lost after the API processed them: charged or not, no
+    /// `total_cost` says, so they count as spent (an upper bound) for good.
+    unconfirmed: AtomicI64,
 }
 
 impl CreditBudget {
@@ -37,7 +40,14 @@ impl CreditBudget {
         Arc::new(CreditBudget {
             max_credits,
             reserved: AtomicI64::new(0),
+            unconfirmed: AtomicI64::new(0),
         })
+    }
+
+    /// Counts `worst_case` credits of a lost answer as spent: the budget never trusts that an
+    /// answer it could not read was free.
+    pub(crate) fn lost(&self, worst_case: i64) {
+        self.unconfirmed.fetch_add(worst_case, Ordering::SeqCst);
     }
 
     /// Reserves `worst_case` credits on top of the ones `spent` reads; `None` when they do not
@@ -56,7 +66,7 @@ impl CreditBudget {
             });
         };
         let reserved = self.reserved.fetch_add(worst_case, Ordering::SeqCst) + worst_case;
-        if spent() + reserved > budget {
+        if spent() + self.unconfirmed.load(Ordering::SeqCst) + reserved > budget {
             self.reserved.fetch_sub(worst_case, Ordering::SeqCst);
             return None;
         }

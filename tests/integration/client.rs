@@ -921,6 +921,42 @@ async fn a_caller_that_goes_away_still_answers_the_records_waiting_for_its_answe
 }
 
 #[tokio::test]
+async fn a_lost_answer_counts_against_the_credit_budget_as_if_charged() {
+    let (url, received) = scripted_server(Arc::new(|attempt, request, _| match attempt {
+        1 => (StatusCode::OK, "<html>maintenance</html>").into_response(),
+        _ => all_not_matched(request),
+    }))
+    .await;
+    let client = builder(&url, "k").max_credits(Some(2)).build().unwrap();
+    let first = client
+        .bulk_enrich(
+            &records(vec![nicolas("a"), eva("b")]),
+            EnrichFlags::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.lost_answers, 2);
+    // Its answer said nothing of its cost: the budget takes the worst case (2) as spent, so
+    // nothing more fits.
+    let second = client
+        .bulk_enrich(&records(vec![nicole("c")]), EnrichFlags::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            second.records[0],
+            RecordOutcome::Deferred {
+                reason: DeferReason::Budget,
+                ..
+            }
+        ),
+        "{:?}",
+        second.records[0]
+    );
+    assert_eq!(received.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn an_answer_cut_off_after_a_success_status_is_asked_again() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The server processed (and charged) the request, sent its status line and headers, then

@@ -9,7 +9,7 @@ use super::{Claimed, Client, Sent};
 use crate::api::dedup::store_answers;
 use crate::api::outcome::{BatchOutcome, DeferReason, RecordOutcome};
 use crate::api::pacing::Moment;
-use crate::api::pricing::{Reconciled, reconcile};
+use crate::api::pricing::{Reconciled, reconcile, worst_case};
 use crate::api::retry::Settle;
 use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
@@ -106,9 +106,11 @@ impl Client {
                 let outcomes = vec![RecordOutcome::Failed { reason }; n];
                 inner.totals.settle(tally, &outcomes);
                 // A success status: the server processed (and may have charged) them.
-                match charged {
-                    true => self.sent(tally, n, outcomes),
-                    false => Sent::Settled(outcomes),
+                if charged {
+                    inner.budget.lost(worst_case(n, flags));
+                    self.sent(tally, n, outcomes)
+                } else {
+                    Sent::Settled(outcomes)
                 }
             }
             Settle::Defer {
