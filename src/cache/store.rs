@@ -164,9 +164,23 @@ impl ResponseCache {
 
     /// The store of a job without a cache file: [`ResponseCache::temporary`]. It once held
     /// every answer in memory, hence the name (616 MB at 100,000 rows); the answers now go to
-    /// a temporary file, and the name stays so that callers need not change.
+    /// a temporary file, and the name stays so that callers need not change. Where no
+    /// temporary file can be made (a read-only `TMPDIR`), the answers are kept in memory, with
+    /// a warning, rather than refusing the job.
     pub fn in_memory() -> Result<Self> {
-        ResponseCache::temporary()
+        ResponseCache::temporary().or_else(|error| {
+            tracing::warn!(
+                "{error}; answers kept for later duplicates stay in memory instead (set TMPDIR to a writable folder to keep memory flat)"
+            );
+            let db = Database::builder()
+                .set_cache_size(PAGE_CACHE_BYTES)
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(|e| Error::Cache {
+                    path: "memory".into(),
+                    reason: describe(e.into()),
+                })?;
+            ResponseCache::init(db, None, None)
+        })
     }
 
     /// Creates the table, so that readers can always open it.

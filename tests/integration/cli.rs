@@ -1023,6 +1023,33 @@ async fn enrich_sample_through(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_writable_temporary_folder_the_answers_stay_in_memory_and_the_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("enriched.parquet");
+    let run = prospeo(
+        vec![
+            "enrich".into(),
+            sample_leads().display().to_string(),
+            "-o".into(),
+            output.display().to_string(),
+            "--sandbox".into(),
+        ],
+        vec![("TMPDIR", dir.path().join("missing").display().to_string())],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("stay in memory"), "{text}");
+    assert_eq!(
+        read_parquet(&output)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        120
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_run() {
     use datafusion_prospeo::sandbox::Faults;
     let (code, clean, clean_summary, _) = enrich_sample_through(Faults::default()).await;
