@@ -88,6 +88,8 @@ enum Sent {
     Partly {
         outcomes: Vec<RecordOutcome>,
         lost: Vec<usize>,
+        /// Credits of the request the answered records do not explain.
+        unexplained: i64,
     },
     /// The limits allow only this many of the records now: split the request.
     Split(usize),
@@ -335,10 +337,14 @@ impl Client {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
                 }
-                Sent::Partly { outcomes, lost } => {
+                Sent::Partly {
+                    outcomes,
+                    lost,
+                    unexplained,
+                } => {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
-                    self.ask_again(records, lost, flags, asked_again, &mut batch)
+                    self.ask_again(records, lost, unexplained, flags, asked_again, &mut batch)
                         .await?;
                 }
                 Sent::Split(size) => {

@@ -141,7 +141,7 @@ pub(crate) fn reconcile(n: usize, response: BulkEnrichResponse, flags: EnrichFla
             "the API's answer names identifiers that were not sent; ignored"
         );
     }
-    let unanswered = (0..n).filter(|&i| listed[i] == 0).collect();
+    let unanswered: Vec<usize> = (0..n).filter(|&i| listed[i] == 0).collect();
     let mut outcomes: Vec<RecordOutcome> = outcomes
         .into_iter()
         .zip(&listed)
@@ -155,10 +155,20 @@ pub(crate) fn reconcile(n: usize, response: BulkEnrichResponse, flags: EnrichFla
             },
         })
         .collect();
-    let warning = assign_costs(&mut outcomes, response.total_cost, flags);
+    // Records left out were processed, and may be in `total_cost`: what the documented prices
+    // of the answered matches do not explain is theirs (asked again, they come back free), not
+    // a surplus of the others.
+    let total_cost = match unanswered.is_empty() {
+        true => response.total_cost,
+        false => response
+            .total_cost
+            .min(documented_sum(&outcomes, flags, false)),
+    };
+    let warning = assign_costs(&mut outcomes, total_cost, flags);
     Reconciled {
         outcomes,
         warning,
+        unexplained: response.total_cost - total_cost,
         unanswered,
     }
 }
@@ -176,6 +186,38 @@ pub(crate) struct Reconciled {
     /// Records the answer did not mention (failed in `outcomes` until asked again): the server
     /// processed them, their answer was lost.
     pub unanswered: Vec<usize>,
+    /// The part of `total_cost` the answered records' prices do not explain when records were
+    /// left out: theirs, carried by the first of them that matches when asked again.
+    pub unexplained: i64,
+}
+
+/// A match's documented price: 0 for a free re-enrichment, 10 with a revealed mobile (or, in
+/// the other reading of the vendor's uncertain rule, for any `enrich_mobile` match), else 1.
+fn price(m: &Match, flags: EnrichFlags, mobile_attempts_cost_10: bool) -> i64 {
+    if m.free_enrichment {
+        return 0;
+    }
+    let revealed = m
+        .person
+        .as_ref()
+        .and_then(|p| p.mobile.as_ref())
+        .is_some_and(|mobile| mobile.revealed == Some(true) && mobile.mobile.is_some());
+    if revealed || (mobile_attempts_cost_10 && flags.reveals_mobile()) {
+        10
+    } else {
+        1
+    }
+}
+
+/// The documented prices of the matches in `outcomes`, summed.
+fn documented_sum(outcomes: &[RecordOutcome], flags: EnrichFlags, reading: bool) -> i64 {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            RecordOutcome::Matched(m) => Some(price(m, flags, reading)),
+            _ => None,
+        })
+        .sum()
 }
 
 /// Sets each match's cost so that they sum to `total_cost` (see the module docs).
@@ -185,30 +227,9 @@ pub(crate) fn assign_costs(
     total_cost: i64,
     flags: EnrichFlags,
 ) -> bool {
-    let price = |m: &Match, mobile_attempts_cost_10: bool| -> i64 {
-        if m.free_enrichment {
-            return 0;
-        }
-        let revealed = m
-            .person
-            .as_ref()
-            .and_then(|p| p.mobile.as_ref())
-            .is_some_and(|mobile| mobile.revealed == Some(true) && mobile.mobile.is_some());
-        if revealed || (mobile_attempts_cost_10 && flags.reveals_mobile()) {
-            10
-        } else {
-            1
-        }
-    };
-    let sum_with = |outcomes: &[RecordOutcome], reading: bool| -> i64 {
-        outcomes
-            .iter()
-            .filter_map(|o| match o {
-                RecordOutcome::Matched(m) => Some(price(m, reading)),
-                _ => None,
-            })
-            .sum()
-    };
+    let price = |m: &Match, reading: bool| price(m, flags, reading);
+    let sum_with =
+        |outcomes: &[RecordOutcome], reading: bool| documented_sum(outcomes, flags, reading);
     // The other reading of the uncertain rule, only when it alone explains the total.
     let reading = sum_with(outcomes, false) != total_cost && sum_with(outcomes, true) == total_cost;
     for outcome in outcomes.iter_mut() {

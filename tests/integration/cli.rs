@@ -988,6 +988,7 @@ async fn enrich_sample_through(
 ) -> (
     Option<i32>,
     Vec<String>,
+    i64,
     Value,
     datafusion_prospeo::sandbox::KeyStats,
 ) {
@@ -1016,10 +1017,22 @@ async fn enrich_sample_through(
     )
     .await;
     let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    let statuses = strings(&read_parquet(&output), "prospeo_status");
+    let batches = read_parquet(&output);
+    let statuses = strings(&batches, "prospeo_status");
+    let cost: i64 = batches
+        .iter()
+        .map(|b| {
+            let column = b.column_by_name("prospeo_cost").unwrap();
+            column
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .sum::<i64>()
+        })
+        .sum();
     let stats = sandbox.stats().key("cli").clone();
     sandbox.stop().await.unwrap();
-    (run.status.code(), statuses, summary, stats)
+    (run.status.code(), statuses, cost, summary, stats)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1052,7 +1065,7 @@ async fn without_a_writable_temporary_folder_the_answers_stay_in_memory_and_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_run() {
     use datafusion_prospeo::sandbox::Faults;
-    let (code, clean, clean_summary, _) = enrich_sample_through(Faults::default()).await;
+    let (code, clean, _, clean_summary, _) = enrich_sample_through(Faults::default()).await;
     assert_eq!(code, Some(0));
     assert_eq!(clean_summary["lost_answers"], 0);
     let cases = [
@@ -1079,7 +1092,7 @@ async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_r
         ),
     ];
     for (case, faults) in cases {
-        let (code, statuses, summary, stats) = enrich_sample_through(faults).await;
+        let (code, statuses, cost, summary, stats) = enrich_sample_through(faults).await;
         let injected = stats.faults.cut_body + stats.faults.garbled + stats.faults.lost_record;
         assert!(injected > 0, "{case}: the fault happened");
         assert_eq!(code, Some(0), "{case}: every row settles in the first run");
@@ -1100,7 +1113,11 @@ async fn answers_lost_after_the_api_processed_them_are_asked_again_in_the_same_r
         let credits = summary["credits"].as_i64().unwrap();
         assert!(credits <= stats.credits_charged, "{case}: {credits}");
         if stats.faults.lost_record > 0 && stats.faults.cut_body + stats.faults.garbled == 0 {
+            // A left-out record's charge is in its request's total_cost: the rows' costs add
+            // up to what the sandbox charged, with no cost warning.
             assert_eq!(credits, stats.credits_charged, "{case}");
+            assert_eq!(cost, credits, "{case}");
+            assert_eq!(summary["cost_warnings"], 0, "{case}");
         }
     }
 }

@@ -64,6 +64,7 @@ impl Client {
                     outcomes,
                     warning,
                     unanswered,
+                    unexplained,
                 } = reconcile(n, response, flags);
                 // Records the answer left out settle when they are asked again, or given up.
                 let answered: Vec<RecordOutcome>;
@@ -92,6 +93,7 @@ impl Client {
                     Sent::Settled(outcomes) if !unanswered.is_empty() => Sent::Partly {
                         outcomes,
                         lost: unanswered,
+                        unexplained,
                     },
                     sent => sent,
                 }
@@ -153,6 +155,7 @@ impl Client {
         &self,
         records: &[Claimed],
         lost: Vec<usize>,
+        unexplained: i64,
         flags: EnrichFlags,
         asked_again: u32,
         batch: &mut BatchOutcome,
@@ -177,6 +180,13 @@ impl Client {
             .totals
             .count(&mut batch.tally, |t| t.lost_answers += again.len() as u64);
         let mut answer = self.send_request(&again, flags, asked_again + 1).await?;
+        // Their first request's charge, which the re-ask (free) does not show.
+        if let Some(m) = answer.records.iter_mut().find_map(|o| match o {
+            RecordOutcome::Matched(m) => Some(m),
+            _ => None,
+        }) {
+            m.cost += unexplained;
+        }
         for (&i, outcome) in lost.iter().zip(std::mem::take(&mut answer.records)) {
             batch.records[i] = outcome;
         }
