@@ -55,26 +55,13 @@ pub struct CacheStats {
     /// Matches whose person carries a revealed mobile.
     pub with_revealed_mobile: u64,
     /// When the oldest answer arrived.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_millis")]
     pub oldest: Option<SystemTime>,
     /// When the newest answer arrived.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_millis")]
     pub newest: Option<SystemTime>,
     /// Size of the cache file; `None` for a temporary store.
     pub file_bytes: Option<u64>,
-}
-
-fn rfc3339<S: serde::Serializer>(
-    time: &Option<SystemTime>,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match time {
-        Some(time) => serializer.serialize_some(
-            &chrono::DateTime::<chrono::Utc>::from(*time)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ),
-        None => serializer.serialize_none(),
-    }
 }
 
 /// The persistent store of answers. Clone is cheap (the database is shared); Send + Sync.
