@@ -332,7 +332,12 @@ impl Client {
             if records.is_empty() {
                 return Ok(batch);
             }
-            match self.send_loop(records, flags, &mut batch.tally).await? {
+            // A re-ask is of records already paid for: it spends nothing of the budget.
+            let paid = asked_again > 0;
+            match self
+                .send_loop(records, flags, paid, &mut batch.tally)
+                .await?
+            {
                 Sent::Settled(outcomes) => {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
@@ -371,6 +376,7 @@ impl Client {
         &self,
         records: &[Claimed],
         flags: EnrichFlags,
+        paid: bool,
         tally: &mut Tally,
     ) -> Result<Sent> {
         let inner = &self.inner;
@@ -380,7 +386,8 @@ impl Client {
         }
         // The budget is checked against the worst case of everything in flight.
         let spent = || inner.totals.tally.credits.load(Ordering::SeqCst);
-        let Some(_budget) = inner.budget.reserve(worst_case(n, flags), spent) else {
+        let worst = if paid { 0 } else { worst_case(n, flags) };
+        let Some(_budget) = inner.budget.reserve(worst, spent) else {
             return Ok(self.deferred(tally, n, DeferReason::Budget, None));
         };
         let body = encode(records.iter().map(|(_, datapoints, _)| datapoints), flags)?;

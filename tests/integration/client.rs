@@ -957,6 +957,44 @@ async fn a_lost_answer_counts_against_the_credit_budget_as_if_charged() {
 }
 
 #[tokio::test]
+async fn a_record_left_out_is_asked_again_even_when_the_budget_is_spent() {
+    let (url, received) = scripted_server(Arc::new(|attempt, request, _| {
+        let ids = identifiers(request);
+        let (first, cost, free) = match attempt {
+            // Both records charged, the second left out of the answer.
+            1 => (&ids[0], 2, false),
+            // Asked again: the vendor does not charge twice.
+            _ => (&ids[0], 0, true),
+        };
+        json_answer(
+            StatusCode::OK,
+            json!({
+                "error": false, "total_cost": cost,
+                "matched": [{"identifier": first, "free_enrichment": free, "person": {"person_id": "p"}, "company": null}],
+                "not_matched": [], "invalid_datapoints": []
+            }),
+        )
+    }))
+    .await;
+    let client = builder(&url, "k").max_credits(Some(2)).build().unwrap();
+    let batch = client
+        .bulk_enrich(
+            &records(vec![nicolas("a"), eva("b")]),
+            EnrichFlags::default(),
+        )
+        .await
+        .unwrap();
+    // The re-ask spends nothing, so a budget the first request used up does not stop it.
+    assert_eq!(
+        statuses(&batch),
+        [RecordStatus::Matched, RecordStatus::Matched]
+    );
+    assert_eq!(received.lock().unwrap().len(), 2);
+    assert_eq!(costs(&batch), [1, 1]);
+    assert_eq!(batch.total_cost, 2);
+}
+
+#[tokio::test]
 async fn an_answer_cut_off_after_a_success_status_is_asked_again() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The server processed (and charged) the request, sent its status line and headers, then
