@@ -178,6 +178,11 @@ pub async fn embedded_sandbox() -> Result<Sandbox, CliError> {
 /// A library error as the CLI reports it: key problems are their own exit code, settings, the
 /// mapping and the cache are the user's to fix, the rest is a failure.
 pub fn api_error(e: datafusion_prospeo::Error) -> CliError {
+    api_error_ref(&e)
+}
+
+/// [`api_error`] of a borrowed error (one found inside a DataFusion error).
+pub fn api_error_ref(e: &datafusion_prospeo::Error) -> CliError {
     if e.is_key_problem() {
         CliError::BadKey(e.to_string())
     } else if e.is_bad_input() {

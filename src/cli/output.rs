@@ -266,11 +266,14 @@ impl OpenOutput {
     }
 }
 
-/// A query error as the CLI reports it: a missing or refused key is its own exit code. The
-/// crate's error is found by downcasting through DataFusion's wrappers, never by its text.
+/// A query error as the CLI reports it: the crate's error, found by downcasting through
+/// DataFusion's wrappers (never by its text), gets the exit code it gets anywhere else
+/// ([`super::api_error`]): whether it surfaced while planning or mid-query does not matter.
 pub fn query_error(e: DataFusionError) -> CliError {
     match datafusion_prospeo::Error::find_in(&e) {
-        Some(found) if found.is_key_problem() => CliError::BadKey(found.to_string()),
+        Some(found) if found.is_key_problem() || found.is_bad_input() => {
+            super::api_error_ref(found)
+        }
         _ => CliError::Failure(e.to_string()),
     }
 }
@@ -485,6 +488,22 @@ pub fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_error_gets_its_crate_errors_exit_code_wherever_it_surfaced() {
+        use datafusion_prospeo::Error;
+        let mid_query = |e: Error| {
+            DataFusionError::from(e).context("while reading batch 3 of enrich_person('x')")
+        };
+        let bad_input = query_error(mid_query(Error::InvalidMap {
+            reason: "no `=`".into(),
+        }));
+        assert!(matches!(bad_input, CliError::BadInput(_)), "{bad_input:?}");
+        let key = query_error(mid_query(Error::InvalidApiKey));
+        assert!(matches!(key, CliError::BadKey(_)), "{key:?}");
+        let other = query_error(DataFusionError::Execution("disk full".into()));
+        assert!(matches!(other, CliError::Failure(_)), "{other:?}");
+    }
 
     #[test]
     fn formats_follow_the_extension() {
