@@ -18,6 +18,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion_prospeo::api::Match;
 use datafusion_prospeo::api::RecordOutcome;
 use datafusion_prospeo::api::wire::{Company, Person};
@@ -57,9 +59,13 @@ fn outcomes() -> Vec<RecordOutcome> {
         .collect()
 }
 
-fn bench_projection(c: &mut Criterion, group: &str, projection: &OutputProjection) {
+/// Measures `flatten` over the outcomes in batches of 50 and 8,192 rows.
+fn bench_group(
+    c: &mut Criterion,
+    group: &str,
+    flatten: impl Fn(&[RecordOutcome]) -> Result<RecordBatch, ArrowError>,
+) {
     let outcomes = outcomes();
-    let output = OutputSchema::default();
     let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(outcomes.len() as u64));
     for batch in [50, 8192] {
@@ -69,11 +75,7 @@ fn bench_projection(c: &mut Criterion, group: &str, projection: &OutputProjectio
             |b, &n| {
                 b.iter(|| {
                     for chunk in outcomes.chunks(n) {
-                        black_box(
-                            output
-                                .flatten_projected(projection, black_box(chunk))
-                                .expect("flatten"),
-                        );
+                        black_box(flatten(black_box(chunk)).expect("flatten"));
                     }
                 })
             },
@@ -82,29 +84,18 @@ fn bench_projection(c: &mut Criterion, group: &str, projection: &OutputProjectio
     group.finish();
 }
 
-fn bench_decoder(c: &mut Criterion) {
-    let outcomes = outcomes();
+fn bench_projection(c: &mut Criterion, group: &str, projection: &OutputProjection) {
     let output = OutputSchema::default();
-    let mut group = c.benchmark_group("flatten_decoder");
-    group.throughput(Throughput::Elements(outcomes.len() as u64));
-    for batch in [50, 8192] {
-        group.bench_with_input(
-            BenchmarkId::new("rows_per_batch", batch),
-            &batch,
-            |b, &n| {
-                b.iter(|| {
-                    for chunk in outcomes.chunks(n) {
-                        black_box(
-                            output
-                                .flatten_with_decoder(black_box(chunk))
-                                .expect("flatten"),
-                        );
-                    }
-                })
-            },
-        );
-    }
-    group.finish();
+    bench_group(c, group, |chunk| {
+        output.flatten_projected(projection, chunk)
+    });
+}
+
+fn bench_decoder(c: &mut Criterion) {
+    let output = OutputSchema::default();
+    bench_group(c, "flatten_decoder", |chunk| {
+        output.flatten_with_decoder(chunk)
+    });
 }
 
 fn bench_flatten(c: &mut Criterion) {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::api::tally::Tally;
+use crate::api::tally::{AtomicTotals, Tally};
 use crate::api::wire::{Company, Person};
 /// The status of a record after enrichment: `prospeo_status` in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -183,5 +183,41 @@ impl Deref for BatchOutcome {
     type Target = Tally;
     fn deref(&self) -> &Tally {
         &self.tally
+    }
+}
+
+// Counting outcomes lives with the outcomes: the counts type knows nothing of them.
+impl Tally {
+    /// The statuses of `outcomes` counted, with their free re-enrichments.
+    pub fn of_outcomes(outcomes: &[RecordOutcome]) -> Tally {
+        let mut tally = Tally::default();
+        for outcome in outcomes {
+            match outcome {
+                RecordOutcome::Matched(m) => {
+                    tally.matched += 1;
+                    tally.free_enrichments += u64::from(m.free_enrichment);
+                }
+                RecordOutcome::NotMatched => tally.not_matched += 1,
+                RecordOutcome::InvalidDatapoints => tally.invalid += 1,
+                RecordOutcome::Failed { .. } => tally.failed += 1,
+                RecordOutcome::Deferred { .. } => tally.deferred += 1,
+            }
+        }
+        tally
+    }
+}
+
+impl AtomicTotals {
+    /// Counts the statuses of `outcomes` in a batch's counts and in these totals.
+    pub(crate) fn settle(&self, batch: &mut Tally, outcomes: &[RecordOutcome]) {
+        let delta = Tally::of_outcomes(outcomes);
+        batch.add(&delta);
+        self.add(
+            &delta,
+            outcomes.iter().filter_map(|outcome| match outcome {
+                RecordOutcome::Deferred { retry_at, .. } => *retry_at,
+                _ => None,
+            }),
+        );
     }
 }

@@ -10,8 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::api::outcome::RecordOutcome;
-
 /// A count's value type and its atomic mirror.
 pub trait CountValue: Copy + Default + Eq + AddAssign {
     /// The atomic that holds this count in an [`AtomicTally`].
@@ -144,24 +142,6 @@ impl Tally {
     /// The public name of [`Tally::quota_wait_ms`] (a time, where the other counts are numbers).
     pub const QUOTA_WAIT: &'static str = "quota_wait_ms";
 
-    /// The statuses of `outcomes` counted, with their free re-enrichments.
-    pub fn of_outcomes(outcomes: &[RecordOutcome]) -> Tally {
-        let mut tally = Tally::default();
-        for outcome in outcomes {
-            match outcome {
-                RecordOutcome::Matched(m) => {
-                    tally.matched += 1;
-                    tally.free_enrichments += u64::from(m.free_enrichment);
-                }
-                RecordOutcome::NotMatched => tally.not_matched += 1,
-                RecordOutcome::InvalidDatapoints => tally.invalid += 1,
-                RecordOutcome::Failed { .. } => tally.failed += 1,
-                RecordOutcome::Deferred { .. } => tally.deferred += 1,
-            }
-        }
-        tally
-    }
-
     /// Records settled so far, whatever their status.
     pub fn settled(&self) -> u64 {
         self.matched + self.not_matched + self.invalid + self.failed + self.deferred
@@ -213,15 +193,12 @@ pub(crate) struct AtomicTotals {
 }
 
 impl AtomicTotals {
-    /// Adds `delta`; deferred `outcomes` (those `delta` counts) move the quota's return later.
-    pub(crate) fn add(&self, delta: &Tally, outcomes: &[RecordOutcome]) {
+    /// Adds `delta`; the times deferred records' quota returns (`returns_at`) move the
+    /// totals' return later.
+    pub(crate) fn add(&self, delta: &Tally, returns_at: impl IntoIterator<Item = SystemTime>) {
         self.tally.add(delta);
-        for outcome in outcomes {
-            if let RecordOutcome::Deferred {
-                retry_at: Some(at), ..
-            } = outcome
-                && let Ok(since_epoch) = at.duration_since(SystemTime::UNIX_EPOCH)
-            {
+        for at in returns_at {
+            if let Ok(since_epoch) = at.duration_since(SystemTime::UNIX_EPOCH) {
                 self.quota_returns_at_ms
                     .fetch_max(since_epoch.as_millis() as u64, Ordering::Relaxed);
             }
@@ -234,14 +211,7 @@ impl AtomicTotals {
         let mut delta = Tally::default();
         edit(&mut delta);
         batch.add(&delta);
-        self.add(&delta, &[]);
-    }
-
-    /// Counts the statuses of `outcomes` in a batch's counts and in these totals.
-    pub(crate) fn settle(&self, batch: &mut Tally, outcomes: &[RecordOutcome]) {
-        let delta = Tally::of_outcomes(outcomes);
-        batch.add(&delta);
-        self.add(&delta, outcomes);
+        self.add(&delta, None);
     }
 
     /// The totals now.

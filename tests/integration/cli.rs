@@ -320,6 +320,11 @@ pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Rows in a result.
+fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
 /// `lead_id` and `prospeo_status` of every row of a result.
 pub(crate) fn ids_and_statuses(batches: &[RecordBatch]) -> Vec<(i64, String)> {
     let ids = batches.iter().flat_map(|b| {
@@ -1053,13 +1058,7 @@ async fn without_a_writable_temporary_folder_the_answers_stay_in_memory_and_the_
     let text = String::from_utf8_lossy(&run.stderr).to_string();
     assert!(run.status.success(), "{text}");
     assert!(text.contains("stay in memory"), "{text}");
-    assert_eq!(
-        read_parquet(&output)
-            .iter()
-            .map(|b| b.num_rows())
-            .sum::<usize>(),
-        120
-    );
+    assert_eq!(row_count(&read_parquet(&output)), 120);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1233,13 +1232,7 @@ async fn per_second_request_timeout_and_the_other_options_reach_the_run() {
     )
     .await;
     assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(
-        read_parquet(&output)
-            .iter()
-            .map(|b| b.num_rows())
-            .sum::<usize>(),
-        120
-    );
+    assert_eq!(row_count(&read_parquet(&output)), 120);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
