@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use super::dedup::{Claim, Claims, Pending, cached_answers};
-use super::endpoint::{BULK_ENDPOINT, Endpoint, encode};
+use super::endpoint::Endpoint;
+use super::http::Vendor;
 use super::pacing::{Admission, Moment, Pacer, Reservation};
 use super::plan::QuotaWindow;
 use super::pricing::{CreditBudget, worst_case};
@@ -34,7 +35,7 @@ pub use super::builder::{
     ApiKey, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_API_KEY_FILE, ENV_BASE_URL,
     RetryPolicy,
 };
-pub use super::endpoint::AccountStatus;
+pub use super::http::AccountStatus;
 pub use super::outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
 pub use super::tally::Totals;
 
@@ -43,7 +44,7 @@ struct ClientInner {
     cache: ResponseCache,
     /// Keys being answered now, for in-job de-duplication.
     pending: Arc<Pending>,
-    endpoint: Endpoint,
+    vendor: Vendor,
     pacer: Arc<dyn Pacer>,
     in_flight: Semaphore,
     totals: AtomicTotals,
@@ -67,12 +68,19 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.inner.endpoint.base_url())
-            .field("api_key", self.inner.endpoint.api_key())
+            .field("base_url", &self.inner.vendor.base_url())
+            .field("api_key", self.inner.vendor.api_key())
             .field("limits", &self.inner.settings.limits)
             .field("max_in_flight", &self.inner.settings.max_in_flight)
             .finish()
     }
+}
+
+/// What a call asks: which endpoint, with the flags it takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) flags: EnrichFlags,
 }
 
 /// A record this caller claimed: its place in the caller's input, its normalised datapoints
@@ -108,7 +116,7 @@ impl Client {
             inner: Arc::new(ClientInner {
                 cache,
                 pending: Arc::default(),
-                endpoint: Endpoint::new(http, base_url, api_key),
+                vendor: Vendor::new(http, base_url, api_key),
                 pacer: settings.pacer_or_default(),
                 in_flight: Semaphore::new(settings.max_in_flight),
                 totals: AtomicTotals::default(),
@@ -128,7 +136,7 @@ impl Client {
 
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
-        self.inner.endpoint.base_url()
+        self.inner.vendor.base_url()
     }
 
     /// The settings the client was built with (the key stays redacted).
@@ -165,13 +173,26 @@ impl Client {
     /// `GET /account-information`: the plan and the credits left (free of charge), plus the
     /// quota as the rate-limit headers report it.
     pub async fn account_status(&self) -> Result<AccountStatus> {
-        self.inner.endpoint.account_status().await
+        self.inner.vendor.account_status().await
     }
 
-    /// Enriches `records` with the flags, in requests of at most 50 records.
+    /// Enriches `records` through `/bulk-enrich-person` with the flags: [`Client::enrich`] of
+    /// [`Endpoint::BulkEnrichPerson`].
+    pub async fn bulk_enrich(
+        &self,
+        records: &[Datapoints],
+        flags: EnrichFlags,
+    ) -> Result<BatchOutcome> {
+        self.enrich(Endpoint::BulkEnrichPerson, records, flags)
+            .await
+    }
+
+    /// Enriches `records` through `endpoint` with the flags (those the endpoint takes), in
+    /// requests of at most 50 records. Every endpoint draws on the client's one pacer: they
+    /// share the key's enrich quota (reference, "Rate limits").
     ///
-    /// Returns one outcome per record, in input order. Records below the minimum requirement
-    /// are not sent. The client makes its own identifiers, so the caller's data never has to be
+    /// Returns one outcome per record, in input order. Records below the endpoint's minimum
+    /// requirement are not sent. The client makes its own identifiers, so the caller's data never has to be
     /// unique. Never twice: a record whose normalised datapoints and flags the response cache
     /// answers, or that another record (of this call or any other) is being answered for, is
     /// not sent; it gets that answer at cost 0 ([`Tally::cached`], [`Tally::duplicates`]).
@@ -193,12 +214,17 @@ impl Client {
     /// task still sends this call's requests (unless [`Client::stop_sending`] was called),
     /// stores the answers, and counts them in [`Client::totals`]; records of other calls that
     /// wait on the same datapoints get their answers.
-    pub async fn bulk_enrich(
+    pub async fn enrich(
         &self,
+        endpoint: Endpoint,
         records: &[Datapoints],
         flags: EnrichFlags,
     ) -> Result<BatchOutcome> {
         let inner = &self.inner;
+        let ask = Ask {
+            endpoint,
+            flags: endpoint.flags(flags),
+        };
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
         // Claim every valid record's key: the first claim of a key answers it, later ones
         // (in this call or any other) wait for that answer.
@@ -206,13 +232,12 @@ impl Client {
         let mut waiting = Vec::new();
         let mut invalid = Vec::new();
         for (i, record) in records.iter().enumerate() {
-            let normalized = record.normalized();
-            if !normalized.meets_minimum() {
+            let Some(normalized) = endpoint.prepare(record) else {
                 outcomes[i] = Some(RecordOutcome::InvalidDatapoints);
                 invalid.push(RecordOutcome::InvalidDatapoints);
                 continue;
-            }
-            let key = CacheKey::new(&normalized, flags);
+            };
+            let key = CacheKey::for_endpoint(endpoint, &normalized, ask.flags);
             match inner.pending.claim(&key) {
                 Claim::Mine => mine.push((i, normalized, key)),
                 Claim::Waiting(receiver) => waiting.push((i, receiver)),
@@ -228,9 +253,9 @@ impl Client {
         // function first waits: records of other callers waiting on these keys never depend on
         // this caller being polled, or even kept.
         let client = self.clone();
-        let task = tokio::spawn(async move { client.answer_claimed(mine, claims, flags).await });
+        let task = tokio::spawn(async move { client.answer_claimed(mine, claims, ask).await });
         let (answered, mut batch) = task.await.map_err(|e| Error::Request {
-            endpoint: BULK_ENDPOINT,
+            endpoint: endpoint.path(),
             reason: format!("the request task ended abnormally: {e}"),
         })??;
         batch.tally.add(&tally);
@@ -275,7 +300,7 @@ impl Client {
         &self,
         mine: Vec<Claimed>,
         mut claims: Claims,
-        flags: EnrichFlags,
+        ask: Ask,
     ) -> Result<(Vec<(usize, RecordOutcome)>, BatchOutcome)> {
         let inner = &self.inner;
         let mut batch = BatchOutcome::default();
@@ -289,7 +314,7 @@ impl Client {
         let now = SystemTime::now();
         let mut to_send = Vec::new();
         for ((i, normalized, key), entry) in mine.into_iter().zip(cached) {
-            match entry.filter(|e| e.serves(flags, inner.settings.cache_ttl, now)) {
+            match entry.filter(|e| e.serves(ask.flags, inner.settings.cache_ttl, now)) {
                 Some(entry) => {
                     let outcome = entry.into_outcome();
                     let duplicate = inner.pending.answered_here(&key);
@@ -307,7 +332,7 @@ impl Client {
         }
 
         for chunk in to_send.chunks(self.max_request_records()) {
-            let mut answer = self.send_request(chunk, flags, 0).await?;
+            let mut answer = self.send_request(chunk, ask, 0).await?;
             let records = std::mem::take(&mut answer.records);
             for ((i, _, key), outcome) in chunk.iter().zip(records) {
                 claims.publish(key, &outcome);
@@ -324,7 +349,7 @@ impl Client {
     fn send_request<'a>(
         &'a self,
         records: &'a [Claimed],
-        flags: EnrichFlags,
+        ask: Ask,
         asked_again: u32,
     ) -> futures::future::BoxFuture<'a, Result<BatchOutcome>> {
         Box::pin(async move {
@@ -334,10 +359,7 @@ impl Client {
             }
             // A re-ask is of records already paid for: it spends nothing of the budget.
             let paid = asked_again > 0;
-            match self
-                .send_loop(records, flags, paid, &mut batch.tally)
-                .await?
-            {
+            match self.send_loop(records, ask, paid, &mut batch.tally).await? {
                 Sent::Settled(outcomes) => {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
@@ -349,7 +371,7 @@ impl Client {
                 } => {
                     batch.records = outcomes;
                     batch.total_cost = batch.tally.credits;
-                    self.ask_again(records, lost, unexplained, flags, asked_again, &mut batch)
+                    self.ask_again(records, lost, unexplained, ask, asked_again, &mut batch)
                         .await?;
                 }
                 Sent::Split(size) => {
@@ -362,8 +384,8 @@ impl Client {
                         "splitting a request to what the limits allow"
                     );
                     let (first, rest) = records.split_at(size);
-                    batch.absorb(self.send_request(first, flags, asked_again).await?);
-                    batch.absorb(self.send_request(rest, flags, asked_again).await?);
+                    batch.absorb(self.send_request(first, ask, asked_again).await?);
+                    batch.absorb(self.send_request(rest, ask, asked_again).await?);
                 }
             }
             Ok(batch)
@@ -375,7 +397,7 @@ impl Client {
     async fn send_loop(
         &self,
         records: &[Claimed],
-        flags: EnrichFlags,
+        ask: Ask,
         paid: bool,
         tally: &mut Tally,
     ) -> Result<Sent> {
@@ -386,11 +408,14 @@ impl Client {
         }
         // The budget is checked against the worst case of everything in flight.
         let spent = || inner.totals.tally.credits.load(Ordering::SeqCst);
-        let worst = if paid { 0 } else { worst_case(n, flags) };
+        let worst = if paid { 0 } else { worst_case(n, ask.flags) };
         let Some(_budget) = inner.budget.reserve(worst, spent) else {
             return Ok(self.deferred(tally, n, DeferReason::Budget, None));
         };
-        let body = encode(records.iter().map(|(_, datapoints, _)| datapoints), flags)?;
+        let body = ask.endpoint.encode(
+            records.iter().map(|(_, datapoints, _)| datapoints),
+            ask.flags,
+        )?;
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {
@@ -413,7 +438,7 @@ impl Client {
                 .acquire()
                 .await
                 .map_err(|_| Error::Request {
-                    endpoint: BULK_ENDPOINT,
+                    endpoint: ask.endpoint.path(),
                     reason: "the client was shut down".into(),
                 })?;
             // Checked again at the last moment: the job may have been stopped, or the account
@@ -429,7 +454,7 @@ impl Client {
             }
             attempts += 1;
             inner.totals.count(tally, |t| t.requests += 1);
-            let attempt = self.exchange(&body, reservation).await;
+            let attempt = self.exchange(ask.endpoint, &body, reservation).await;
             inner.totals.count(tally, |t| {
                 t.rate_limited += u64::from(attempt.is_rate_limited())
             });
@@ -457,7 +482,7 @@ impl Client {
                         }
                     });
                     if lost {
-                        inner.budget.lost(worst_case(n, flags));
+                        inner.budget.lost(worst_case(n, ask.flags));
                     }
                     let resume = Moment::now().after(after);
                     match every_caller {
@@ -468,7 +493,7 @@ impl Client {
                     }
                 }
                 Decision::Settle(settle) => {
-                    return self.conclude(settle, records, flags, tally).await;
+                    return self.conclude(settle, records, ask, tally).await;
                 }
             }
         }
@@ -510,9 +535,14 @@ impl Client {
 
     /// One attempt on the wire; settles its reservation: counted when the server processed the
     /// request, released otherwise (failed requests do not count, reference).
-    async fn exchange(&self, body: &bytes::Bytes, reservation: Reservation) -> Attempt {
+    async fn exchange(
+        &self,
+        endpoint: Endpoint,
+        body: &bytes::Bytes,
+        reservation: Reservation,
+    ) -> Attempt {
         let pacer = &self.inner.pacer;
-        let exchange = self.inner.endpoint.post_bulk(body).await;
+        let exchange = self.inner.vendor.post_bulk(endpoint, body).await;
         match exchange.attempt {
             Attempt::Answered(_) | Attempt::Lost(_) => {
                 pacer.confirm(reservation, exchange.answered_at)

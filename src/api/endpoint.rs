@@ -1,211 +1,267 @@
-//! The vendor's endpoints over HTTP: one `POST /bulk-enrich-person` attempt, classified, and
-//! `GET /account-information`. What follows an answer (pacing, retries, costs) is the client's.
+//! The endpoint seam: everything that is specific to one of the vendor's paced bulk endpoints
+//! sits behind [`Endpoint`] — its path, which datapoints a record carries and the minimum it
+//! must meet, which flags apply, the request's shape, the cache key's first byte, and which
+//! objects its answers carry (and so which output columns it has).
+//!
+//! The client, the de-duplication, the cache and the enrichment node take an `Endpoint` and ask
+//! it; none of them names a path or a datapoint. Every bulk endpoint answers in one shape
+//! (`{error, total_cost, matched: [{identifier, ...objects}], not_matched, invalid_datapoints}`,
+//! reference "POST /bulk-enrich-person" and "POST /bulk-enrich-company"), prices a match the
+//! same way (1 credit, 0 when free, 10 with a revealed mobile) and draws on the same enrich
+//! quota, so a second endpoint is one more variant here and nothing more in the client.
 
 use bytes::Bytes;
-use reqwest::StatusCode;
-use reqwest::header::CONTENT_TYPE;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
-use crate::api::builder::ApiKey;
-use crate::api::pacing::{Moment, QuotaHeaders};
-use crate::api::retry::{Attempt, classify};
-use crate::api::wire::{
-    AccountInformation, AccountInformationResponse, BulkEnrichRequest, BulkRecord, EnrichFlags,
-    ErrorBody, ErrorCode,
-};
-use crate::datapoints::Datapoints;
-use crate::error::{Error, Result, transport_reason};
+pub use super::http::AccountStatus;
+use crate::api::wire::EnrichFlags;
+use crate::datapoints::{Datapoint, Datapoints};
+use crate::error::{Error, Result};
 
-/// The bulk endpoint's path.
-pub(crate) const BULK_ENDPOINT: &str = "/bulk-enrich-person";
-
-/// The account as `/account-information` and its rate-limit headers report it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccountStatus {
-    /// The plan and the credits.
-    pub account: AccountInformation,
-    /// The quota left, from the answer's headers.
-    pub quota: QuotaHeaders,
+/// One of the vendor's bulk enrichment endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `POST /bulk-enrich-person`: up to 50 persons a request, answered with the person and
+    /// their current company. Its cache-key byte, `1`, is the key version of caches written
+    /// before keys named their endpoint, so those entries are person answers.
+    BulkEnrichPerson,
 }
 
-/// The body of a bulk request of `records`, identified `r0`, `r1`, ... in order (the caller's
-/// data never has to be unique: answers are mapped back by these identifiers).
-pub(crate) fn encode<'a>(
-    records: impl Iterator<Item = &'a Datapoints>,
-    flags: EnrichFlags,
-) -> Result<Bytes> {
-    let request = BulkEnrichRequest {
-        flags,
-        data: records
-            .enumerate()
-            .map(|(i, datapoints)| BulkRecord {
-                identifier: format!("r{i}"),
-                datapoints: datapoints.clone(),
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&request)
-        .map(Bytes::from)
-        .map_err(|e| Error::Request {
-            endpoint: BULK_ENDPOINT,
-            reason: format!("cannot encode the request: {e}"),
-        })
-}
-
-/// Where requests go and with which key; the connection pool.
-#[derive(Debug)]
-pub(crate) struct Endpoint {
-    http: reqwest::Client,
-    base_url: String,
-    api_key: ApiKey,
-}
-
-/// One bulk attempt as the client sees it.
-#[derive(Debug)]
-pub(crate) struct Exchange {
-    /// What the answer was.
-    pub attempt: Attempt,
-    /// The quota the answer's headers reported, when an answer was read.
-    pub quota: Option<QuotaHeaders>,
-    /// When the attempt ended.
-    pub answered_at: Moment,
+/// An object an endpoint's answers carry for a matched record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
+    /// The person (`person`).
+    Person,
+    /// The company (`company`): the person's current company, or the company asked for.
+    Company,
 }
 
 impl Endpoint {
-    /// Requests to `base_url` (no trailing slash) with `api_key`, over `http`.
-    pub(crate) fn new(http: reqwest::Client, base_url: String, api_key: ApiKey) -> Self {
-        Endpoint {
-            http,
-            base_url,
-            api_key,
+    /// Every endpoint, in the order of their cache-key bytes.
+    pub const ALL: [Endpoint; 1] = [Endpoint::BulkEnrichPerson];
+
+    /// The endpoint's path, as the vendor documents it.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::BulkEnrichPerson => "/bulk-enrich-person",
         }
     }
 
-    /// The base URL requests go to.
-    pub(crate) fn base_url(&self) -> &str {
-        &self.base_url
+    /// The first byte of this endpoint's cache keys.
+    pub const fn tag(self) -> u8 {
+        match self {
+            Endpoint::BulkEnrichPerson => 1,
+        }
     }
 
-    /// The key (it prints redacted).
-    pub(crate) fn api_key(&self) -> &ApiKey {
-        &self.api_key
+    /// The endpoint a cache key's first byte names; `None` for a byte no endpoint uses (yet).
+    pub const fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(Endpoint::BulkEnrichPerson),
+            _ => None,
+        }
     }
 
-    /// One `POST /bulk-enrich-person` of an encoded request (shared, not copied, by every
-    /// attempt).
-    pub(crate) async fn post_bulk(&self, body: &Bytes) -> Exchange {
-        let ended = |attempt, quota| Exchange {
-            attempt,
-            quota,
-            answered_at: Moment::now(),
+    /// The datapoints a record of this endpoint carries, in the order its cache key lists them
+    /// (reference: "Each record: `identifier` plus any of ..."). Any other datapoint of a
+    /// record is neither sent nor part of its key.
+    pub const fn datapoints(self) -> &'static [Datapoint] {
+        match self {
+            Endpoint::BulkEnrichPerson => &Datapoint::ALL,
+        }
+    }
+
+    /// The objects a match carries: the output columns follow from them.
+    pub const fn objects(self) -> &'static [Object] {
+        match self {
+            Endpoint::BulkEnrichPerson => &[Object::Person, Object::Company],
+        }
+    }
+
+    /// The part of `flags` this endpoint takes (and that its cache keys and prices see).
+    pub const fn flags(self, flags: EnrichFlags) -> EnrichFlags {
+        match self {
+            Endpoint::BulkEnrichPerson => flags,
+        }
+    }
+
+    /// The record as it is sent and keyed: this endpoint's datapoints, normalised
+    /// ([`Datapoints::normalized`]); `None` when it does not meet the endpoint's minimum
+    /// requirement, and so is never sent (the vendor would list it in `invalid_datapoints` and
+    /// it would cost quota for nothing).
+    pub fn prepare(self, record: &Datapoints) -> Option<Datapoints> {
+        let normalized = record.normalized();
+        let meets = match self {
+            Endpoint::BulkEnrichPerson => normalized.meets_minimum(),
         };
-        let sent = self
-            .http
-            .post(format!("{}{BULK_ENDPOINT}", self.base_url))
-            .header("X-KEY", self.api_key.expose())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => return ended(Attempt::transport(transport_reason(&e)), None),
+        meets.then_some(normalized)
+    }
+
+    /// The body of a request of `records` (prepared), identified `r0`, `r1`, ... in order: the
+    /// caller's data never has to be unique, answers are mapped back by these identifiers.
+    pub(crate) fn encode<'a>(
+        self,
+        records: impl Iterator<Item = &'a Datapoints>,
+        flags: EnrichFlags,
+    ) -> Result<Bytes> {
+        let request = Request {
+            flags: self.flags(flags),
+            takes_flags: self.takes_flags(),
+            data: records
+                .enumerate()
+                .map(|(i, datapoints)| Record {
+                    identifier: i,
+                    datapoints,
+                    fields: self.datapoints(),
+                })
+                .collect(),
         };
-        let status = response.status();
-        let quota = QuotaHeaders::from_headers(response.headers());
-        match response.bytes().await {
-            Ok(body) => ended(
-                classify(status, &body, &quota).redacted(|text| self.redact(text)),
-                Some(quota),
-            ),
-            // A success status means the server processed (and may have charged) the request:
-            // its answer is lost, not refused.
-            Err(e) if status.is_success() => ended(
-                Attempt::Lost(format!(
-                    "HTTP {status}, but the answer could not be read ({})",
-                    transport_reason(&e)
-                )),
-                Some(quota),
-            ),
-            Err(e) => ended(Attempt::transport(transport_reason(&e)), None),
-        }
+        serde_json::to_vec(&request)
+            .map(Bytes::from)
+            .map_err(|e| Error::Request {
+                endpoint: self.path(),
+                reason: format!("cannot encode the request: {e}"),
+            })
     }
 
-    /// `GET /account-information`: the plan and the credits left (free of charge), plus the
-    /// quota as the rate-limit headers report it.
-    pub(crate) async fn account_status(&self) -> Result<AccountStatus> {
-        const ENDPOINT: &str = "/account-information";
-        let url = format!("{}{ENDPOINT}", self.base_url);
-        let response = self
-            .http
-            .get(url)
-            .header("X-KEY", self.api_key.expose())
-            .send()
-            .await
-            .map_err(|e| Error::Transport {
-                endpoint: ENDPOINT,
-                source: e.without_url(),
-            })?;
-        let status = response.status();
-        let quota = QuotaHeaders::from_headers(response.headers());
-        let body = response.bytes().await.map_err(|e| Error::Transport {
-            endpoint: ENDPOINT,
-            source: e.without_url(),
-        })?;
-        if let Ok(error) = serde_json::from_slice::<ErrorBody>(&body)
-            && error.error
-        {
-            return Err(match error.code() {
-                ErrorCode::InvalidApiKey => Error::InvalidApiKey,
-                code => Error::Api {
-                    endpoint: ENDPOINT,
-                    message: self.redact(error.message.clone().unwrap_or_default()),
-                    code,
-                },
-            });
+    /// Whether the request carries flags at its top level.
+    const fn takes_flags(self) -> bool {
+        match self {
+            Endpoint::BulkEnrichPerson => true,
         }
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(Error::InvalidApiKey);
-        }
-        let parsed: AccountInformationResponse =
-            serde_json::from_slice(&body).map_err(|e| Error::Request {
-                endpoint: ENDPOINT,
-                reason: format!("HTTP {status} with a body that is not the documented JSON: {e}"),
-            })?;
-        let account = parsed.response.ok_or_else(|| Error::Request {
-            endpoint: ENDPOINT,
-            reason: "the answer has no `response` object".into(),
-        })?;
-        Ok(AccountStatus { account, quota })
     }
+}
 
-    /// `text` with every occurrence of the API key replaced by `<redacted>` (the server's words
-    /// end up in outputs and logs: a server that echoes the key must not leak it there).
-    pub(crate) fn redact(&self, text: String) -> String {
-        let key = self.api_key.expose();
-        if text.contains(key) {
-            text.replace(key, "<redacted>")
-        } else {
-            text
+/// A bulk request body, serialised from borrowed records.
+struct Request<'a> {
+    flags: EnrichFlags,
+    takes_flags: bool,
+    data: Vec<Record<'a>>,
+}
+
+impl Serialize for Request<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if self.takes_flags {
+            // As `EnrichFlags` serialises: the flags that are on, in their order.
+            let EnrichFlags {
+                only_verified_email,
+                enrich_mobile,
+                only_verified_mobile,
+            } = self.flags;
+            for (name, on) in [
+                ("only_verified_email", only_verified_email),
+                ("enrich_mobile", enrich_mobile),
+                ("only_verified_mobile", only_verified_mobile),
+            ] {
+                if on {
+                    map.serialize_entry(name, &true)?;
+                }
+            }
         }
+        map.serialize_entry("data", &self.data)?;
+        map.end()
+    }
+}
+
+/// One record of a request: `identifier` and the endpoint's datapoints that are present.
+struct Record<'a> {
+    identifier: usize,
+    datapoints: &'a Datapoints,
+    fields: &'static [Datapoint],
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("identifier", &format_args!("r{}", self.identifier))?;
+        for &datapoint in self.fields {
+            if let Some(value) = self.datapoints.get(datapoint) {
+                map.serialize_entry(datapoint.as_str(), value)?;
+            }
+        }
+        map.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::wire::BulkEnrichRequest;
+
+    fn person(email: &str) -> Datapoints {
+        Datapoints {
+            email: Some(email.into()),
+            ..Datapoints::default()
+        }
+    }
 
     #[test]
-    fn the_api_key_is_never_shown() {
-        let key = ApiKey::new("super-secret-key-123").unwrap();
-        assert!(!format!("{key:?} {key}").contains("super-secret"));
-        let client = crate::api::Client::builder().api_key(key).build().unwrap();
-        assert!(!format!("{client:?}").contains("super-secret"));
-        assert!(ApiKey::new("  \n").is_err());
-        let endpoint = Endpoint::new(
-            reqwest::Client::new(),
-            "http://x".into(),
-            ApiKey::new("k3y").unwrap(),
+    fn a_person_request_is_the_documented_body() {
+        let records = [
+            person("eva@acme.io"),
+            Datapoints {
+                first_name: Some("Eva".into()),
+                last_name: Some("Lind".into()),
+                company_website: Some("acme.io".into()),
+                ..Datapoints::default()
+            },
+        ];
+        let flags = EnrichFlags {
+            only_verified_email: true,
+            enrich_mobile: true,
+            only_verified_mobile: false,
+        };
+        let body = Endpoint::BulkEnrichPerson
+            .encode(records.iter(), flags)
+            .unwrap();
+        // What the sandbox (and the vendor) reads back: the flags at the top level, records
+        // named r0, r1 with their datapoints beside the identifier.
+        let parsed: BulkEnrichRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.flags, flags);
+        let ids: Vec<&str> = parsed.data.iter().map(|r| r.identifier.as_str()).collect();
+        assert_eq!(ids, ["r0", "r1"]);
+        assert_eq!(parsed.data[0].datapoints, records[0]);
+        assert_eq!(parsed.data[1].datapoints, records[1]);
+        // Byte for byte what the wire types write: flags that are off are left out.
+        let wire = BulkEnrichRequest {
+            flags: EnrichFlags {
+                only_verified_email: false,
+                ..flags
+            },
+            data: parsed.data.clone(),
+        };
+        let body = Endpoint::BulkEnrichPerson
+            .encode(records.iter(), wire.flags)
+            .unwrap();
+        assert_eq!(body, serde_json::to_vec(&wire).unwrap());
+    }
+
+    #[test]
+    fn a_record_below_the_minimum_is_not_prepared() {
+        let endpoint = Endpoint::BulkEnrichPerson;
+        assert_eq!(
+            endpoint.prepare(&person("  Eva@ACME.io ")),
+            Some(person("eva@acme.io"))
         );
-        assert_eq!(endpoint.redact("a k3y b".into()), "a <redacted> b");
+        let name_only = Datapoints {
+            first_name: Some("Eva".into()),
+            last_name: Some("Lind".into()),
+            ..Datapoints::default()
+        };
+        assert_eq!(endpoint.prepare(&name_only), None);
+        assert_eq!(endpoint.prepare(&person("   ")), None);
+    }
+
+    #[test]
+    fn tags_name_their_endpoint() {
+        for endpoint in Endpoint::ALL {
+            assert_eq!(Endpoint::from_tag(endpoint.tag()), Some(endpoint));
+        }
+        assert_eq!(Endpoint::from_tag(0), None);
+        assert_eq!(Endpoint::BulkEnrichPerson.tag(), 1);
+        assert_eq!(Endpoint::BulkEnrichPerson.path(), "/bulk-enrich-person");
     }
 }

@@ -1,11 +1,12 @@
 //! The Prospeo HTTP API: the wire model shared by the client and the sandbox, plans and rate
-//! limits, pacing, and the client (its builder, endpoints, retry decision, pricing and counts
-//! each in a module of their own).
+//! limits, pacing, and the client (its builder, the endpoint seam, the HTTP exchange, retry
+//! decision, pricing and counts each in a module of their own).
 
 pub mod builder;
 pub mod client;
 pub(crate) mod dedup;
 pub mod endpoint;
+mod http;
 pub mod outcome;
 pub mod pacing;
 pub mod plan;
@@ -16,7 +17,7 @@ pub mod wire;
 
 pub use builder::{ApiKey, ClientBuilder, RetryPolicy};
 pub use client::Client;
-pub use endpoint::AccountStatus;
+pub use endpoint::{AccountStatus, Endpoint, Object};
 pub use outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
 pub use pacing::{Moment, Pacer};
 pub use plan::{Plan, RateLimits};

@@ -5,10 +5,13 @@
 //! Keys are byte strings. The first byte names the endpoint and the layout of the rest
 //! ([`Endpoint::tag`]):
 //!
-//! - `1` — `/bulk-enrich-person`: a flags byte, then the nine datapoints in
-//!   [`Datapoint::ALL`] order, each either absent (`0x00`) or present (`0x01`, a LEB128 length,
-//!   the UTF-8 bytes).
-//! - `2` — reserved for `/bulk-enrich-company`, with a layout of its own.
+//! - `1` — `/bulk-enrich-person`: a flags byte, then the endpoint's datapoints
+//!   ([`Endpoint::datapoints`]: the nine of [`Datapoint::ALL`](crate::datapoints::Datapoint::ALL),
+//!   in that order), each either absent (`0x00`) or present (`0x01`, a LEB128 length, the UTF-8
+//!   bytes).
+//!
+//! Every endpoint's key has that layout over its own datapoints and the flags it takes
+//! ([`Endpoint::flags`]); its first byte is [`Endpoint::tag`].
 //!
 //! The byte `1` was the "key version 1" of every cache written before the endpoint was part of
 //! the key, and that layout is exactly the person endpoint's layout: those keys *are* person
@@ -20,8 +23,9 @@
 //! The encoding is injective and decodes back (for `prospeo cache export`); nothing is hashed,
 //! so two records never share an entry by accident.
 
+pub use crate::api::endpoint::Endpoint;
 use crate::api::wire::EnrichFlags;
-use crate::datapoints::{Datapoint, Datapoints};
+use crate::datapoints::Datapoints;
 
 /// Key flags byte: `only_verified_email`.
 const KEY_ONLY_VERIFIED_EMAIL: u8 = 0x01;
@@ -32,53 +36,29 @@ const KEY_ABSENT: u8 = 0x00;
 /// Key datapoint tag: present, followed by a LEB128 length and the bytes.
 const KEY_PRESENT: u8 = 0x01;
 
-/// The API endpoint whose answer a key stores: the first byte of every key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Endpoint {
-    /// `/bulk-enrich-person`. Its tag, `1`, is the key version of caches written before keys
-    /// named their endpoint, so those entries are person answers.
-    BulkEnrichPerson,
-}
-
-impl Endpoint {
-    /// The first byte of this endpoint's keys.
-    pub const fn tag(self) -> u8 {
-        match self {
-            Endpoint::BulkEnrichPerson => 1,
-        }
-    }
-
-    /// The endpoint a key's first byte names; `None` for a byte no endpoint uses (yet).
-    pub const fn from_tag(tag: u8) -> Option<Self> {
-        match tag {
-            1 => Some(Endpoint::BulkEnrichPerson),
-            _ => None,
-        }
-    }
-
-    /// The endpoint's path, as the vendor documents it.
-    pub const fn path(self) -> &'static str {
-        match self {
-            Endpoint::BulkEnrichPerson => "/bulk-enrich-person",
-        }
-    }
-}
-
 /// The cache key: the endpoint, the normalised datapoints, and the flags that change which
 /// person is returned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(pub(super) Vec<u8>);
 impl CacheKey {
-    /// The `/bulk-enrich-person` key of a record. `datapoints` must already be normalised
-    /// ([`Datapoints::normalized`]): two spellings of the same person must give the same key.
-    ///
-    /// Includes `only_verified_email` and `only_verified_mobile` (they change whether a person
-    /// is returned), not `enrich_mobile`: a match asked without the mobile is upgraded by asking
-    /// again, which [`CacheEntry::serves`] decides.
+    /// The `/bulk-enrich-person` key of a record: [`CacheKey::for_endpoint`] of
+    /// [`Endpoint::BulkEnrichPerson`].
     pub fn new(datapoints: &Datapoints, flags: EnrichFlags) -> Self {
+        CacheKey::for_endpoint(Endpoint::BulkEnrichPerson, datapoints, flags)
+    }
+
+    /// The key of a record asked of `endpoint`. `datapoints` must already be prepared
+    /// ([`Endpoint::prepare`]): two spellings of the same record must give the same key.
+    ///
+    /// Includes `only_verified_email` and `only_verified_mobile` where the endpoint takes them
+    /// (they change whether a person is returned), not `enrich_mobile`: a match asked without
+    /// the mobile is upgraded by asking again, which [`CacheEntry::serves`] decides.
+    ///
+    /// [`CacheEntry::serves`]: crate::cache::CacheEntry::serves
+    pub fn for_endpoint(endpoint: Endpoint, datapoints: &Datapoints, flags: EnrichFlags) -> Self {
+        let flags = endpoint.flags(flags);
         let mut bytes = Vec::with_capacity(2 + 9 + 96);
-        bytes.push(Endpoint::BulkEnrichPerson.tag());
+        bytes.push(endpoint.tag());
         let mut flag_byte = 0;
         if flags.only_verified_email {
             flag_byte |= KEY_ONLY_VERIFIED_EMAIL;
@@ -87,7 +67,7 @@ impl CacheKey {
             flag_byte |= KEY_ONLY_VERIFIED_MOBILE;
         }
         bytes.push(flag_byte);
-        for datapoint in Datapoint::ALL {
+        for &datapoint in endpoint.datapoints() {
             match datapoints.get(datapoint) {
                 None => bytes.push(KEY_ABSENT),
                 Some(value) => {
@@ -111,23 +91,21 @@ impl CacheKey {
         self.0.first().copied().and_then(Endpoint::from_tag)
     }
 
-    /// The datapoints a person key was made from (for export); `None` when the bytes are not a
-    /// `/bulk-enrich-person` key.
+    /// The datapoints the key was made from (for export); `None` when the bytes are not a key
+    /// of an endpoint this version knows.
     pub fn datapoints(&self) -> Option<Datapoints> {
         self.decode().map(|(datapoints, _)| datapoints)
     }
 
     /// The flags the key was made with; `enrich_mobile` is always false (it is not part of the
-    /// key). `None` when the bytes are not a `/bulk-enrich-person` key.
+    /// key). `None` when the bytes are not a key of an endpoint this version knows.
     pub fn flags(&self) -> Option<EnrichFlags> {
         self.decode().map(|(_, flags)| flags)
     }
 
     fn decode(&self) -> Option<(Datapoints, EnrichFlags)> {
         let (&tag, rest) = self.0.split_first()?;
-        if Endpoint::from_tag(tag)? != Endpoint::BulkEnrichPerson {
-            return None;
-        }
+        let endpoint = Endpoint::from_tag(tag)?;
         let (&flag_byte, mut rest) = rest.split_first()?;
         if flag_byte & !(KEY_ONLY_VERIFIED_EMAIL | KEY_ONLY_VERIFIED_MOBILE) != 0 {
             return None;
@@ -138,7 +116,7 @@ impl CacheKey {
             only_verified_mobile: flag_byte & KEY_ONLY_VERIFIED_MOBILE != 0,
         };
         let mut datapoints = Datapoints::default();
-        for datapoint in Datapoint::ALL {
+        for &datapoint in endpoint.datapoints() {
             let (&tag, after_tag) = rest.split_first()?;
             rest = after_tag;
             match tag {
@@ -157,7 +135,7 @@ impl CacheKey {
                 _ => return None,
             }
         }
-        rest.is_empty().then_some((datapoints, flags))
+        (rest.is_empty() && endpoint.flags(flags) == flags).then_some((datapoints, flags))
     }
 }
 
@@ -197,6 +175,7 @@ fn read_leb128(bytes: &[u8]) -> Option<(u64, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapoints::Datapoint;
 
     fn datapoints(email: &str) -> Datapoints {
         Datapoints {

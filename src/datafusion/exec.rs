@@ -27,6 +27,7 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::api::client::Client;
+use crate::api::endpoint::Endpoint;
 use crate::api::outcome::BatchOutcome;
 use crate::api::tally::Tally;
 use crate::api::wire::EnrichFlags;
@@ -75,6 +76,8 @@ pub struct EnrichSpec {
     pub columns: Vec<ColumnSource>,
     /// The client every partition sends through (one pacer, one cache, one budget).
     pub client: Client,
+    /// The endpoint the records are sent to.
+    pub endpoint: Endpoint,
     /// The request flags.
     pub flags: EnrichFlags,
     /// The enrichment columns' schema and decoding.
@@ -180,7 +183,8 @@ impl DisplayAs for EnrichExec {
         };
         write!(
             f,
-            "EnrichExec: mapping=[{}], options=[{}], enrichment_columns={enrichment}",
+            "EnrichExec: endpoint={}, mapping=[{}], options=[{}], enrichment_columns={enrichment}",
+            self.spec.endpoint.path(),
             mapping.join(", "),
             self.spec.options_display,
         )?;
@@ -415,7 +419,10 @@ impl ChunkJob {
             .mapping
             .datapoints_projected(&mapped)
             .map_err(crate::Error::from)?;
-        let outcome = spec.client.bulk_enrich(&datapoints, spec.flags).await?;
+        let outcome = spec
+            .client
+            .enrich(spec.endpoint, &datapoints, spec.flags)
+            .await?;
         self.metrics.record(&outcome);
         let enrichment = spec
             .output

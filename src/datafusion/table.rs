@@ -37,6 +37,7 @@ use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::prelude::SessionContext;
 
 use crate::api::client::{Client, ClientBuilder};
+use crate::api::endpoint::Endpoint;
 use crate::datafusion::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
 use crate::datafusion::options::{EnrichOptions, InputFormat};
 use crate::error::Error;
@@ -582,6 +583,7 @@ impl TableProvider for EnrichTable {
             mapped_columns,
             columns,
             client,
+            endpoint: Endpoint::BulkEnrichPerson,
             flags: self.options.flags(),
             output: self.output.clone(),
             concurrency: self.options.concurrency,

@@ -5,14 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::{Claimed, Client, Sent};
+use super::{Ask, Claimed, Client, Sent};
 use crate::api::dedup::store_answers;
 use crate::api::outcome::{BatchOutcome, DeferReason, RecordOutcome};
 use crate::api::pacing::Moment;
 use crate::api::pricing::{Reconciled, reconcile, worst_case};
 use crate::api::retry::Settle;
 use crate::api::tally::Tally;
-use crate::api::wire::EnrichFlags;
 use crate::cache::{CacheKey, EncodedEntry};
 use crate::error::{Error, Result};
 
@@ -24,7 +23,7 @@ impl Client {
         &self,
         records: &[Claimed],
         outcomes: &[RecordOutcome],
-        flags: EnrichFlags,
+        ask: Ask,
         tally: &mut Tally,
     ) {
         let now = SystemTime::now();
@@ -33,7 +32,8 @@ impl Client {
             .iter()
             .zip(outcomes)
             .filter_map(|((_, _, key), outcome)| {
-                EncodedEntry::from_outcome(outcome, flags, now).map(|entry| (key.clone(), entry))
+                EncodedEntry::from_outcome(outcome, ask.flags, now)
+                    .map(|entry| (key.clone(), entry))
             })
             .collect();
         if entries.is_empty() {
@@ -53,7 +53,7 @@ impl Client {
         &self,
         settle: Settle,
         records: &[Claimed],
-        flags: EnrichFlags,
+        ask: Ask,
         tally: &mut Tally,
     ) -> Result<Sent> {
         let (inner, n) = (&self.inner, records.len());
@@ -65,7 +65,7 @@ impl Client {
                     warning,
                     unanswered,
                     unexplained,
-                } = reconcile(n, response, flags);
+                } = reconcile(n, response, ask.flags);
                 // Records the answer left out settle when they are asked again, or given up.
                 let answered: Vec<RecordOutcome>;
                 let settled = if unanswered.is_empty() {
@@ -88,7 +88,7 @@ impl Client {
                     t.credits += total_cost;
                     t.cost_warnings += u64::from(warning);
                 });
-                self.remember(records, &outcomes, flags, tally).await;
+                self.remember(records, &outcomes, ask, tally).await;
                 match self.sent(tally, n, outcomes) {
                     Sent::Settled(outcomes) if !unanswered.is_empty() => Sent::Partly {
                         outcomes,
@@ -109,7 +109,7 @@ impl Client {
                 inner.totals.settle(tally, &outcomes);
                 // A success status: the server processed (and may have charged) them.
                 if charged {
-                    inner.budget.lost(worst_case(n, flags));
+                    inner.budget.lost(worst_case(n, ask.flags));
                     self.sent(tally, n, outcomes)
                 } else {
                     Sent::Settled(outcomes)
@@ -156,7 +156,7 @@ impl Client {
         records: &[Claimed],
         lost: Vec<usize>,
         unexplained: i64,
-        flags: EnrichFlags,
+        ask: Ask,
         asked_again: u32,
         batch: &mut BatchOutcome,
     ) -> Result<()> {
@@ -179,7 +179,7 @@ impl Client {
         inner
             .totals
             .count(&mut batch.tally, |t| t.lost_answers += again.len() as u64);
-        let mut answer = self.send_request(&again, flags, asked_again + 1).await?;
+        let mut answer = self.send_request(&again, ask, asked_again + 1).await?;
         // Their first request's charge, which the re-ask (free) does not show.
         if let Some(m) = answer.records.iter_mut().find_map(|o| match o {
             RecordOutcome::Matched(m) => Some(m),
