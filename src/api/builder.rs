@@ -168,6 +168,11 @@ impl ClientBuilder {
         self
     }
 
+    /// The base URL the client will send to.
+    pub fn configured_base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// The API key.
     pub fn api_key(mut self, key: ApiKey) -> Self {
         self.api_key = Some(key);

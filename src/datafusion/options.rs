@@ -725,15 +725,25 @@ impl EnrichOptions {
                     .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
             )
             .cache_ttl(self.cache_ttl);
-        if let Some(cache) = self.open_cache()? {
-            builder = builder.cache(cache);
+        if let Some(path) = self.cache_file_for(builder.configured_base_url())? {
+            builder = builder.cache(shared_cache(&path)?);
         }
         Ok(builder)
     }
 
     /// The response cache file: `cache_path`, else `PROSPEO_CACHE`, else the platform's cache
-    /// directory; `None` when `cache` is off.
+    /// directory (a file of its own for an API other than the vendor's: see
+    /// [`default_cache_file`]); `None` when `cache` is off. The API is `base_url`, else
+    /// `PROSPEO_BASE_URL`, else the vendor's.
     pub fn cache_file(&self) -> Result<Option<PathBuf>, Error> {
+        let base_url = match &self.base_url {
+            Some(url) => url.clone(),
+            None => ClientBuilder::from_env().configured_base_url().to_string(),
+        };
+        self.cache_file_for(&base_url)
+    }
+
+    fn cache_file_for(&self, base_url: &str) -> Result<Option<PathBuf>, Error> {
         if !self.cache {
             return Ok(None);
         }
@@ -745,7 +755,7 @@ impl EnrichOptions {
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
             })
-            .or_else(ResponseCache::default_path)
+            .or_else(|| default_cache_file(base_url))
             .map(Some)
             .ok_or_else(|| {
                 Error::Config(
@@ -814,6 +824,30 @@ impl EnrichOptions {
             }),
         }
     }
+}
+
+/// The response cache file in the platform's cache directory for the API at `base_url`:
+/// `responses.redb` for the vendor's, and a file of its own for any other (a sandbox's, a
+/// proxy's), named after its host and port. A sandbox's made-up answers in the default file
+/// would later be served as paid ones: the cache key names the endpoint and the record, not the
+/// server.
+pub fn default_cache_file(base_url: &str) -> Option<PathBuf> {
+    let path = ResponseCache::default_path()?;
+    let url = base_url.trim().trim_end_matches('/');
+    if url.eq_ignore_ascii_case(crate::api::client::DEFAULT_BASE_URL) {
+        return Some(path);
+    }
+    let server = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let mut name = String::from("responses-");
+    for c in server.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() => name.push(c.to_ascii_lowercase()),
+            _ if name.ends_with('-') => {}
+            _ => name.push('-'),
+        }
+    }
+    let name = format!("{}.redb", name.trim_end_matches('-'));
+    Some(path.with_file_name(name))
 }
 
 /// Opens the response cache at `path` once per process: the file is locked by the process that
@@ -1051,6 +1085,31 @@ mod tests {
         no_cache.set("cache", "false").unwrap();
         assert!(no_cache.open_cache().unwrap().is_none());
         assert!(no_cache.cache_file().unwrap().is_none());
+    }
+
+    #[test]
+    fn another_api_than_the_vendors_gets_a_default_cache_file_of_its_own() {
+        let Some(vendor) = default_cache_file("https://api.prospeo.io/") else {
+            return; // no cache directory on this platform: nothing to keep apart
+        };
+        assert_eq!(Some(vendor.clone()), ResponseCache::default_path());
+        let sandbox = default_cache_file("http://127.0.0.1:8080").unwrap();
+        assert_ne!(sandbox, vendor);
+        assert_eq!(sandbox.parent(), vendor.parent());
+        assert_eq!(
+            sandbox.file_name().unwrap(),
+            "responses-127-0-0-1-8080.redb"
+        );
+        assert_ne!(
+            default_cache_file("http://127.0.0.1:8081").unwrap(),
+            sandbox
+        );
+        // Through the options, whichever way the URL is given.
+        let mut options = EnrichOptions::default();
+        options.set("base_url", "http://127.0.0.1:8080/").unwrap();
+        if std::env::var_os(ENV_CACHE).is_none() {
+            assert_eq!(options.cache_file().unwrap(), Some(sandbox));
+        }
     }
 
     #[test]

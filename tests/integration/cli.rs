@@ -1360,3 +1360,53 @@ async fn sql_takes_the_options_as_flags_too() {
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(stderr(&run).contains("prospeo.plan"), "{}", stderr(&run));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_file() {
+    let sandbox = sandbox_with_credits(10_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("cache-home");
+    let port = sandbox.base_url().rsplit(':').next().unwrap().to_string();
+    // The default place of the cache (no --cache, no PROSPEO_CACHE), in a folder of the test's.
+    let env = |how: &str| {
+        let mut env = vec![
+            ("PROSPEO_API_KEY".to_string(), KEY.to_string()),
+            ("PROSPEO_CACHE".into(), String::new()),
+            ("XDG_CACHE_HOME".into(), path_arg(&home)),
+        ];
+        if how == "env" {
+            env.push(("PROSPEO_BASE_URL".into(), sandbox.base_url()));
+        }
+        env
+    };
+    for (run, how) in ["flag", "env"].into_iter().enumerate() {
+        let summary = dir.path().join(format!("summary-{run}.json"));
+        let mut list = vec![
+            "enrich".to_string(),
+            path_arg(&sample_leads()),
+            "-o".into(),
+            path_arg(&dir.path().join(format!("out-{run}.csv"))),
+            "--summary-json".into(),
+            path_arg(&summary),
+        ];
+        if how == "flag" {
+            list.extend(["--base-url".into(), sandbox.base_url()]);
+        }
+        let output = prospeo_with(list, env(how)).await;
+        assert!(output.status.success(), "{how}: {}", stderr(&output));
+        let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        // The second run, however the URL was given, finds the first one's answers.
+        let sent = summary["records_sent"].as_u64().unwrap();
+        assert_eq!(sent == 0, run == 1, "{how}: {sent} records sent");
+    }
+    let files: Vec<String> = std::fs::read_dir(home.join("prospeo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [format!("responses-127-0-0-1-{port}.redb")],
+        "the sandbox's answers are kept apart from the vendor's (responses.redb)"
+    );
+    sandbox.stop().await.unwrap();
+}
