@@ -1,5 +1,6 @@
-//! The nine matching datapoints of the Bulk Enrich Person API, their normalisation, and the
-//! vendor's minimum-requirement rule.
+//! The matching datapoints of the bulk enrich endpoints (the nine of Bulk Enrich Person, and
+//! Bulk Enrich Company's `company_id` beside the three company fields they share), their
+//! normalisation, and the vendor's minimum-requirement rules.
 //!
 //! The client and the sandbox both go through this module, so a value that the client treats
 //! as "the same person" is the value the sandbox matches on (`reference/prospeo-api.md`,
@@ -32,11 +33,14 @@ pub enum Datapoint {
     CompanyLinkedinUrl,
     /// `person_id`: an id from the vendor's `/search-person`.
     PersonId,
+    /// `company_id`: the vendor's id of a company, from a company object returned earlier
+    /// (Bulk Enrich Company only).
+    CompanyId,
 }
 
 impl Datapoint {
-    /// All nine datapoints, in the order of the vendor's page.
-    pub const ALL: [Datapoint; 9] = [
+    /// Every datapoint: the person endpoint's nine, then `company_id`.
+    pub const ALL: [Datapoint; 10] = [
         Datapoint::FirstName,
         Datapoint::LastName,
         Datapoint::FullName,
@@ -46,6 +50,28 @@ impl Datapoint {
         Datapoint::CompanyWebsite,
         Datapoint::CompanyLinkedinUrl,
         Datapoint::PersonId,
+        Datapoint::CompanyId,
+    ];
+
+    /// The nine datapoints of a Bulk Enrich Person record, in the order of the vendor's page.
+    pub const PERSON: [Datapoint; 9] = [
+        Datapoint::FirstName,
+        Datapoint::LastName,
+        Datapoint::FullName,
+        Datapoint::LinkedinUrl,
+        Datapoint::Email,
+        Datapoint::CompanyName,
+        Datapoint::CompanyWebsite,
+        Datapoint::CompanyLinkedinUrl,
+        Datapoint::PersonId,
+    ];
+
+    /// The four datapoints of a Bulk Enrich Company record, in the order of the vendor's page.
+    pub const COMPANY: [Datapoint; 4] = [
+        Datapoint::CompanyName,
+        Datapoint::CompanyWebsite,
+        Datapoint::CompanyLinkedinUrl,
+        Datapoint::CompanyId,
     ];
 
     /// The field name on the wire.
@@ -60,6 +86,7 @@ impl Datapoint {
             Datapoint::CompanyWebsite => "company_website",
             Datapoint::CompanyLinkedinUrl => "company_linkedin_url",
             Datapoint::PersonId => "person_id",
+            Datapoint::CompanyId => "company_id",
         }
     }
 
@@ -82,7 +109,7 @@ impl fmt::Display for Datapoint {
 /// The error for a string that names no datapoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown datapoint `{0}`: expected one of first_name, last_name, full_name, linkedin_url, email, company_name, company_website, company_linkedin_url, person_id"
+    "unknown datapoint `{0}`: expected one of first_name, last_name, full_name, linkedin_url, email, company_name, company_website, company_linkedin_url, person_id, company_id"
 )]
 pub struct UnknownDatapoint(pub String);
 
@@ -130,6 +157,9 @@ pub struct Datapoints {
     /// The vendor's id of the person (from an earlier answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person_id: Option<String>,
+    /// The vendor's id of the company (from an earlier answer; Bulk Enrich Company only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
 }
 
 /// Which of the vendor's minimum requirements a record meets (the first that applies, in the
@@ -170,6 +200,7 @@ impl Datapoints {
             Datapoint::CompanyWebsite => &self.company_website,
             Datapoint::CompanyLinkedinUrl => &self.company_linkedin_url,
             Datapoint::PersonId => &self.person_id,
+            Datapoint::CompanyId => &self.company_id,
         }
     }
 
@@ -184,6 +215,7 @@ impl Datapoints {
             Datapoint::CompanyWebsite => &mut self.company_website,
             Datapoint::CompanyLinkedinUrl => &mut self.company_linkedin_url,
             Datapoint::PersonId => &mut self.person_id,
+            Datapoint::CompanyId => &mut self.company_id,
         }
     }
 
@@ -225,9 +257,25 @@ impl Datapoints {
         }
     }
 
-    /// Whether the record meets the vendor's minimum requirement for matching.
+    /// Whether the record meets the vendor's minimum requirement for matching a person.
     pub fn meets_minimum(&self) -> bool {
         self.match_route().is_some()
+    }
+
+    /// Whether the record meets Bulk Enrich Company's minimum: one of its four datapoints
+    /// (reference, "POST /bulk-enrich-company"). Expects normalised datapoints.
+    pub fn meets_company_minimum(&self) -> bool {
+        Datapoint::COMPANY
+            .into_iter()
+            .any(|d| self.get(d).is_some())
+    }
+
+    /// Whether a company record carries its name and nothing else to match on: the vendor
+    /// sends it, but warns that such matches may be wrong (many companies share a name).
+    pub fn is_company_name_only(&self) -> bool {
+        Datapoint::COMPANY
+            .into_iter()
+            .all(|d| (d == Datapoint::CompanyName) == self.get(d).is_some())
     }
 
     /// Whether no datapoint is present.

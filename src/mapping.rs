@@ -1,8 +1,10 @@
-//! Input column names → the nine matching datapoints of the Bulk Enrich Person API.
+//! Input column names → the matching datapoints of an endpoint: the nine of Bulk Enrich Person
+//! from lead and contact exports, the four of Bulk Enrich Company from account exports.
 //!
 //! Headers are compared *folded*: lower case, letters and digits only, so "First Name",
 //! "first_name", "FIRST-NAME" and "firstName" are one name. A column maps when its folded name
-//! is a datapoint's own name or one of the aliases in `ALIASES`. Look-alikes ("Email Status",
+//! is a datapoint's own name or one of the aliases in the endpoint's table (`ALIASES` for persons,
+//! `COMPANY_ALIASES` for companies). Look-alikes ("Email Status",
 //! "Company Phone", "LinkedIn Followers") are deliberately not aliases, so they never map: a
 //! wrong column sent as a datapoint costs a match, while a missed column is one `--map` away.
 //!
@@ -18,6 +20,7 @@ use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options}
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 
+use crate::api::endpoint::Endpoint;
 use crate::datapoints::{Datapoint, Datapoints};
 
 /// Header aliases per datapoint, most preferred first, written as they appear in exports (they
@@ -128,6 +131,70 @@ const ALIASES: &[(Datapoint, &[&str])] = &[
     (Datapoint::PersonId, &["Prospeo Person ID", "Prospeo ID"]),
 ];
 
+/// Header aliases per datapoint of a company record, as account exports (HubSpot companies,
+/// Salesforce accounts, Apollo accounts) write them (Apollo's "Company Linkedin Url" is the
+/// datapoint's own name). An account export's "Name" is the
+/// company's. `company_id` maps from its own name or the vendor's only: a CRM's "Company ID" or
+/// "Account ID" is the CRM's record id, which the vendor has never seen.
+///
+/// Left out on purpose: "Parent Account", "Parent Company", "Company Phone", "Phone",
+/// "Account Owner", "Company Owner", "Account ID", "Record ID", "Company ID" and the sizes,
+/// industries and addresses of the export.
+const COMPANY_ALIASES: &[(Datapoint, &[&str])] = &[
+    (
+        Datapoint::CompanyName,
+        &[
+            "Account Name", // Salesforce
+            "Company",      // Apollo
+            "Name",         // HubSpot companies
+            "Organization Name",
+            "Organization",
+            "Organisation",
+            "Account",
+            "Business Name",
+        ],
+    ),
+    (
+        Datapoint::CompanyWebsite,
+        &[
+            "Company Domain Name", // HubSpot companies
+            "Website",             // Salesforce, Apollo
+            "Website URL",         // HubSpot companies
+            "Domain",
+            "Company Domain",
+            "Company Website URL",
+            "Company URL",
+            "Account Website",
+            "Organization Domain",
+            "Organization Website",
+            "Primary Domain",
+        ],
+    ),
+    (
+        Datapoint::CompanyLinkedinUrl,
+        &[
+            "LinkedIn Company Page", // HubSpot companies
+            "Company LinkedIn",
+            "Company LinkedIn Page",
+            "Company LinkedIn Profile",
+            "LinkedIn URL",
+            "LinkedIn",
+            "LinkedIn Page",
+            "Organization LinkedIn URL",
+            "Account LinkedIn URL",
+        ],
+    ),
+    (Datapoint::CompanyId, &["Prospeo Company ID"]),
+];
+
+/// The alias table of an endpoint.
+fn aliases_of(endpoint: Endpoint) -> &'static [(Datapoint, &'static [&'static str])] {
+    match endpoint {
+        Endpoint::BulkEnrichCompany => COMPANY_ALIASES,
+        _ => ALIASES,
+    }
+}
+
 /// How many aliases the error message shows per datapoint.
 const ALIASES_SHOWN: usize = 4;
 
@@ -140,21 +207,29 @@ fn fold(name: &str) -> String {
 }
 
 /// The datapoint a header names by itself, and its rank: 0 for the datapoint's own name, then
-/// 1 + the alias's position in `ALIASES`.
-fn auto_detect(header: &str) -> Option<(Datapoint, usize)> {
+/// 1 + the alias's position in the endpoint's table.
+fn auto_detect(endpoint: Endpoint, header: &str) -> Option<(Datapoint, usize)> {
     let folded = fold(header);
     if folded.is_empty() {
         return None;
     }
-    ALIASES.iter().find_map(|(datapoint, aliases)| {
-        if fold(datapoint.as_str()) == folded {
-            return Some((*datapoint, 0));
-        }
-        aliases
-            .iter()
-            .position(|alias| fold(alias) == folded)
-            .map(|position| (*datapoint, position + 1))
-    })
+    aliases_of(endpoint)
+        .iter()
+        .find_map(|(datapoint, aliases)| {
+            // "Company ID" in an account export is the CRM's record id: `company_id` maps from its
+            // wire name only, spelled as on the wire (any case).
+            let own_name = match datapoint {
+                Datapoint::CompanyId => header.trim().eq_ignore_ascii_case(datapoint.as_str()),
+                _ => fold(datapoint.as_str()) == folded,
+            };
+            if own_name {
+                return Some((*datapoint, 0));
+            }
+            aliases
+                .iter()
+                .position(|alias| fold(alias) == folded)
+                .map(|position| (*datapoint, position + 1))
+        })
 }
 
 /// How a column came to be mapped.
@@ -205,13 +280,30 @@ pub struct IgnoredColumn {
 pub enum MappingError {
     /// No column of the input names a datapoint, and no explicit mapping maps one.
     #[error(
-        "no column of the input maps to a Prospeo datapoint\n  the input's columns: {}\n  accepted names (case, spaces and punctuation do not matter):\n{}\n  {HOW_TO_MAP}",
+        "no column of the input maps to a Prospeo {} datapoint\n  the input's columns: {}\n  accepted names (case, spaces and punctuation do not matter):\n{}\n  {HOW_TO_MAP}",
+        .endpoint.noun(),
         quoted_list(.columns),
-        accepted_names()
+        accepted_names(*.endpoint)
     )]
     NoMappableColumn {
         /// The input's columns.
         columns: Vec<String>,
+        /// The endpoint whose datapoints were looked for.
+        endpoint: Endpoint,
+    },
+    /// An explicit mapping maps a column to a datapoint the endpoint does not take.
+    #[error(
+        "the mapping maps column {column:?} to {datapoint}, which {} does not take; its datapoints are {}",
+        .endpoint.path(),
+        .endpoint.datapoints().iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    NotOfEndpoint {
+        /// The column's name in the mapping.
+        column: String,
+        /// The datapoint it was mapped to.
+        datapoint: Datapoint,
+        /// The endpoint.
+        endpoint: Endpoint,
     },
     /// An explicit mapping names a column that the input does not have.
     #[error(
@@ -273,8 +365,8 @@ fn quoted_list(names: &[String]) -> String {
 }
 
 /// One line per datapoint: its name and its first aliases.
-fn accepted_names() -> String {
-    ALIASES
+fn accepted_names(endpoint: Endpoint) -> String {
+    aliases_of(endpoint)
         .iter()
         .map(|(datapoint, aliases)| {
             let shown: Vec<String> = aliases
@@ -318,6 +410,16 @@ impl ColumnMapping {
         schema: &Schema,
         explicit: &[(String, Option<Datapoint>)],
     ) -> Result<ColumnMapping, MappingError> {
+        ColumnMapping::detect_for(Endpoint::BulkEnrichPerson, schema, explicit)
+    }
+
+    /// [`ColumnMapping::detect`] for the datapoints of `endpoint`, by its alias table. An
+    /// explicit mapping to a datapoint the endpoint does not take is an error.
+    pub fn detect_for(
+        endpoint: Endpoint,
+        schema: &Schema,
+        explicit: &[(String, Option<Datapoint>)],
+    ) -> Result<ColumnMapping, MappingError> {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let all_columns = || names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
 
@@ -325,6 +427,15 @@ impl ColumnMapping {
         // of their last mention.
         let mut explicit_by_index: Vec<(usize, Option<Datapoint>)> = Vec::new();
         for (column, datapoint) in explicit {
+            if let Some(datapoint) = *datapoint
+                && !endpoint.datapoints().contains(&datapoint)
+            {
+                return Err(MappingError::NotOfEndpoint {
+                    column: column.clone(),
+                    datapoint,
+                    endpoint,
+                });
+            }
             let index = find_column(&names, column)?;
             explicit_by_index.retain(|(i, _)| *i != index);
             explicit_by_index.push((index, *datapoint));
@@ -371,7 +482,9 @@ impl ColumnMapping {
             .iter()
             .enumerate()
             .filter(|(index, _)| !explicit_by_index.iter().any(|(i, _)| i == index))
-            .filter_map(|(index, name)| auto_detect(name).map(|(d, rank)| (rank, index, d)))
+            .filter_map(|(index, name)| {
+                auto_detect(endpoint, name).map(|(d, rank)| (rank, index, d))
+            })
             .collect();
         candidates.sort_by_key(|&(rank, index, _)| (rank, index));
         let mut ranks: Vec<(Datapoint, usize)> = Vec::new();
@@ -414,6 +527,7 @@ impl ColumnMapping {
         if mapped.is_empty() {
             return Err(MappingError::NoMappableColumn {
                 columns: all_columns(),
+                endpoint,
             });
         }
         mapped.sort_by_key(|m| m.index);
@@ -975,9 +1089,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"Notes\", \"Score\""), "{err}");
-        for datapoint in Datapoint::ALL {
+        for datapoint in Datapoint::PERSON {
             assert!(err.contains(datapoint.as_str()), "{datapoint}: {err}");
         }
+        assert!(!err.contains("company_id"), "{err}");
         assert!(err.contains("\"Work Email\""), "{err}");
         assert!(
             err.contains("MAP {'Your Column': 'email'}")
@@ -1010,24 +1125,155 @@ mod tests {
     }
 
     #[test]
-    fn the_alias_table_is_unambiguous() {
-        let mut seen: Vec<String> = Datapoint::ALL.iter().map(|d| fold(d.as_str())).collect();
-        for (datapoint, aliases) in ALIASES {
-            for alias in *aliases {
-                let folded = fold(alias);
-                assert!(!folded.is_empty());
-                assert!(
-                    !seen.contains(&folded),
-                    "{alias} ({datapoint}) is listed twice"
-                );
-                assert_eq!(auto_detect(alias).map(|(d, _)| d), Some(*datapoint));
-                seen.push(folded);
+    fn the_alias_tables_are_unambiguous() {
+        for (endpoint, look_alikes) in [
+            (Endpoint::BulkEnrichPerson, LOOK_ALIKES),
+            (Endpoint::BulkEnrichCompany, COMPANY_LOOK_ALIKES),
+        ] {
+            let table = aliases_of(endpoint);
+            // An account export's "LinkedIn URL" is the company's: only the table's own
+            // datapoints' names are taken.
+            let mut seen: Vec<String> = table.iter().map(|(d, _)| fold(d.as_str())).collect();
+            for (datapoint, aliases) in table {
+                for alias in *aliases {
+                    let folded = fold(alias);
+                    assert!(!folded.is_empty());
+                    assert!(
+                        !seen.contains(&folded),
+                        "{alias} ({datapoint}) is listed twice"
+                    );
+                    assert_eq!(
+                        auto_detect(endpoint, alias).map(|(d, _)| d),
+                        Some(*datapoint)
+                    );
+                    seen.push(folded);
+                }
             }
+            for name in look_alikes {
+                assert!(
+                    !seen.contains(&fold(name)) || *name == "Company ID",
+                    "{name}"
+                );
+                assert_eq!(auto_detect(endpoint, name), None, "{name}");
+            }
+            let datapoints: Vec<Datapoint> = table.iter().map(|(d, _)| *d).collect();
+            assert_eq!(datapoints, endpoint.datapoints(), "{endpoint:?}");
         }
-        for name in LOOK_ALIKES {
-            assert!(!seen.contains(&fold(name)), "{name}");
-        }
-        assert_eq!(ALIASES.len(), Datapoint::ALL.len());
+    }
+
+    /// Columns of account exports that are not the company's identity.
+    const COMPANY_LOOK_ALIKES: &[&str] = &[
+        "Parent Account",
+        "Parent Company",
+        "Company Phone",
+        "Phone",
+        "Account Owner",
+        "Company Owner",
+        "Account ID",
+        "Company ID",
+        "Record ID",
+        "Industry",
+        "Number of Employees",
+        "Annual Revenue",
+        "Billing Address",
+    ];
+
+    /// The headers of account exports map to the company datapoints, never the look-alikes;
+    /// person datapoints are not looked for.
+    #[test]
+    fn account_exports_map_to_the_company_datapoints() {
+        let company = |names: &[&str]| {
+            ColumnMapping::detect_for(Endpoint::BulkEnrichCompany, &schema(names), &[]).map(|m| {
+                m.mapped()
+                    .iter()
+                    .map(|m| (m.column.clone(), m.datapoint))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let owned = |pairs: &[(&str, Datapoint)]| {
+            pairs
+                .iter()
+                .map(|(c, d)| (c.to_string(), *d))
+                .collect::<Vec<_>>()
+        };
+        // HubSpot companies
+        assert_eq!(
+            company(&[
+                "Record ID",
+                "Name",
+                "Company Domain Name",
+                "LinkedIn Company Page",
+                "Parent Company",
+                "Phone Number",
+                "Company owner",
+            ])
+            .unwrap(),
+            owned(&[
+                ("Name", Datapoint::CompanyName),
+                ("Company Domain Name", Datapoint::CompanyWebsite),
+                ("LinkedIn Company Page", Datapoint::CompanyLinkedinUrl),
+            ])
+        );
+        // Salesforce accounts
+        assert_eq!(
+            company(&[
+                "Account ID",
+                "Account Name",
+                "Parent Account",
+                "Website",
+                "Phone",
+                "Industry",
+            ])
+            .unwrap(),
+            owned(&[
+                ("Account Name", Datapoint::CompanyName),
+                ("Website", Datapoint::CompanyWebsite),
+            ])
+        );
+        // Apollo accounts
+        assert_eq!(
+            company(&[
+                "Company",
+                "Website",
+                "Company Linkedin Url",
+                "# Employees",
+                "Company Phone",
+            ])
+            .unwrap(),
+            owned(&[
+                ("Company", Datapoint::CompanyName),
+                ("Website", Datapoint::CompanyWebsite),
+                ("Company Linkedin Url", Datapoint::CompanyLinkedinUrl),
+            ])
+        );
+        // The vendor's own id maps; a person's columns do not.
+        assert_eq!(
+            company(&["company_id", "Email", "First Name"]).unwrap(),
+            owned(&[("company_id", Datapoint::CompanyId)])
+        );
+        let err = company(&["Email", "Company Phone"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("company datapoint") && err.contains("\"Account Name\""),
+            "{err}"
+        );
+        // A person input never maps company_id (the person endpoint does not take it).
+        let person = ColumnMapping::detect(&schema(&["Email", "company_id"]), &[]).unwrap();
+        assert_eq!(person.mapped().len(), 1);
+        // Mapping to a datapoint the endpoint does not take says which it takes.
+        let err = ColumnMapping::detect_for(
+            Endpoint::BulkEnrichCompany,
+            &schema(&["Mail", "Web"]),
+            &explicit(&[("Mail", Some(Datapoint::Email))]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/bulk-enrich-company does not take")
+                && err.contains("company_name, company_website, company_linkedin_url, company_id"),
+            "{err}"
+        );
     }
 
     /// Emails in every string encoding, beside an Int64 person_id.

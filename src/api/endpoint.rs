@@ -16,7 +16,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 pub use super::http::AccountStatus;
 use crate::api::wire::EnrichFlags;
-use crate::datapoints::{Datapoint, Datapoints};
+use crate::datapoints::{Datapoint, Datapoints, normalize};
 use crate::error::{Error, Result};
 
 /// One of the vendor's bulk enrichment endpoints.
@@ -27,6 +27,9 @@ pub enum Endpoint {
     /// their current company. Its cache-key byte, `1`, is the key version of caches written
     /// before keys named their endpoint, so those entries are person answers.
     BulkEnrichPerson,
+    /// `POST /bulk-enrich-company`: up to 50 companies a request, answered with the company; no
+    /// flags; 1 credit a match (reference, "POST /bulk-enrich-company").
+    BulkEnrichCompany,
 }
 
 /// An object an endpoint's answers carry for a matched record.
@@ -40,12 +43,13 @@ pub enum Object {
 
 impl Endpoint {
     /// Every endpoint, in the order of their cache-key bytes.
-    pub const ALL: [Endpoint; 1] = [Endpoint::BulkEnrichPerson];
+    pub const ALL: [Endpoint; 2] = [Endpoint::BulkEnrichPerson, Endpoint::BulkEnrichCompany];
 
     /// The endpoint's path, as the vendor documents it.
     pub const fn path(self) -> &'static str {
         match self {
             Endpoint::BulkEnrichPerson => "/bulk-enrich-person",
+            Endpoint::BulkEnrichCompany => "/bulk-enrich-company",
         }
     }
 
@@ -53,6 +57,7 @@ impl Endpoint {
     pub const fn tag(self) -> u8 {
         match self {
             Endpoint::BulkEnrichPerson => 1,
+            Endpoint::BulkEnrichCompany => 2,
         }
     }
 
@@ -60,6 +65,7 @@ impl Endpoint {
     pub const fn from_tag(tag: u8) -> Option<Self> {
         match tag {
             1 => Some(Endpoint::BulkEnrichPerson),
+            2 => Some(Endpoint::BulkEnrichCompany),
             _ => None,
         }
     }
@@ -69,7 +75,8 @@ impl Endpoint {
     /// record is neither sent nor part of its key.
     pub const fn datapoints(self) -> &'static [Datapoint] {
         match self {
-            Endpoint::BulkEnrichPerson => &Datapoint::ALL,
+            Endpoint::BulkEnrichPerson => &Datapoint::PERSON,
+            Endpoint::BulkEnrichCompany => &Datapoint::COMPANY,
         }
     }
 
@@ -77,6 +84,7 @@ impl Endpoint {
     pub const fn objects(self) -> &'static [Object] {
         match self {
             Endpoint::BulkEnrichPerson => &[Object::Person, Object::Company],
+            Endpoint::BulkEnrichCompany => &[Object::Company],
         }
     }
 
@@ -84,6 +92,12 @@ impl Endpoint {
     pub const fn flags(self, flags: EnrichFlags) -> EnrichFlags {
         match self {
             Endpoint::BulkEnrichPerson => flags,
+            // The company endpoint takes no flags (and charges no mobile).
+            Endpoint::BulkEnrichCompany => EnrichFlags {
+                only_verified_email: false,
+                enrich_mobile: false,
+                only_verified_mobile: false,
+            },
         }
     }
 
@@ -92,11 +106,25 @@ impl Endpoint {
     /// requirement, and so is never sent (the vendor would list it in `invalid_datapoints` and
     /// it would cost quota for nothing).
     pub fn prepare(self, record: &Datapoints) -> Option<Datapoints> {
-        let normalized = record.normalized();
+        let mut prepared = Datapoints::default();
+        for &datapoint in self.datapoints() {
+            if let Some(value) = record.get(datapoint) {
+                prepared.set(datapoint, normalize(datapoint, value));
+            }
+        }
         let meets = match self {
-            Endpoint::BulkEnrichPerson => normalized.meets_minimum(),
+            Endpoint::BulkEnrichPerson => prepared.meets_minimum(),
+            Endpoint::BulkEnrichCompany => prepared.meets_company_minimum(),
         };
-        meets.then_some(normalized)
+        meets.then_some(prepared)
+    }
+
+    /// A short name for messages and EXPLAIN: `person` or `company`.
+    pub const fn noun(self) -> &'static str {
+        match self {
+            Endpoint::BulkEnrichPerson => "person",
+            Endpoint::BulkEnrichCompany => "company",
+        }
     }
 
     /// The body of a request of `records` (prepared), identified `r0`, `r1`, ... in order: the
@@ -130,6 +158,7 @@ impl Endpoint {
     const fn takes_flags(self) -> bool {
         match self {
             Endpoint::BulkEnrichPerson => true,
+            Endpoint::BulkEnrichCompany => false,
         }
     }
 }
@@ -253,6 +282,57 @@ mod tests {
         };
         assert_eq!(endpoint.prepare(&name_only), None);
         assert_eq!(endpoint.prepare(&person("   ")), None);
+    }
+
+    #[test]
+    fn a_company_request_carries_only_the_four_company_datapoints_and_no_flags() {
+        let record = Datapoints {
+            full_name: Some("Eva Lind".into()),
+            email: Some("eva@acme.io".into()),
+            company_name: Some("Acme".into()),
+            company_website: Some("https://www.Acme.io/about".into()),
+            company_id: Some("cmp-1".into()),
+            ..Datapoints::default()
+        };
+        let endpoint = Endpoint::BulkEnrichCompany;
+        let prepared = endpoint.prepare(&record).unwrap();
+        assert_eq!(
+            prepared,
+            Datapoints {
+                company_name: Some("Acme".into()),
+                company_website: Some("acme.io".into()),
+                company_id: Some("cmp-1".into()),
+                ..Datapoints::default()
+            }
+        );
+        let flags = EnrichFlags {
+            only_verified_email: true,
+            enrich_mobile: true,
+            only_verified_mobile: true,
+        };
+        let body = endpoint.encode([&record].into_iter(), flags).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"data": [{
+                "identifier": "r0",
+                "company_name": "Acme",
+                "company_website": "https://www.Acme.io/about",
+                "company_id": "cmp-1",
+            }]})
+        );
+        // A person's datapoints alone do not make a company record.
+        let person_only = Datapoints {
+            full_name: Some("Eva Lind".into()),
+            email: Some("eva@acme.io".into()),
+            ..Datapoints::default()
+        };
+        assert_eq!(endpoint.prepare(&person_only), None);
+        // A person request never carries company_id.
+        let body = Endpoint::BulkEnrichPerson
+            .encode([&record].into_iter(), EnrichFlags::default())
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("company_id"));
     }
 
     #[test]

@@ -232,7 +232,7 @@ mod tests {
         add("long value + 1", with(&[(CompanyName, &"x".repeat(301))]));
         add(
             "every field",
-            with(&Datapoint::ALL.map(|d| (d, d.as_str()))),
+            with(&Datapoint::PERSON.map(|d| (d, d.as_str()))),
         );
         add("unicode", with(&[(FullName, "Zoë Ångström 李")]));
     }
@@ -326,9 +326,52 @@ mod tests {
     }
 
     #[test]
+    fn a_company_key_never_answers_a_person_key() {
+        let flags = EnrichFlags {
+            only_verified_email: true,
+            enrich_mobile: true,
+            only_verified_mobile: true,
+        };
+        let record = Datapoints {
+            email: Some("eva@acme.io".into()),
+            company_name: Some("Acme".into()),
+            company_website: Some("acme.io".into()),
+            company_id: Some("cmp-1".into()),
+            ..Datapoints::default()
+        };
+        let company = CacheKey::for_endpoint(Endpoint::BulkEnrichCompany, &record, flags);
+        let person = CacheKey::for_endpoint(Endpoint::BulkEnrichPerson, &record, flags);
+        assert_ne!(company, person);
+        assert_eq!(company.endpoint(), Some(Endpoint::BulkEnrichCompany));
+        assert_eq!(company.as_bytes()[0], 2);
+        // The company key holds the four company datapoints and no flags (the endpoint takes
+        // none); it decodes back to them.
+        assert_eq!(company.flags(), Some(EnrichFlags::default()));
+        assert_eq!(
+            company.datapoints(),
+            Some(Datapoints {
+                email: None,
+                ..record.clone()
+            })
+        );
+        assert_eq!(
+            company,
+            CacheKey::for_endpoint(Endpoint::BulkEnrichCompany, &record, EnrichFlags::default())
+        );
+        // The person key leaves company_id out: the person endpoint does not take it.
+        assert_eq!(
+            person.datapoints(),
+            Some(Datapoints {
+                company_id: None,
+                ..record
+            })
+        );
+    }
+
+    #[test]
     fn a_key_of_an_unknown_endpoint_is_not_a_person_key() {
         let mut bytes = key("a@b.co").as_bytes().to_vec();
-        bytes[0] = 2;
+        bytes[0] = 0x7F;
         let other = CacheKey(bytes);
         assert_eq!(other.endpoint(), None);
         assert_eq!(other.datapoints(), None);

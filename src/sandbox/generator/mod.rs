@@ -184,6 +184,7 @@ pub fn lead_datapoints(lead: &Lead) -> Datapoints {
         company_website: lead.company_domain.clone(),
         company_linkedin_url: lead.company_linkedin_url.clone(),
         person_id: lead.person_id.clone(),
+        company_id: None,
     }
 }
 
