@@ -54,6 +54,10 @@ pub struct Directory {
     by_linkedin: HashMap<String, Vec<usize>>,
     by_email: HashMap<String, Vec<usize>>,
     by_name: HashMap<String, Vec<usize>>,
+    /// Companies by normalised website domain, LinkedIn page and lower-case name.
+    company_by_domain: HashMap<String, Vec<usize>>,
+    company_by_linkedin: HashMap<String, Vec<usize>>,
+    company_by_name: HashMap<String, Vec<usize>>,
 }
 
 /// The result of looking a record up.
@@ -85,6 +89,33 @@ impl Directory {
                 return Err(DirectoryError::Invalid(format!(
                     "company_id {id} appears twice"
                 )));
+            }
+            let website = company.website.as_deref().or(company.domain.as_deref());
+            let keys = [
+                (
+                    &mut directory.company_by_domain,
+                    website.and_then(|w| normalize(Datapoint::CompanyWebsite, w)),
+                ),
+                (
+                    &mut directory.company_by_linkedin,
+                    company
+                        .linkedin_url
+                        .as_deref()
+                        .and_then(|u| normalize(Datapoint::CompanyLinkedinUrl, u)),
+                ),
+                (
+                    &mut directory.company_by_name,
+                    company
+                        .name
+                        .as_deref()
+                        .and_then(|n| normalize(Datapoint::CompanyName, n))
+                        .map(|n| n.to_lowercase()),
+                ),
+            ];
+            for (index, key) in keys {
+                if let Some(key) = key {
+                    index.entry(key).or_default().push(i);
+                }
             }
         }
         for (i, person) in directory.people.iter().enumerate() {
@@ -156,6 +187,46 @@ impl Directory {
         current_company_id(person)
             .and_then(|id| self.company_by_id.get(id))
             .map(|&i| &self.companies[i])
+    }
+
+    /// The company at `index`.
+    pub fn company(&self, index: usize) -> &Company {
+        &self.companies[index]
+    }
+
+    /// Finds the one company that `datapoints` describe (Bulk Enrich Company): by
+    /// `company_id`, then the website's domain, then the LinkedIn page, then the name. Normalises
+    /// them first.
+    pub fn find_company(&self, datapoints: &Datapoints) -> Lookup {
+        let query = datapoints.normalized();
+        let name = query.company_name.as_deref().map(str::to_lowercase);
+        let routes = [
+            query
+                .company_id
+                .as_ref()
+                .and_then(|id| self.company_by_id.get(id))
+                .map(|&i| vec![i])
+                .unwrap_or_default(),
+            lookup(&self.company_by_domain, query.company_website.as_deref()),
+            lookup(
+                &self.company_by_linkedin,
+                query.company_linkedin_url.as_deref(),
+            ),
+            lookup(&self.company_by_name, name.as_deref()),
+        ];
+        let mut ambiguous = false;
+        for found in routes {
+            match found.as_slice() {
+                [] => {}
+                [one] => return Lookup::Found(*one),
+                _ => ambiguous = true,
+            }
+        }
+        if ambiguous {
+            Lookup::Ambiguous
+        } else {
+            Lookup::NotFound
+        }
     }
 
     /// Finds the one person that `datapoints` describe. Normalises them first, so raw input

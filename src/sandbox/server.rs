@@ -88,6 +88,29 @@ pub struct KeyStats {
     pub faults: FaultStats,
     /// The key's credit balance now.
     pub remaining_credits: i64,
+    /// The figures of `/bulk-enrich-company` alone (the figures above count both endpoints:
+    /// they share the key's quota and credits).
+    #[serde(default)]
+    pub companies: CompanyStats,
+}
+
+/// What `/bulk-enrich-company` did for one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompanyStats {
+    /// Successful requests.
+    pub requests: u64,
+    /// Records of successful requests.
+    pub records: u64,
+    /// Records that matched a company.
+    pub matched: u64,
+    /// Records that matched no company.
+    pub not_matched: u64,
+    /// Records below the minimum requirement.
+    pub invalid: u64,
+    /// Credits charged.
+    pub credits_charged: i64,
+    /// Matches of a company this key had enriched before, not charged.
+    pub free_enrichments: u64,
 }
 
 /// `/_sandbox/stats`: per key (by label), plus requests with no valid key.
@@ -114,6 +137,8 @@ struct KeyState {
     /// People this key has enriched, and whether their mobile has been paid for (revealed, or
     /// attempted under `charge_mobile_attempts`).
     enriched: HashMap<usize, bool>,
+    /// Companies this key has enriched through `/bulk-enrich-company`.
+    companies_enriched: HashSet<usize>,
     stats: KeyStats,
 }
 
@@ -147,6 +172,7 @@ impl Shared {
                     used_credits: 0,
                     quota: QuotaWindows::new(k.effective_limits()),
                     enriched: HashMap::new(),
+                    companies_enriched: HashSet::new(),
                     stats: KeyStats {
                         remaining_credits: k.credits,
                         ..Default::default()
@@ -212,6 +238,7 @@ fn now(inner: &Inner) -> Instant {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/bulk-enrich-person", post(bulk_enrich_person))
+        .route("/bulk-enrich-company", post(bulk_enrich_company))
         .route("/enrich-person", post(enrich_person))
         .route("/account-information", get(account_information))
         .route("/_sandbox/stats", get(sandbox_stats))
@@ -304,6 +331,7 @@ fn draw_faults(config: &SandboxConfig, rng: &mut SplitMix64) -> Draw {
 enum Endpoint {
     Bulk,
     Single,
+    Company,
 }
 
 async fn bulk_enrich_person(
@@ -313,6 +341,15 @@ async fn bulk_enrich_person(
     body: Bytes,
 ) -> Response {
     enrich(shared, conn, request_headers, body, Endpoint::Bulk).await
+}
+
+async fn bulk_enrich_company(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<Connection>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    enrich(shared, conn, request_headers, body, Endpoint::Company).await
 }
 
 async fn enrich_person(
@@ -378,7 +415,7 @@ async fn enrich(
         let slow = draw.slow && answer.is_ok();
         let damage = draw
             .damage
-            .filter(|_| endpoint == Endpoint::Bulk && answer.is_ok());
+            .filter(|_| endpoint != Endpoint::Single && answer.is_ok());
         let mut answer = answer.unwrap_or_else(|failure| failure);
         if answer.status != StatusCode::OK || answer.body["error"] == json!(true) {
             let code = answer.body["error_code"].as_str().unwrap_or("").to_string();
@@ -485,9 +522,13 @@ fn serve_enrich(
     let Value::Object(request) = request else {
         return Err(invalid("the body must be a JSON object".into()));
     };
-    let flags = parse_flags(&request).map_err(invalid)?;
+    // The company endpoint takes no flags (reference): any sent are ignored.
+    let flags = match endpoint {
+        Endpoint::Company => EnrichFlags::default(),
+        _ => parse_flags(&request).map_err(invalid)?,
+    };
     let records = match endpoint {
-        Endpoint::Bulk => parse_bulk_records(&request).map_err(invalid)?,
+        Endpoint::Bulk | Endpoint::Company => parse_bulk_records(&request).map_err(invalid)?,
         Endpoint::Single => {
             let data = request
                 .get("data")
@@ -521,7 +562,10 @@ fn serve_enrich(
         });
     }
 
-    let outcome = evaluate(directory, config, state, flags, &records);
+    let outcome = match endpoint {
+        Endpoint::Company => evaluate_companies(directory, state, &records),
+        _ => evaluate(directory, config, state, flags, &records),
+    };
     if outcome.total_cost > state.credits {
         return Err(Answer::error(
             StatusCode::BAD_REQUEST,
@@ -561,6 +605,21 @@ fn serve_enrich(
     stats.not_matched += outcome.not_matched.len() as u64;
     stats.invalid += outcome.invalid.len() as u64;
     stats.credits_charged += outcome.total_cost;
+    if endpoint == Endpoint::Company {
+        let companies = &mut stats.companies;
+        companies.requests += 1;
+        companies.records += records.len() as u64;
+        companies.matched += outcome.matched.len() as u64;
+        companies.not_matched += outcome.not_matched.len() as u64;
+        companies.invalid += outcome.invalid.len() as u64;
+        companies.credits_charged += outcome.total_cost;
+        let free = outcome.company_charges.iter().filter(|c| c.1 == 0).count() as u64;
+        companies.free_enrichments += free;
+        stats.free_enrichments += free;
+        state
+            .companies_enriched
+            .extend(outcome.company_charges.iter().map(|c| c.0));
+    }
     for charge in &outcome.charges {
         if charge.cost == 0 {
             stats.free_enrichments += 1;
@@ -578,6 +637,18 @@ fn serve_enrich(
     }
 
     Ok(match endpoint {
+        // A company match carries the company and no person (reference).
+        Endpoint::Company => Answer::ok(json!({
+            "error": false,
+            "total_cost": outcome.total_cost,
+            "matched": outcome.matched.iter().map(|m| json!({
+                "identifier": m.identifier,
+                "free_enrichment": m.free_enrichment,
+                "company": m.company,
+            })).collect::<Vec<_>>(),
+            "not_matched": outcome.not_matched,
+            "invalid_datapoints": outcome.invalid,
+        })),
         Endpoint::Bulk => Answer::ok(BulkEnrichResponse {
             error: false,
             total_cost: outcome.total_cost,
@@ -616,6 +687,43 @@ struct Outcome {
     not_matched: Vec<String>,
     invalid: Vec<String>,
     charges: Vec<Charge>,
+    /// Companies matched through `/bulk-enrich-company`, with their price.
+    company_charges: Vec<(usize, i64)>,
+}
+
+/// Matches and prices the records of a `/bulk-enrich-company` request, without changing any
+/// state. Credits (reference, "POST /bulk-enrich-company"): 1 per matched company; nothing for
+/// misses, invalid records, and a company this key enriched before (`free_enrichment: true`).
+/// Minimum: one of `company_name`, `company_website`, `company_linkedin_url`, `company_id`.
+fn evaluate_companies(
+    directory: &Directory,
+    state: &KeyState,
+    records: &[(String, Datapoints)],
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut seen = HashSet::new();
+    for (identifier, datapoints) in records {
+        if !datapoints.normalized().meets_company_minimum() {
+            outcome.invalid.push(identifier.clone());
+            continue;
+        }
+        let Lookup::Found(index) = directory.find_company(datapoints) else {
+            outcome.not_matched.push(identifier.clone());
+            continue;
+        };
+        let before = state.companies_enriched.contains(&index) || !seen.insert(index);
+        let cost = i64::from(!before);
+        outcome.total_cost += cost;
+        outcome.company_charges.push((index, cost));
+        outcome.matched.push(MatchedRecord {
+            identifier: identifier.clone(),
+            free_enrichment: Some(before),
+            person: None,
+            company: Some(directory.company(index).clone()),
+            extra: Default::default(),
+        });
+    }
+    outcome
 }
 
 /// Matches every record and prices it, without changing any state.

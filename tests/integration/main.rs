@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod common;
+mod companies;
 mod object_storage;
 mod resume;
 mod s3;
