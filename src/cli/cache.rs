@@ -267,10 +267,13 @@ impl Export {
             })
             .map(|(i, _)| i)
             .collect();
-        let mut fields: Vec<Field> = Datapoint::ALL
-            .iter()
-            .map(|d| Field::new(d.as_str(), DataType::Utf8, true))
-            .collect();
+        // Which endpoint answered, then its datapoints (a datapoint it does not take is null).
+        let mut fields = vec![Field::new("endpoint", DataType::Utf8, false)];
+        fields.extend(
+            Datapoint::ALL
+                .iter()
+                .map(|d| Field::new(d.as_str(), DataType::Utf8, true)),
+        );
         fields.extend([
             Field::new("only_verified_email", DataType::Boolean, false),
             Field::new("only_verified_mobile", DataType::Boolean, false),
@@ -299,6 +302,7 @@ impl Export {
             .iter()
             .map(|_| StringBuilder::new())
             .collect();
+        let mut endpoint = StringBuilder::new();
         let mut only_verified_email = BooleanBuilder::with_capacity(page.len());
         let mut only_verified_mobile = BooleanBuilder::with_capacity(page.len());
         let mut mobile_requested = BooleanBuilder::with_capacity(page.len());
@@ -308,10 +312,13 @@ impl Export {
         let mut status = StringBuilder::new();
         let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(page.len());
         for (key, entry) in page {
-            let (Some(points), Some(flags)) = (key.datapoints(), key.flags()) else {
+            let (Some(points), Some(flags), Some(asked)) =
+                (key.datapoints(), key.flags(), key.endpoint())
+            else {
                 tracing::warn!("skipping a cache key written by another version");
                 continue;
             };
+            endpoint.append_value(asked.path());
             for (builder, datapoint) in datapoints.iter_mut().zip(Datapoint::ALL) {
                 builder.append_option(points.get(datapoint));
             }
@@ -326,10 +333,12 @@ impl Export {
             outcomes.push(entry.to_outcome());
         }
         let flat = self.flattened.flatten(&outcomes)?;
-        let mut columns: Vec<ArrayRef> = datapoints
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(endpoint.finish())];
+        columns.extend(
+            datapoints
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         columns.extend([
             Arc::new(only_verified_email.finish()) as ArrayRef,
             Arc::new(only_verified_mobile.finish()),
@@ -416,9 +425,10 @@ mod tests {
         let first = &batches[0];
         let schema = first.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(&names[..9], Datapoint::ALL.map(|d| d.as_str()).as_slice());
+        assert_eq!(names[0], "endpoint");
+        assert_eq!(&names[1..11], Datapoint::ALL.map(|d| d.as_str()).as_slice());
         assert_eq!(
-            &names[9..15],
+            &names[11..17],
             [
                 "only_verified_email",
                 "only_verified_mobile",
@@ -446,6 +456,7 @@ mod tests {
                 .value(0)
                 .to_string()
         };
+        assert_eq!(text("endpoint"), "/bulk-enrich-person");
         assert_eq!(text("email"), "p00000@intercom.com");
         assert_eq!(text("first_name"), "Eva");
         assert_eq!(text("status"), "matched");
@@ -459,7 +470,7 @@ mod tests {
         assert!(flag("prospeo_free_enrichment", 0));
         assert_eq!(
             names.len(),
-            15 + OutputSchema::default().schema().fields().len() - 3
+            17 + OutputSchema::default().schema().fields().len() - 3
         );
         let cost = first
             .column_by_name("cost")

@@ -176,7 +176,11 @@ impl DisplayAs for EnrichExec {
             .collect();
         // The columns that are decoded and flattened: a query reading only the status pays
         // for no person or company decoding, and EXPLAIN says so.
-        let enrichment = if self.enrichment.is_all() {
+        let endpoint_columns = self.spec.output.columns_of(self.spec.endpoint.objects());
+        let enrichment = if endpoint_columns
+            .iter()
+            .all(|c| self.enrichment.columns().contains(c))
+        {
             "all".to_string()
         } else {
             format!("[{}]", self.enrichment.column_names().join(", "))

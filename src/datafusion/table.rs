@@ -44,44 +44,51 @@ use crate::error::Error;
 use crate::mapping::ColumnMapping;
 use crate::output::OutputSchema;
 
-/// The table function's name.
+/// The person table function's name.
 pub const FUNCTION_NAME: &str = "enrich_person";
+
+/// The company table function's name.
+pub const COMPANY_FUNCTION_NAME: &str = "enrich_company";
+
+/// The table function of an endpoint.
+pub fn function_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::BulkEnrichCompany => COMPANY_FUNCTION_NAME,
+        _ => FUNCTION_NAME,
+    }
+}
 
 pub use crate::datafusion::options::ENV_CACHE;
 
-/// Registers `enrich_person` and the `prospeo.*` options on `ctx`. The API key comes from
-/// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) when a query first needs it.
+/// Registers `enrich_person`, `enrich_company` and the `prospeo.*` options on `ctx`. The API key
+/// comes from `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) when a query first needs it.
 pub fn register(ctx: &SessionContext) {
-    register_function(ctx, EnrichPersonFunction::default());
+    register_functions(ctx, None, None);
 }
 
-/// Registers `enrich_person` with a client of your own: its key, base URL, limits, credit
-/// budget and cache serve every query of `ctx`, and the `prospeo.*` options that configure a
-/// client (`plan`, `per_*`, `base_url`, `concurrency`, `max_credits`, `cache*`) are ignored.
+/// Registers `enrich_person` and `enrich_company` with a client of your own: its key, base URL,
+/// limits, credit budget and cache serve every query of `ctx`, and the `prospeo.*` options that
+/// configure a client (`plan`, `per_*`, `base_url`, `concurrency`, `max_credits`, `cache*`) are
+/// ignored.
 pub fn register_with_client(ctx: &SessionContext, client: Client) {
-    register_function(
-        ctx,
-        EnrichPersonFunction {
-            client: Some(client),
-            ..Default::default()
-        },
-    );
+    register_functions(ctx, Some(client), None);
 }
 
-/// Registers `enrich_person` with clients made from `builder` (its key, base URL, timeouts,
-/// retry policy...) plus the session's `prospeo.*` options (limits, concurrency, budget,
-/// cache), as [`register`] does from the environment.
+/// Registers `enrich_person` and `enrich_company` with clients made from `builder` (its key,
+/// base URL, timeouts, retry policy...) plus the session's `prospeo.*` options (limits,
+/// concurrency, budget, cache), as [`register`] does from the environment.
 pub fn register_with_builder(ctx: &SessionContext, builder: ClientBuilder) {
-    register_function(
-        ctx,
-        EnrichPersonFunction {
-            template: Some(builder),
-            ..Default::default()
-        },
-    );
+    register_functions(ctx, None, Some(builder));
 }
 
-fn register_function(ctx: &SessionContext, function: EnrichPersonFunction) {
+/// Registers both table functions over one set of clients: a query that enriches persons and
+/// their companies at once paces both through one limiter, since the endpoints share the key's
+/// enrich quota (reference, "POST /bulk-enrich-company").
+fn register_functions(
+    ctx: &SessionContext,
+    client: Option<Client>,
+    template: Option<ClientBuilder>,
+) {
     {
         let state = ctx.state_ref();
         let mut state = state.write();
@@ -90,21 +97,53 @@ fn register_function(ctx: &SessionContext, function: EnrichPersonFunction) {
             options.extensions.insert(EnrichOptions::default());
         }
     }
-    ctx.register_udtf(FUNCTION_NAME, Arc::new(function));
+    let clients = Arc::default();
+    for endpoint in Endpoint::ALL {
+        let function = EnrichFunction {
+            endpoint,
+            client: client.clone(),
+            template: template.clone(),
+            clients: Arc::clone(&clients),
+        };
+        ctx.register_udtf(function_name(endpoint), Arc::new(function));
+    }
 }
 
-/// The `enrich_person` table function. Clients are made on first use and shared by every query
-/// with the same settings, so they share one connection pool and one quota limiter.
-#[derive(Default)]
-pub struct EnrichPersonFunction {
+/// A table function over one endpoint: `enrich_person` or `enrich_company`. Clients are made on
+/// first use and shared by every query (and both functions of a session) with the same
+/// settings, so they share one connection pool and one quota limiter.
+pub struct EnrichFunction {
+    endpoint: Endpoint,
     client: Option<Client>,
     template: Option<ClientBuilder>,
     clients: Arc<Mutex<HashMap<String, Client>>>,
 }
 
-impl fmt::Debug for EnrichPersonFunction {
+/// The `enrich_person` table function (an [`EnrichFunction`] of the person endpoint).
+pub type EnrichPersonFunction = EnrichFunction;
+
+impl Default for EnrichFunction {
+    fn default() -> Self {
+        EnrichFunction::new(Endpoint::BulkEnrichPerson)
+    }
+}
+
+impl EnrichFunction {
+    /// The table function of `endpoint`, with clients from the environment.
+    pub fn new(endpoint: Endpoint) -> Self {
+        EnrichFunction {
+            endpoint,
+            client: None,
+            template: None,
+            clients: Arc::default(),
+        }
+    }
+}
+
+impl fmt::Debug for EnrichFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnrichPersonFunction")
+        f.debug_struct("EnrichFunction")
+            .field("endpoint", &self.endpoint)
             .field("client", &self.client)
             .finish()
     }
@@ -139,21 +178,22 @@ impl ClientSource {
     }
 }
 
-impl TableFunctionImpl for EnrichPersonFunction {
+impl TableFunctionImpl for EnrichFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
         let session = args.session();
+        let name = function_name(self.endpoint);
         let usage = format!(
-            "usage: {FUNCTION_NAME}('path, URL, glob or table name' [, named_struct('option', value, ...)])"
+            "usage: {name}('path, URL, glob or table name' [, named_struct('option', value, ...)])"
         );
         let input = match exprs.first() {
             Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _))
             | Some(Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _))
             | Some(Expr::Literal(ScalarValue::Utf8View(Some(s)), _)) => s.clone(),
-            _ => return plan_err!("{FUNCTION_NAME}: the first argument must be a string; {usage}"),
+            _ => return plan_err!("{name}: the first argument must be a string; {usage}"),
         };
         if exprs.len() > 2 {
-            return plan_err!("{FUNCTION_NAME}: too many arguments; {usage}");
+            return plan_err!("{name}: too many arguments; {usage}");
         }
         let mut options = session
             .config_options()
@@ -162,10 +202,11 @@ impl TableFunctionImpl for EnrichPersonFunction {
             .cloned()
             .unwrap_or_default();
         if let Some(literal) = exprs.get(1) {
-            apply_options_literal(session, literal, &mut options)?;
+            apply_options_literal(name, session, literal, &mut options)?;
         }
-        let (provider, description) = resolve_input(session, &input, &options)?;
+        let (provider, description) = resolve_input(name, session, &input, &options)?;
         EnrichTable::try_new(
+            self.endpoint,
             provider,
             description,
             options,
@@ -181,6 +222,7 @@ impl TableFunctionImpl for EnrichPersonFunction {
 
 /// Evaluates the options literal (`named_struct(...)` or `MAP {...}`) and applies it.
 fn apply_options_literal(
+    name: &str,
     session: &dyn Session,
     literal: &Expr,
     options: &mut EnrichOptions,
@@ -195,7 +237,7 @@ fn apply_options_literal(
     let value = physical.evaluate(&batch)?.into_array(1)?;
     if let Some(structs) = value.as_any().downcast_ref::<StructArray>() {
         for (field, column) in structs.fields().iter().zip(structs.columns()) {
-            apply_option(options, field.name(), column.as_ref())?;
+            apply_option(name, options, field.name(), column.as_ref())?;
         }
     } else if let Some(map) = value.as_any().downcast_ref::<MapArray>() {
         for (key, value) in map_pairs(map)? {
@@ -203,7 +245,7 @@ fn apply_options_literal(
         }
     } else {
         return plan_err!(
-            "{FUNCTION_NAME}: options must be named_struct('option', value, ...) or MAP {{'option': value}}, got {}",
+            "{name}: options must be named_struct('option', value, ...) or MAP {{'option': value}}, got {}",
             value.data_type()
         );
     }
@@ -212,12 +254,15 @@ fn apply_options_literal(
 
 /// Applies one option; a nested map (the `map` option) is taken pair by pair, so a column
 /// name may hold a comma.
-fn apply_option(options: &mut EnrichOptions, key: &str, column: &dyn Array) -> Result<()> {
+fn apply_option(
+    name: &str,
+    options: &mut EnrichOptions,
+    key: &str,
+    column: &dyn Array,
+) -> Result<()> {
     if let Some(map) = column.as_any().downcast_ref::<MapArray>() {
         if !key.trim().eq_ignore_ascii_case("map") {
-            return plan_err!(
-                "{FUNCTION_NAME}: only the `map` option takes a MAP value, not `{key}`"
-            );
+            return plan_err!("{name}: only the `map` option takes a MAP value, not `{key}`");
         }
         let pairs: Vec<String> = map_pairs(map)?
             .into_iter()
@@ -275,12 +320,13 @@ where
         })
         .map_err(|_| ())
         .and_then(|r| r.map_err(|_| ()))
-        .unwrap_or_else(|_| panic!("cannot start a runtime to plan {FUNCTION_NAME}")),
+        .unwrap_or_else(|_| panic!("cannot start a runtime to plan an enrichment")),
     }
 }
 
 /// The input: a table or view of the session, or a path / URL / glob of files.
 fn resolve_input(
+    name: &str,
     session: &dyn Session,
     input: &str,
     options: &EnrichOptions,
@@ -288,7 +334,7 @@ fn resolve_input(
     let state = session
         .as_any()
         .downcast_ref::<SessionState>()
-        .ok_or_else(|| DataFusionError::Plan(format!("{FUNCTION_NAME} needs a SessionState")))?;
+        .ok_or_else(|| DataFusionError::Plan(format!("{name} needs a SessionState")))?;
     let looks_like_path = input.contains('/')
         || input.contains('\\')
         || input.contains('*')
@@ -302,7 +348,7 @@ fn resolve_input(
     }
     let url = ListingTableUrl::parse(input).map_err(|e| {
         DataFusionError::Plan(format!(
-            "{FUNCTION_NAME}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
+            "{name}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
         ))
     })?;
     crate::datafusion::source::ensure_object_store(state, &url)?;
@@ -313,7 +359,7 @@ fn resolve_input(
         .find(|s| lower.ends_with(s))
     {
         return plan_err!(
-            "{FUNCTION_NAME}: `{input}` is compressed ({suffix}), which this build does not read: decompress it first, or convert it to Parquet"
+            "{name}: `{input}` is compressed ({suffix}), which this build does not read: decompress it first, or convert it to Parquet"
         );
     }
     let format = options
@@ -321,7 +367,7 @@ fn resolve_input(
         .or_else(|| InputFormat::from_path(input))
         .ok_or_else(|| {
             DataFusionError::Plan(format!(
-                "{FUNCTION_NAME}: cannot tell the format of `{input}` from its name; say it with named_struct('format', 'parquet' | 'csv' | 'ndjson') or SET prospeo.format"
+                "{name}: cannot tell the format of `{input}` from its name; say it with named_struct('format', 'parquet' | 'csv' | 'ndjson') or SET prospeo.format"
             ))
         })?;
     let file_format: Arc<dyn FileFormat> = match format {
@@ -354,23 +400,27 @@ fn resolve_input(
     let config = ListingTableConfig::new(url).with_listing_options(listing);
     let config = block_on(config.infer_schema(state)).map_err(|e| {
         DataFusionError::Plan(format!(
-            "{FUNCTION_NAME}: cannot read the schema of `{input}` as {format}: {e}"
+            "{name}: cannot read the schema of `{input}` as {format}: {e}"
         ))
     })?;
     let table = ListingTable::try_new(config)?;
     if table.schema().fields().is_empty() {
-        return plan_err!("{FUNCTION_NAME}: `{input}` holds no columns (no files matched?)");
+        return plan_err!("{name}: `{input}` holds no columns (no files matched?)");
     }
     Ok((Arc::new(table), input.to_string()))
 }
 
-/// The provider `enrich_person(...)` returns.
+/// The provider `enrich_person(...)` and `enrich_company(...)` return.
 pub struct EnrichTable {
+    endpoint: Endpoint,
     input: Arc<dyn TableProvider>,
     description: String,
     mapping: Arc<ColumnMapping>,
     options: EnrichOptions,
     output: OutputSchema,
+    /// The enrichment columns this endpoint's table has, as indices into `output`'s schema:
+    /// the columns of the objects its answers carry, then the status columns.
+    enrichment: Vec<usize>,
     clients: ClientSource,
     schema: SchemaRef,
 }
@@ -378,6 +428,7 @@ pub struct EnrichTable {
 impl fmt::Debug for EnrichTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnrichTable")
+            .field("endpoint", &self.endpoint)
             .field("input", &self.description)
             .field("options", &self.options)
             .finish()
@@ -386,17 +437,21 @@ impl fmt::Debug for EnrichTable {
 
 impl EnrichTable {
     fn try_new(
+        endpoint: Endpoint,
         input: Arc<dyn TableProvider>,
         description: String,
         options: EnrichOptions,
         clients: ClientSource,
     ) -> Result<Self> {
+        let name = function_name(endpoint);
         let input_schema = input.schema();
-        let mapping = ColumnMapping::detect(&input_schema, &options.map).map_err(|e| {
-            DataFusionError::from(Error::from(e)).context(format!("{FUNCTION_NAME}({description})"))
-        })?;
+        let mapping =
+            ColumnMapping::detect_for(endpoint, &input_schema, &options.map).map_err(|e| {
+                DataFusionError::from(Error::from(e)).context(format!("{name}({description})"))
+            })?;
         let output = OutputSchema::new(&options.prefix);
-        let enrichment = output.schema();
+        let enrichment_indices = output.columns_of(endpoint.objects());
+        let enrichment = output.schema().project(&enrichment_indices)?;
         let collisions: Vec<&str> = input_schema
             .fields()
             .iter()
@@ -405,13 +460,15 @@ impl EnrichTable {
             .collect();
         if !collisions.is_empty() {
             return plan_err!(
-                "{FUNCTION_NAME}({description}): the input already has column(s) {} that the enrichment would add; choose another prefix, e.g. named_struct('prefix', 'enriched_') or SET prospeo.prefix = 'enriched_'",
+                "{name}({description}): the input already has column(s) {} that the enrichment would add; choose another prefix, e.g. named_struct('prefix', 'enriched_') or SET prospeo.prefix = 'enriched_'",
                 collisions.join(", ")
             );
         }
         let mut fields: Vec<_> = input_schema.fields().iter().cloned().collect();
         fields.extend(enrichment.fields().iter().cloned());
         Ok(EnrichTable {
+            endpoint,
+            enrichment: enrichment_indices,
             input,
             description,
             mapping: Arc::new(mapping),
@@ -567,7 +624,7 @@ impl TableProvider for EnrichTable {
                 if i < width {
                     ColumnSource::Input(position(i).expect("selected input columns are read"))
                 } else {
-                    ColumnSource::Enrichment(i - width)
+                    ColumnSource::Enrichment(self.enrichment[i - width])
                 }
             })
             .collect();
@@ -583,7 +640,7 @@ impl TableProvider for EnrichTable {
             mapped_columns,
             columns,
             client,
-            endpoint: Endpoint::BulkEnrichPerson,
+            endpoint: self.endpoint,
             flags: self.options.flags(),
             output: self.output.clone(),
             concurrency: self.options.concurrency,

@@ -47,6 +47,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
+use crate::api::endpoint::Object;
 use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, Person};
 use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
@@ -172,6 +173,25 @@ impl OutputSchema {
             .iter()
             .map(|f| f.name().clone())
             .collect()
+    }
+
+    /// The columns of the output of an endpoint whose answers carry `objects` (see
+    /// [`Endpoint::objects`](crate::api::Endpoint::objects)), as indices into [`Self::schema`]:
+    /// the objects' columns, then the status columns. The person endpoint's are every column;
+    /// the company endpoint's leave the person's out.
+    pub fn columns_of(&self, objects: &[Object]) -> Vec<usize> {
+        let person = width(PERSON);
+        let company = person..person + width(COMPANY);
+        let status = company.end..self.schema.fields().len();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        if objects.contains(&Object::Person) {
+            columns.extend(0..person);
+        }
+        if objects.contains(&Object::Company) {
+            columns.extend(company);
+        }
+        columns.extend(status);
+        columns
     }
 
     /// A batch of this schema with no rows.

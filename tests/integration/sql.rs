@@ -702,3 +702,239 @@ async fn tsv_and_ndjson_globs_are_read_and_compressed_files_are_refused_clearly(
     .await;
     assert!(error.contains("compressed (.gz)"), "{error}");
 }
+
+/// A row of a Salesforce accounts export: Account ID, Account Name, Parent Account, Website,
+/// Phone.
+type Account = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// A Salesforce accounts export.
+fn accounts_batch() -> RecordBatch {
+    let rows: [Account; 6] = [
+        (
+            "001A",
+            Some("Intercom"),
+            None,
+            Some("https://www.intercom.com"),
+            Some("+1 415"),
+        ),
+        ("001B", Some("KPMG"), Some("KPMG International"), None, None),
+        ("001C", Some("Acme"), None, None, None),
+        ("001D", None, Some("Globex"), None, Some("+1 555")),
+        (
+            "001E",
+            Some("Initech Corp"),
+            None,
+            Some("initech.com"),
+            None,
+        ),
+        (
+            "001F",
+            Some("Unknown Ltd"),
+            None,
+            Some("unknown-ltd.example"),
+            None,
+        ),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("Account ID", DataType::Utf8, false),
+        Field::new("Account Name", DataType::Utf8, true),
+        Field::new("Parent Account", DataType::Utf8, true),
+        Field::new("Website", DataType::Utf8, true),
+        Field::new("Phone", DataType::Utf8, true),
+    ]));
+    let column = |f: fn(&Account) -> Option<&'static str>| {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as Arc<dyn Array>
+    };
+    RecordBatch::try_new(
+        schema,
+        vec![
+            column(|r| Some(r.0)),
+            column(|r| r.1),
+            column(|r| r.2),
+            column(|r| r.3),
+            column(|r| r.4),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_company_enriches_an_accounts_export_row_for_row_in_order() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts.csv");
+    write_csv(&path, &accounts_batch());
+    let sql = format!("SELECT * FROM enrich_company('{}')", path.display());
+    let (plan, batches) = run(&ctx, &sql).await;
+    let schema = batches[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        &names[..5],
+        [
+            "Account ID",
+            "Account Name",
+            "Parent Account",
+            "Website",
+            "Phone"
+        ]
+    );
+    assert!(names.contains(&"prospeo_company_name") && names.contains(&"prospeo_status"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("prospeo_person_")),
+        "a company output has no person columns: {names:?}"
+    );
+    // The same company columns, typed the same, as the person output's.
+    let person_sql = format!(
+        "SELECT * FROM enrich_person('{}', named_struct('map', MAP {{'Account ID': 'full_name'}}))",
+        path.display()
+    );
+    let person = ctx.sql(&person_sql).await.unwrap();
+    let person_schema = person.schema().as_arrow();
+    let company_columns: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name().starts_with("prospeo_"))
+        .collect();
+    // Every enrichment column of the person output but the person's.
+    let expected = person_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name().starts_with("prospeo_") && !f.name().starts_with("prospeo_person_"))
+        .count();
+    assert_eq!(company_columns.len(), expected);
+    for field in company_columns {
+        assert_eq!(
+            person_schema.field_with_name(field.name()).unwrap(),
+            field.as_ref()
+        );
+    }
+    assert_eq!(
+        column_strings(&batches, "Account ID"),
+        ["001A", "001B", "001C", "001D", "001E", "001F"],
+        "every input row once, in order"
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "matched",
+            "not_matched",
+            "invalid_datapoints",
+            "matched",
+            "not_matched"
+        ]
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_company_company_id"),
+        ["c-intercom", "c-kpmg", "NULL", "NULL", "c-initech", "NULL"]
+    );
+    // The parent account never maps: row 4 has nothing of its own to match on.
+    let exec = enrich_exec(&plan).expect("an EnrichExec");
+    let mapped: Vec<(String, String)> = exec
+        .mapping()
+        .mapped()
+        .iter()
+        .map(|m| (m.column.clone(), m.datapoint.to_string()))
+        .collect();
+    assert_eq!(
+        mapped,
+        [
+            ("Account Name".to_string(), "company_name".to_string()),
+            ("Website".to_string(), "company_website".to_string())
+        ]
+    );
+    assert!(
+        plan_text(&plan).contains("endpoint=/bulk-enrich-company"),
+        "{}",
+        plan_text(&plan)
+    );
+    let costs: i64 = column_strings(&batches, "prospeo_cost")
+        .iter()
+        .map(|c| c.parse::<i64>().unwrap())
+        .sum();
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(costs, stats.companies.credits_charged);
+    assert_eq!(
+        stats.companies.records, 5,
+        "the row with nothing to match on stays home"
+    );
+    assert_eq!(
+        stats.records, stats.companies.records,
+        "no person was asked"
+    );
+
+    // count(*) and input-only columns are free; LIMIT goes below the node.
+    let before = sandbox.stats().key(ALPHA).requests;
+    let (plan, batches) = run(
+        &ctx,
+        &format!(
+            "SELECT count(*) AS n FROM enrich_company('{}')",
+            path.display()
+        ),
+    )
+    .await;
+    assert_eq!(column_strings(&batches, "n"), ["6"]);
+    assert!(enrich_exec(&plan).is_none());
+    let (plan, batches) = run(
+        &ctx,
+        &format!(
+            "SELECT prospeo_status FROM enrich_company('{}') LIMIT 2",
+            path.display()
+        ),
+    )
+    .await;
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert_eq!(enrich_exec(&plan).unwrap().pushed().limit, Some(2));
+    // Both rows were answered before: served from the client's cache, nothing sent.
+    assert_eq!(sandbox.stats().key(ALPHA).requests, before);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_company_refuses_a_person_mapping_and_names_the_accepted_columns() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
+    // Leads carry a company domain: that is a company datapoint.
+    let (_, batches) = run(
+        &ctx,
+        "SELECT prospeo_status FROM enrich_company('crm_leads')",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_status").len(),
+        LEADS.len()
+    );
+    let err = planning_error(
+        &ctx,
+        "SELECT * FROM enrich_company('crm_leads', named_struct('map', MAP {'Email': 'email'}))",
+    )
+    .await;
+    assert!(
+        err.contains("enrich_company(table crm_leads)")
+            && err.contains("/bulk-enrich-company does not take"),
+        "{err}"
+    );
+    ctx.register_batch(
+        "notes",
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("Notes", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec![Some("x")]))],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let err = planning_error(&ctx, "SELECT * FROM enrich_company('notes')").await;
+    assert!(
+        err.contains("company datapoint") && err.contains("\"Account Name\""),
+        "{err}"
+    );
+    sandbox.stop().await.unwrap();
+}
