@@ -129,7 +129,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Folder to write into: `directory/companies.jsonl`, `directory/people.jsonl`,
-    /// `leads.csv`, `leads.parquet`.
+    /// `leads.csv`, `leads.parquet`, `accounts.csv`.
     #[arg(long, default_value = "sample-data")]
     pub out: PathBuf,
     /// Number of people in the directory.
@@ -141,6 +141,9 @@ pub struct GenerateArgs {
     /// Number of rows in the lead files.
     #[arg(long, default_value_t = SampleData::default().lead_rows)]
     pub leads: usize,
+    /// Number of rows in the account file.
+    #[arg(long, default_value_t = SampleData::default().account_rows)]
+    pub accounts: usize,
     /// Seed of the generator.
     #[arg(long, default_value_t = GeneratorConfig::default().seed)]
     pub seed: u64,
@@ -161,14 +164,16 @@ fn run_generate(args: GenerateArgs) -> Result<u8, CliError> {
             people: args.people,
         },
         lead_rows: args.leads,
+        account_rows: args.accounts,
     };
     let directory =
         write_sample_data(&args.out, &sample).map_err(|e| CliError::Failure(e.to_string()))?;
     println!(
-        "wrote {} people at {} companies and {} leads to {}",
+        "wrote {} people at {} companies, {} leads and {} accounts to {}",
         directory.len(),
         directory.companies().len(),
         args.leads,
+        args.accounts,
         args.out.display()
     );
     Ok(0)

@@ -938,3 +938,66 @@ async fn enrich_company_refuses_a_person_mapping_and_names_the_accepted_columns(
     );
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_account_export_comes_out_as_generated() {
+    use datafusion_prospeo::sandbox::generator::{
+        AccountKind, GeneratorConfig, SampleData, generate_accounts, generate_directory,
+    };
+    use datafusion_prospeo::sandbox::{SandboxConfig, SandboxKey};
+    let directory = Arc::new(generate_directory(&GeneratorConfig::default()));
+    let mut config = SandboxConfig::new(directory.clone());
+    config.keys = vec![SandboxKey::new(
+        ALPHA,
+        ALPHA_KEY,
+        10_000,
+        datafusion_prospeo::api::Plan::Pro,
+    )];
+    let sandbox = start(config).await;
+    let ctx = context(&sandbox).await;
+    let sample = SampleData::default();
+    let accounts = generate_accounts(&directory, sample.directory.seed, sample.account_rows);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/accounts.csv");
+    let (_, batches) = run(
+        &ctx,
+        &format!(
+            "SELECT \"Record ID\", prospeo_status, prospeo_company_company_id, prospeo_cost FROM enrich_company('{}')",
+            path.display()
+        ),
+    )
+    .await;
+    let ids = column_strings(&batches, "Record ID");
+    assert_eq!(
+        ids,
+        accounts
+            .iter()
+            .map(|a| a.record_id.to_string())
+            .collect::<Vec<_>>(),
+        "the committed file is the generator's, every row once and in order"
+    );
+    let statuses = column_strings(&batches, "prospeo_status");
+    let companies = column_strings(&batches, "prospeo_company_company_id");
+    for ((account, status), company) in accounts.iter().zip(&statuses).zip(&companies) {
+        let expected = match (account.kind, account.company) {
+            (AccountKind::Nothing, _) => "invalid_datapoints",
+            (_, Some(_)) => "matched",
+            (_, None) => "not_matched",
+        };
+        assert_eq!(status, expected, "{account:?}");
+        let id = account
+            .company
+            .and_then(|i| directory.companies()[i].company_id.clone())
+            .unwrap_or_else(|| "NULL".into());
+        assert_eq!(company, &id, "{account:?}");
+    }
+    // Each company is paid once, however many rows name it.
+    let paid: i64 = column_strings(&batches, "prospeo_cost")
+        .iter()
+        .map(|c| c.parse::<i64>().unwrap())
+        .sum();
+    let distinct: std::collections::HashSet<usize> =
+        accounts.iter().filter_map(|a| a.company).collect();
+    assert_eq!(paid, distinct.len() as i64);
+    assert_eq!(sandbox.stats().key(ALPHA).credits_charged, paid);
+    sandbox.stop().await.unwrap();
+}

@@ -37,7 +37,10 @@ use crate::datapoints::{Datapoints, MatchRoute};
 use crate::rng::SplitMix64;
 use crate::sandbox::directory::{Directory, DirectoryError, Lookup};
 
+mod accounts;
 mod words;
+
+pub use accounts::{ACCOUNT_HEADERS, Account, AccountKind, accounts_batch, generate_accounts};
 use words::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -236,14 +239,17 @@ pub struct SampleData {
     pub directory: GeneratorConfig,
     /// Number of rows of the lead file.
     pub lead_rows: usize,
+    /// Number of rows of the account file.
+    pub account_rows: usize,
 }
 
 impl Default for SampleData {
-    /// The default directory and 120 lead rows.
+    /// The default directory, 120 lead rows and 60 account rows.
     fn default() -> Self {
         SampleData {
             directory: GeneratorConfig::default(),
             lead_rows: 120,
+            account_rows: 60,
         }
     }
 }
@@ -268,6 +274,8 @@ pub fn write_sample_data(out: &Path, sample: &SampleData) -> Result<Directory, G
     let batch = leads_batch(&leads);
     write_csv(&out.join("leads.csv"), &batch)?;
     write_parquet(&out.join("leads.parquet"), &batch)?;
+    let accounts = generate_accounts(&directory, sample.directory.seed, sample.account_rows);
+    write_csv(&out.join("accounts.csv"), &accounts_batch(&accounts))?;
     Ok(directory)
 }
 
