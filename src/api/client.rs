@@ -231,12 +231,16 @@ impl Client {
         let mut mine: Vec<Claimed> = Vec::new();
         let mut waiting = Vec::new();
         let mut invalid = Vec::new();
+        let mut name_only = 0;
         for (i, record) in records.iter().enumerate() {
             let Some(normalized) = endpoint.prepare(record) else {
                 outcomes[i] = Some(RecordOutcome::InvalidDatapoints);
                 invalid.push(RecordOutcome::InvalidDatapoints);
                 continue;
             };
+            if endpoint.name_only(&normalized) {
+                name_only += 1;
+            }
             let key = CacheKey::for_endpoint(endpoint, &normalized, ask.flags);
             match inner.pending.claim(&key) {
                 Claim::Mine => mine.push((i, normalized, key)),
@@ -245,6 +249,7 @@ impl Client {
         }
         let mut tally = Tally::default();
         inner.totals.settle(&mut tally, &invalid);
+        inner.totals.count(&mut tally, |t| t.name_only += name_only);
         let claims = Claims::new(
             inner.pending.clone(),
             mine.iter().map(|(_, _, key)| key.clone()).collect(),

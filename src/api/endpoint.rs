@@ -119,6 +119,16 @@ impl Endpoint {
         meets.then_some(prepared)
     }
 
+    /// Whether a prepared record can match only by a name, which the vendor warns may be the
+    /// wrong one (a company's `company_name` alone): it is sent, and counted as
+    /// [`Tally::name_only`](crate::api::Tally::name_only).
+    pub fn name_only(self, prepared: &Datapoints) -> bool {
+        match self {
+            Endpoint::BulkEnrichPerson => false,
+            Endpoint::BulkEnrichCompany => prepared.is_company_name_only(),
+        }
+    }
+
     /// A short name for messages and EXPLAIN: `person` or `company`.
     pub const fn noun(self) -> &'static str {
         match self {

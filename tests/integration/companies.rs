@@ -120,6 +120,8 @@ async fn companies_match_by_id_website_linkedin_or_name_and_each_is_paid_once() 
     assert_eq!((stats.records, stats.matched), (6, 4));
     let totals = client.totals();
     assert_eq!((totals.credits, totals.records_sent), (4, 6));
+    // Initech, Acme and Nobody Inc were asked by their name alone.
+    assert_eq!((batch.name_only, totals.name_only), (3, 3));
 
     // A second client (no shared cache) asks again: the vendor does not charge twice for a
     // company the account enriched.
