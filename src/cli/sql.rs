@@ -1,4 +1,4 @@
-//! `prospeo sql`: a DataFusion session with `enrich_person` registered, for one query, a script,
+//! `prospeo sql`: a DataFusion session with `enrich_person` and `enrich_company` registered, for one query, a script,
 //! or an interactive shell.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -35,8 +35,8 @@ pub struct SqlArgs {
     /// (parquet, csv, json, arrow).
     #[arg(long, value_enum)]
     pub format: Option<SqlFormat>,
-    /// Use an embedded sandbox with the sample directory and a demo key for enrich_person:
-    /// nothing is paid, no key is needed.
+    /// Use an embedded sandbox with the sample directory and a demo key for enrich_person and
+    /// enrich_company: nothing is paid, no key is needed.
     #[arg(long)]
     pub sandbox: bool,
     #[command(flatten)]
@@ -93,8 +93,8 @@ pub async fn run(args: SqlArgs) -> Result<u8, CliError> {
     result.map(|()| 0)
 }
 
-/// Registers `enrich_person` with clients made from the key file or the environment (or the
-/// embedded sandbox) plus the session's `prospeo.*` options.
+/// Registers `enrich_person` and `enrich_company` with clients made from the key file or the
+/// environment (or the embedded sandbox) plus the session's `prospeo.*` options.
 fn register(
     ctx: &SessionContext,
     args: &SqlArgs,
@@ -230,7 +230,7 @@ async fn print(df: DataFrame, format: SqlFormat) -> Result<(), CliError> {
 /// Ctrl-C cancels the running statement (or the one being typed).
 async fn shell(ctx: &SessionContext, args: &SqlArgs) -> Result<(), CliError> {
     eprintln!(
-        "prospeo sql: end statements with ;  enrich_person('leads.csv') enriches a file;  \\q quits"
+        "prospeo sql: end statements with ;  enrich_person('leads.csv') or enrich_company('accounts.csv') enriches a file;  \\q quits"
     );
     let (lines, mut next_line) = tokio::sync::mpsc::channel::<String>(1);
     std::thread::spawn(move || {

@@ -1410,3 +1410,73 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
     );
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_enriches_leads_and_accounts_in_one_query_on_one_quota() {
+    use datafusion_prospeo::api::RateLimits;
+    // A key with 100 records a day, whichever endpoint they go to.
+    let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
+        &GeneratorConfig::default(),
+    )));
+    config.keys = vec![
+        SandboxKey::new("cli", KEY, 10_000, Plan::Pro).with_limits(RateLimits::new(30, 1_800, 100)),
+    ];
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+    let query = format!(
+        "SELECT 'person' AS endpoint, prospeo_status, count(*) AS n FROM enrich_person('{leads}') GROUP BY 2 \
+         UNION ALL \
+         SELECT 'company', prospeo_status, count(*) FROM enrich_company('{accounts}') GROUP BY 2 \
+         ORDER BY 1, 2",
+        leads = path_arg(&sample.join("leads.csv")),
+        accounts = path_arg(&sample.join("accounts.csv")),
+    );
+    let run = prospeo_with(
+        args(&["sql", &query, "--format", "csv", "--per-day", "100"]),
+        key_env(&sandbox),
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let rows: Vec<(String, String, u64)> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    let count = |endpoint: &str, status: &str| {
+        rows.iter()
+            .filter(|r| r.0 == endpoint && r.1 == status)
+            .map(|r| r.2)
+            .sum::<u64>()
+    };
+    let total = |endpoint: &str| {
+        rows.iter()
+            .filter(|r| r.0 == endpoint)
+            .map(|r| r.2)
+            .sum::<u64>()
+    };
+    assert_eq!(total("person"), csv_lead_ids().len() as u64, "{stdout}");
+    assert_eq!(total("company"), 60, "{stdout}");
+    let stats = sandbox.stats().key("cli");
+    // Both endpoints went out, together within the day's 100 records, and what did not fit
+    // is deferred, not failed; the server never had to refuse.
+    assert!(
+        stats.companies.records > 0 && stats.records > stats.companies.records,
+        "{stats:?}"
+    );
+    assert!(stats.records <= 100, "{stats:?}");
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert!(
+        count("person", "deferred") + count("company", "deferred") > 0,
+        "{stdout}"
+    );
+    assert_eq!(
+        count("person", "failed") + count("company", "failed"),
+        0,
+        "{stdout}"
+    );
+    sandbox.stop().await.unwrap();
+}
