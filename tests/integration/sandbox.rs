@@ -1243,6 +1243,122 @@ async fn the_stats_endpoint_reports_what_stats_returns() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 8b. Bulk Enrich Company
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_company_endpoint_validates_matches_charges_and_shares_the_enrich_windows() {
+    let sandbox = start(config_with_limits(60, 1_000, 10_000)).await;
+    let company = |body: Value| {
+        let sandbox = &sandbox;
+        async move {
+            post_raw(
+                sandbox,
+                "/bulk-enrich-company",
+                Some(ALPHA_KEY),
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+    // Validation: 1 to 50 records, unique identifiers; flags are not the endpoint's and are
+    // ignored.
+    let many: Vec<Value> = (0..51)
+        .map(|i| json!({"identifier": i.to_string(), "company_name": format!("Co {i}")}))
+        .collect();
+    for body in [
+        json!({"data": []}),
+        json!({"data": many}),
+        json!({"data": [
+            {"identifier": "1", "company_name": "KPMG"},
+            {"identifier": "1", "company_name": "Globex"}
+        ]}),
+    ] {
+        company(body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    }
+    let reply = company(json!({
+        "enrich_mobile": true,
+        "data": [
+            {"identifier": "web", "company_website": "https://www.KPMG.com/careers"},
+            {"identifier": "page", "company_linkedin_url": "linkedin.com/company/globex/"},
+            {"identifier": "id", "company_id": "c-initech"},
+            {"identifier": "name", "company_name": "Intercom"},
+            {"identifier": "shared name", "company_name": "Acme"},
+            {"identifier": "person only", "full_name": "Eva Kiegler"},
+            {"identifier": "again", "company_website": "kpmg.com"},
+        ]
+    }))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let matched: Vec<(&str, &str)> = reply.body["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert!(
+                m.get("person").is_none(),
+                "a company answer has no person: {m}"
+            );
+            (
+                m["identifier"].as_str().unwrap(),
+                m["company"]["company_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            ("web", "c-kpmg"),
+            ("page", "c-globex"),
+            ("id", "c-initech"),
+            ("name", "c-intercom"),
+            ("again", "c-kpmg")
+        ]
+    );
+    assert_eq!(reply.body["not_matched"], json!(["shared name"]));
+    assert_eq!(reply.body["invalid_datapoints"], json!(["person only"]));
+    // 1 credit a company; KPMG's second row is free (enriched before, in this very request).
+    assert_eq!(reply.body["total_cost"], 4);
+    assert_eq!(reply.body["matched"][4]["free_enrichment"], true);
+    // One enrich bucket: seven company records and then persons, in one second of 60.
+    assert_eq!(reply.header("x-minute-request-left"), 1_000 - 7);
+    let persons = post_bulk(&sandbox, ALPHA_KEY, &bulk(strangers(50))).await;
+    assert_eq!(persons.status, StatusCode::OK, "{}", persons.text);
+    let refused = company(json!({"data": [{"identifier": "1", "company_name": "KPMG"},
+        {"identifier": "2", "company_name": "Globex"},
+        {"identifier": "3", "company_name": "Initech"},
+        {"identifier": "4", "company_name": "Intercom"}]}))
+    .await;
+    refused.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+
+    let stats = sandbox.stats().key(ALPHA);
+    let companies = &stats.companies;
+    assert_eq!(
+        (
+            companies.requests,
+            companies.records,
+            companies.matched,
+            companies.not_matched,
+            companies.invalid,
+            companies.credits_charged,
+            companies.free_enrichments
+        ),
+        (1, 7, 5, 1, 1, 4, 1)
+    );
+    // The key's figures hold both endpoints.
+    assert_eq!(stats.records, 57);
+    assert_eq!(stats.credits_charged, 4);
+    assert_eq!(stats.rate_limited, 1);
+    // Asked again later, a company the key enriched is free.
+    advance_clock_over_http(&sandbox, 2.0).await;
+    let again = company(json!({"data": [{"identifier": "1", "company_id": "c-globex"}]})).await;
+    assert_eq!(again.body["total_cost"], 0, "{}", again.text);
+    assert_eq!(again.body["matched"][0]["free_enrichment"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
 // 9. The binary's help
 // ---------------------------------------------------------------------------------------------
 
