@@ -5,7 +5,7 @@
 //! the vendor in every test and benchmark. Start it in process with [`Sandbox::start`], or as
 //! `prospeo sandbox`.
 //!
-//! Endpoints: `POST /bulk-enrich-person`, `POST /enrich-person`, `GET /account-information`
+//! Endpoints: `POST /bulk-enrich-person`, `POST /bulk-enrich-company`, `POST /enrich-person`, `GET /account-information`
 //! (the vendor's), plus `GET /_sandbox/stats` and `POST /_sandbox/clock`
 //! (`{"advance_seconds": N}`) for tests.
 
