@@ -133,9 +133,11 @@ const ALIASES: &[(Datapoint, &[&str])] = &[
 
 /// Header aliases per datapoint of a company record, as account exports (HubSpot companies,
 /// Salesforce accounts, Apollo accounts) write them (Apollo's "Company Linkedin Url" is the
-/// datapoint's own name). An account export's "Name" is the
-/// company's. `company_id` maps from its own name or the vendor's only: a CRM's "Company ID" or
-/// "Account ID" is the CRM's record id, which the vendor has never seen.
+/// datapoint's own name). An account export's "Name" is the company's. A bare "LinkedIn" or
+/// "LinkedIn URL" is a person's profile as often as a company's page, so neither maps.
+/// `company_id` never maps by its own name: a table's `company_id` is most often its own key
+/// (a CRM's, a database's), which the vendor has never seen; only "Prospeo Company ID" and
+/// this crate's output column `prospeo_company_company_id` map, or an explicit mapping.
 ///
 /// Left out on purpose: "Parent Account", "Parent Company", "Company Phone", "Phone",
 /// "Account Owner", "Company Owner", "Account ID", "Record ID", "Company ID" and the sizes,
@@ -177,21 +179,23 @@ const COMPANY_ALIASES: &[(Datapoint, &[&str])] = &[
             "Company LinkedIn",
             "Company LinkedIn Page",
             "Company LinkedIn Profile",
-            "LinkedIn URL",
-            "LinkedIn",
             "LinkedIn Page",
             "Organization LinkedIn URL",
             "Account LinkedIn URL",
         ],
     ),
-    (Datapoint::CompanyId, &["Prospeo Company ID"]),
+    (
+        Datapoint::CompanyId,
+        // The vendor's id, as this crate's own output names it: a company enriched before.
+        &["Prospeo Company ID", "prospeo_company_company_id"],
+    ),
 ];
 
 /// The alias table of an endpoint.
 fn aliases_of(endpoint: Endpoint) -> &'static [(Datapoint, &'static [&'static str])] {
     match endpoint {
+        Endpoint::BulkEnrichPerson => ALIASES,
         Endpoint::BulkEnrichCompany => COMPANY_ALIASES,
-        _ => ALIASES,
     }
 }
 
@@ -216,12 +220,9 @@ fn auto_detect(endpoint: Endpoint, header: &str) -> Option<(Datapoint, usize)> {
     aliases_of(endpoint)
         .iter()
         .find_map(|(datapoint, aliases)| {
-            // "Company ID" in an account export is the CRM's record id: `company_id` maps from its
-            // wire name only, spelled as on the wire (any case).
-            let own_name = match datapoint {
-                Datapoint::CompanyId => header.trim().eq_ignore_ascii_case(datapoint.as_str()),
-                _ => fold(datapoint.as_str()) == folded,
-            };
+            // A table's own `company_id` (or a CRM's "Company ID") is not the vendor's id: it
+            // maps only by an alias or explicitly.
+            let own_name = *datapoint != Datapoint::CompanyId && fold(datapoint.as_str()) == folded;
             if own_name {
                 return Some((*datapoint, 0));
             }
@@ -1151,7 +1152,10 @@ mod tests {
             }
             for name in look_alikes {
                 assert!(
-                    !seen.contains(&fold(name)) || *name == "Company ID",
+                    !seen.contains(&fold(name))
+                        || Datapoint::ALL
+                            .iter()
+                            .any(|d| fold(d.as_str()) == fold(name)),
                     "{name}"
                 );
                 assert_eq!(auto_detect(endpoint, name), None, "{name}");
@@ -1171,6 +1175,12 @@ mod tests {
         "Company Owner",
         "Account ID",
         "Company ID",
+        "company_id",
+        "LinkedIn",
+        "LinkedIn URL",
+        "linkedin_url",
+        "Full Name",
+        "Email",
         "Record ID",
         "Industry",
         "Number of Employees",
@@ -1246,11 +1256,19 @@ mod tests {
                 ("Company Linkedin Url", Datapoint::CompanyLinkedinUrl),
             ])
         );
-        // The vendor's own id maps; a person's columns do not.
+        // The vendor's id maps from its own names; a table's `company_id` and a person's
+        // columns do not.
         assert_eq!(
-            company(&["company_id", "Email", "First Name"]).unwrap(),
-            owned(&[("company_id", Datapoint::CompanyId)])
+            company(&[
+                "company_id",
+                "prospeo_company_company_id",
+                "Email",
+                "First Name"
+            ])
+            .unwrap(),
+            owned(&[("prospeo_company_company_id", Datapoint::CompanyId)])
         );
+        assert!(company(&["company_id", "linkedin_url", "LinkedIn", "Full Name"]).is_err());
         let err = company(&["Email", "Company Phone"])
             .unwrap_err()
             .to_string();

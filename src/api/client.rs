@@ -231,16 +231,12 @@ impl Client {
         let mut mine: Vec<Claimed> = Vec::new();
         let mut waiting = Vec::new();
         let mut invalid = Vec::new();
-        let mut name_only = 0;
         for (i, record) in records.iter().enumerate() {
             let Some(normalized) = endpoint.prepare(record) else {
                 outcomes[i] = Some(RecordOutcome::InvalidDatapoints);
                 invalid.push(RecordOutcome::InvalidDatapoints);
                 continue;
             };
-            if endpoint.name_only(&normalized) {
-                name_only += 1;
-            }
             let key = CacheKey::for_endpoint(endpoint, &normalized, ask.flags);
             match inner.pending.claim(&key) {
                 Claim::Mine => mine.push((i, normalized, key)),
@@ -249,7 +245,6 @@ impl Client {
         }
         let mut tally = Tally::default();
         inner.totals.settle(&mut tally, &invalid);
-        inner.totals.count(&mut tally, |t| t.name_only += name_only);
         let claims = Claims::new(
             inner.pending.clone(),
             mine.iter().map(|(_, _, key)| key.clone()).collect(),
@@ -339,10 +334,21 @@ impl Client {
         for chunk in to_send.chunks(self.max_request_records()) {
             let mut answer = self.send_request(chunk, ask, 0).await?;
             let records = std::mem::take(&mut answer.records);
-            for ((i, _, key), outcome) in chunk.iter().zip(records) {
+            let mut name_only = 0;
+            for ((i, prepared, key), outcome) in chunk.iter().zip(records) {
+                // Answered on a name alone: the match may be the wrong one (the vendor's
+                // warning), so the summary says how many.
+                let settled = !matches!(
+                    outcome,
+                    RecordOutcome::Failed { .. } | RecordOutcome::Deferred { .. }
+                );
+                name_only += u64::from(settled && ask.endpoint.name_only(prepared));
                 claims.publish(key, &outcome);
                 answered.push((*i, outcome));
             }
+            inner
+                .totals
+                .count(&mut answer.tally, |t| t.name_only += name_only);
             batch.absorb(answer);
         }
         Ok((answered, batch))

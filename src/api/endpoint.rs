@@ -16,7 +16,9 @@ use serde::ser::{SerializeMap, Serializer};
 
 pub use super::http::AccountStatus;
 use crate::api::wire::EnrichFlags;
-use crate::datapoints::{Datapoint, Datapoints, normalize};
+use crate::datapoints::{
+    Datapoint, Datapoints, canonical_domain, canonical_linkedin_url, normalize,
+};
 use crate::error::{Error, Result};
 
 /// One of the vendor's bulk enrichment endpoints.
@@ -105,11 +107,32 @@ impl Endpoint {
     /// ([`Datapoints::normalized`]); `None` when it does not meet the endpoint's minimum
     /// requirement, and so is never sent (the vendor would list it in `invalid_datapoints` and
     /// it would cost quota for nothing).
+    ///
+    /// A company record keeps a website only when it names a domain, and a LinkedIn URL only
+    /// when it is a company page: alone, "N/A" or a person's profile would pass the minimum,
+    /// spend quota, and match nothing (the person endpoint sends such values beside a name,
+    /// and its keys stay as they were).
     pub fn prepare(self, record: &Datapoints) -> Option<Datapoints> {
         let mut prepared = Datapoints::default();
         for &datapoint in self.datapoints() {
             if let Some(value) = record.get(datapoint) {
                 prepared.set(datapoint, normalize(datapoint, value));
+            }
+        }
+        if self == Endpoint::BulkEnrichCompany {
+            if prepared
+                .company_website
+                .as_deref()
+                .is_some_and(|w| canonical_domain(w).is_none())
+            {
+                prepared.company_website = None;
+            }
+            if prepared
+                .company_linkedin_url
+                .as_deref()
+                .is_some_and(|u| canonical_linkedin_url(u, "company").is_none())
+            {
+                prepared.company_linkedin_url = None;
             }
         }
         let meets = match self {
@@ -330,6 +353,32 @@ mod tests {
                 "company_website": "https://www.Acme.io/about",
                 "company_id": "cmp-1",
             }]})
+        );
+        // A website that names no domain, or a person's LinkedIn profile, cannot find a
+        // company: without another datapoint the record is not sent.
+        for (website, page) in [
+            (Some("N/A"), None),
+            (None, Some("https://www.linkedin.com/in/eva-kiegler/")),
+            (Some("-"), Some("not a url")),
+        ] {
+            let record = Datapoints {
+                company_website: website.map(str::to_string),
+                company_linkedin_url: page.map(str::to_string),
+                ..Datapoints::default()
+            };
+            assert_eq!(endpoint.prepare(&record), None, "{record:?}");
+        }
+        let with_name = Datapoints {
+            company_name: Some("Acme".into()),
+            company_website: Some("N/A".into()),
+            ..Datapoints::default()
+        };
+        assert_eq!(
+            endpoint.prepare(&with_name),
+            Some(Datapoints {
+                company_name: Some("Acme".into()),
+                ..Datapoints::default()
+            })
         );
         // A person's datapoints alone do not make a company record.
         let person_only = Datapoints {

@@ -136,8 +136,9 @@ tally! {
     /// success status, a body that is not the documented JSON, a record the answer left out),
     /// asked again in the same run.
     lost_answers: u64 => "lost_answers",
-    /// Company records with a name and nothing else to match on: sent (the vendor allows it),
-    /// but a match on a name alone may be the wrong company (the vendor's warning).
+    /// Company records with a name and nothing else to match on that the API answered in this
+    /// run (the vendor allows them, but warns that a match on a name alone may be the wrong
+    /// company); answers from the cache or for a duplicate are not counted again.
     name_only: u64 => "name_only",
 }
 

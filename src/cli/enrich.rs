@@ -1,4 +1,5 @@
-//! `prospeo enrich INPUT -o OUTPUT`: the same plan as `enrich_person(...)`, written to a file.
+//! `prospeo enrich INPUT -o OUTPUT`: the same plan as `enrich_person(...)` (or, with
+//! `--companies`, `enrich_company(...)`), written to a file.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -10,10 +11,10 @@ use datafusion::arrow::array::AsArray;
 use datafusion::catalog::TableFunctionArgs;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionContext, lit};
-use datafusion_prospeo::api::{Client, RecordStatus, Tally, Totals};
+use datafusion_prospeo::api::{Client, Endpoint, RecordStatus, Tally, Totals};
 use datafusion_prospeo::cache::CacheKey;
 use datafusion_prospeo::datafusion::options::EnrichOptions;
-use datafusion_prospeo::datafusion::table::{EnrichTable, FUNCTION_NAME, register_with_client};
+use datafusion_prospeo::datafusion::table::{EnrichTable, function_name, register_with_client};
 use datafusion_prospeo::sandbox::Sandbox;
 use futures::StreamExt;
 use serde::Serialize;
@@ -37,6 +38,13 @@ pub struct EnrichArgs {
     /// Output format, when the extension does not say it.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormat>,
+    /// Enrich companies instead of persons, through Bulk Enrich Company: the input is an
+    /// accounts export whose columns map to company_name, company_website,
+    /// company_linkedin_url and company_id ("Account Name", "Website", "Company Domain Name",
+    /// "LinkedIn Company Page", ...); the output has the company columns only. One credit a
+    /// matched company; the key's quota is shared with person enrichment.
+    #[arg(long)]
+    pub companies: bool,
     /// The `prospeo.*` options, as the SQL side has them (`prospeo.per_second` is
     /// --per-second): the same names, the same checks.
     #[command(flatten)]
@@ -105,6 +113,9 @@ struct DryRun {
     rows: u64,
     /// Rows that meet the vendor's minimum and would be sent.
     valid: u64,
+    /// Company records to send with only a name: sent, but a name alone may match the wrong
+    /// company (the vendor's warning).
+    name_only: u64,
     /// Rows below the minimum: never sent, never charged.
     invalid_datapoints: u64,
     /// Valid rows whose normalised datapoints repeat an earlier row's: sent once.
@@ -121,12 +132,35 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+impl EnrichArgs {
+    /// The endpoint the rows go to.
+    fn endpoint(&self) -> Endpoint {
+        if self.companies {
+            Endpoint::BulkEnrichCompany
+        } else {
+            Endpoint::BulkEnrichPerson
+        }
+    }
+}
+
 /// The job's options from the command line, checked before anything starts.
 fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
     let mut options = EnrichOptions::default();
     args.options.apply(&mut options).map_err(api_error)?;
+    let endpoint = args.endpoint();
+    if endpoint.flags(options.flags()) != options.flags() {
+        return Err(CliError::BadInput(format!(
+            "--only-verified-email, --enrich-mobile and --only-verified-mobile are person flags: {} takes none; drop them, or enrich persons without --companies",
+            endpoint.path()
+        )));
+    }
     if args.no_header {
         options.csv_has_header = false;
+    }
+    // The API the run talks to names the default cache file (see `default_cache_file`): the
+    // path printed and the dry run's cache must be the run's.
+    if !args.sandbox && options.base_url.is_none() {
+        options.base_url = args.api.base_url.clone();
     }
     // Sandbox answers must never mix with paid ones: with --sandbox and no --cache PATH, the
     // answers live in memory (PROSPEO_CACHE does not apply).
@@ -212,8 +246,9 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     register_with_client(&ctx, client.clone());
     install_options(&ctx, options);
     let input = sql_string(&args.input);
+    let function = function_name(args.endpoint());
     let df = ctx
-        .sql(&format!("SELECT * FROM {FUNCTION_NAME}({input})"))
+        .sql(&format!("SELECT * FROM {function}({input})"))
         .await
         .map_err(planning_error)?;
     if talk {
@@ -224,7 +259,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
 
     // Reading the whole input once before paying for anything finds a broken line (a CSV row
     // with too many fields, say) while it costs nothing; for Parquet it reads only metadata.
-    let total = count_rows(&ctx, &input)
+    let total = count_rows(&ctx, function, &input)
         .await
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.input)))?;
     let mode = ProgressMode::choose(args.quiet, global.log_format == LogFormat::Json);
@@ -312,10 +347,11 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<(), CliE
 /// The input's row count (free: no enrichment column is read).
 async fn count_rows(
     ctx: &SessionContext,
+    function: &str,
     input: &str,
 ) -> Result<Option<u64>, datafusion::error::DataFusionError> {
     let batches = ctx
-        .sql(&format!("SELECT count(*) FROM {FUNCTION_NAME}({input})"))
+        .sql(&format!("SELECT count(*) FROM {function}({input})"))
         .await?
         .collect()
         .await?;
@@ -329,8 +365,10 @@ async fn count_rows(
 /// `--dry-run`: reads the mapped columns only and counts what would happen to each row.
 async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError> {
     let state = ctx.state();
+    let endpoint = args.endpoint();
+    let function = function_name(endpoint);
     let provider = ctx
-        .table_function(FUNCTION_NAME)
+        .table_function(function)
         .and_then(|f| {
             f.create_table_provider_with_args(TableFunctionArgs::new(
                 &[lit(args.input.clone())],
@@ -340,7 +378,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
         .map_err(planning_error)?;
     let table = provider
         .downcast_ref::<EnrichTable>()
-        .ok_or_else(|| CliError::Failure("enrich_person did not return its table".into()))?;
+        .ok_or_else(|| CliError::Failure(format!("{function} did not return its table")))?;
     let mapping = table.mapping().clone();
     let options = table.options().clone();
     if !args.quiet {
@@ -364,7 +402,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
         ..Default::default()
     };
     let cache = options.open_cache().map_err(api_error)?;
-    let flags = options.flags();
+    let flags = endpoint.flags(options.flags());
     let now = std::time::SystemTime::now();
     let mut seen = HashSet::new();
     while let Some(batch) = stream.next().await {
@@ -375,28 +413,34 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
         let mut first_seen = Vec::new();
         for record in records {
             report.rows += 1;
-            let normalized = record.normalized();
-            if !normalized.meets_minimum() {
+            let Some(prepared) = endpoint.prepare(&record) else {
                 report.invalid_datapoints += 1;
                 continue;
-            }
+            };
             report.valid += 1;
-            let key = CacheKey::new(&normalized, flags);
+            let key = CacheKey::for_endpoint(endpoint, &prepared, flags);
             if seen.insert(key.clone()) {
-                first_seen.push(key);
+                first_seen.push((key, endpoint.name_only(&prepared)));
             } else {
                 report.duplicates += 1;
             }
         }
-        if let Some(cache) = &cache {
-            let entries = cache
-                .get_many(&first_seen)
-                .map_err(|e| CliError::Failure(e.to_string()))?;
-            report.cached += entries
+        let keys: Vec<CacheKey> = first_seen.iter().map(|(key, _)| key.clone()).collect();
+        let served: Vec<bool> = match &cache {
+            Some(cache) => cache
+                .get_many(&keys)
+                .map_err(|e| CliError::Failure(e.to_string()))?
                 .iter()
-                .flatten()
-                .filter(|e| e.serves(flags, options.cache_ttl, now))
-                .count() as u64;
+                .map(|e| {
+                    e.as_ref()
+                        .is_some_and(|e| e.serves(flags, options.cache_ttl, now))
+                })
+                .collect(),
+            None => vec![false; keys.len()],
+        };
+        for ((_, name_only), served) in first_seen.iter().zip(served) {
+            report.cached += u64::from(served);
+            report.name_only += u64::from(*name_only && !served);
         }
     }
     report.records_to_send = report.valid - report.duplicates - report.cached;
@@ -411,6 +455,7 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
             ("duplicates", report.duplicates),
             ("in the cache", report.cached),
             ("records to send", report.records_to_send),
+            ("  name only (weak)", report.name_only),
             ("worst-case credits", report.worst_case_credits),
         ] {
             eprintln!("  {label:<20} {n:>8}");
@@ -488,6 +533,9 @@ fn print_summary(s: &Summary) {
     eprintln!("  {:<20} {:>8}", "retries", s.retries);
     if s.lost_answers > 0 {
         eprintln!("  {:<20} {:>8}", "lost answers", s.lost_answers);
+    }
+    if s.name_only > 0 {
+        eprintln!("  {:<20} {:>8}", "name only (weak)", s.name_only);
     }
     eprintln!("  {:<20} {:>8}", "429s", s.rate_limited);
     eprintln!("  {:<20} {:>8.1} s", "quota wait", s.quota_wait_seconds);

@@ -25,7 +25,7 @@ pub const EXIT_BAD_KEY: u8 = 4;
 /// Exit code: interrupted (Ctrl-C).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// Prospeo person enrichment from the command line, and a local sandbox of the API.
+/// Prospeo person and company enrichment from the command line, and a local sandbox of the API.
 #[derive(Debug, Parser)]
 #[command(name = "prospeo", version, about, long_about = None)]
 pub struct Cli {
@@ -57,10 +57,11 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enrich a lead file (Parquet, CSV or NDJSON) into Parquet, CSV, NDJSON or Arrow.
+    /// Enrich a lead file (or, with --companies, an accounts file) of Parquet, CSV or NDJSON
+    /// into Parquet, CSV, NDJSON or Arrow.
     ///
-    /// Every input row comes out once, in input order, with the person and company columns and
-    /// a status and cost per row. Input and output may be local or on object storage. The key
+    /// Every input row comes out once, in input order, with the person and company columns (the
+    /// company columns only, with --companies) and a status and cost per row. Input and output may be local or on object storage. The key
     /// comes from PROSPEO_API_KEY or --api-key-file, never from the command line; --sandbox
     /// runs against an embedded sandbox instead. Rows below the vendor's minimum (a first name
     /// alone, say) are never sent, and rows with the same datapoints are sent once. The output
@@ -74,8 +75,8 @@ pub enum Command {
     /// --max-credits) or failed: run the same command again later; 2 bad input or arguments;
     /// 4 the key is missing or refused; 130 interrupted; 1 any other failure.
     Enrich(enrich::EnrichArgs),
-    /// Run SQL with enrich_person registered: one query, a script (--file), or an interactive
-    /// shell.
+    /// Run SQL with enrich_person and enrich_company registered: one query, a script (--file),
+    /// or an interactive shell.
     ///
     /// The session reads Parquet, CSV and NDJSON from local paths and s3://, gs://, az:// URLs
     /// (stores configured from the environment), and `SET prospeo.<option> = value` sets the

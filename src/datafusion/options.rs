@@ -725,7 +725,17 @@ impl EnrichOptions {
                     .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
             )
             .cache_ttl(self.cache_ttl);
-        if let Some(path) = self.cache_file_for(builder.configured_base_url())? {
+        let base_url = builder.configured_base_url().to_string();
+        if let Some(path) = self.cache_file_for(&base_url)? {
+            if !is_vendor(&base_url)
+                && ResponseCache::default_path()
+                    .is_some_and(|vendor| vendor != path && vendor.exists())
+            {
+                tracing::warn!(
+                    cache = %path.display(),
+                    "this API is not the vendor's, so the answers of the vendor's cache file are not read; give its path (--cache, prospeo.cache_path) if this server answers for the vendor"
+                );
+            }
             builder = builder.cache(shared_cache(&path)?);
         }
         Ok(builder)
@@ -828,26 +838,57 @@ impl EnrichOptions {
 
 /// The response cache file in the platform's cache directory for the API at `base_url`:
 /// `responses.redb` for the vendor's, and a file of its own for any other (a sandbox's, a
-/// proxy's), named after its host and port. A sandbox's made-up answers in the default file
-/// would later be served as paid ones: the cache key names the endpoint and the record, not the
-/// server.
+/// proxy's), `responses-<host>-<port>-<hash>.redb`. A sandbox's made-up answers in the default
+/// file would later be served as paid ones: the cache key names the endpoint and the record,
+/// not the server. The name never holds the URL's user, password, path or query (the hash, of
+/// the scheme, host, port and path, tells two servers on one host apart).
 pub fn default_cache_file(base_url: &str) -> Option<PathBuf> {
     let path = ResponseCache::default_path()?;
-    let url = base_url.trim().trim_end_matches('/');
-    if url.eq_ignore_ascii_case(crate::api::client::DEFAULT_BASE_URL) {
+    if is_vendor(base_url) {
         return Some(path);
     }
-    let server = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (host, port, identity) = match url::Url::parse(base_url.trim()) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let port = url.port_or_known_default().unwrap_or_default();
+            let identity = format!(
+                "{}://{host}:{port}{}",
+                url.scheme(),
+                url.path().trim_end_matches('/')
+            );
+            (host, port, identity)
+        }
+        Err(_) => (String::new(), 0, base_url.trim().to_string()),
+    };
     let mut name = String::from("responses-");
-    for c in server.chars() {
+    for c in format!("{host}-{port}").chars() {
         match c {
-            c if c.is_ascii_alphanumeric() => name.push(c.to_ascii_lowercase()),
+            c if c.is_ascii_alphanumeric() => name.push(c),
             _ if name.ends_with('-') => {}
             _ => name.push('-'),
         }
     }
-    let name = format!("{}.redb", name.trim_end_matches('-'));
-    Some(path.with_file_name(name))
+    // FNV-1a: stable across versions and platforms, unlike the standard library's hasher.
+    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(path.with_file_name(format!("{name}-{:08x}.redb", hash as u32)))
+}
+
+/// Whether `base_url` is the vendor's API (`https://api.prospeo.io`, any case, port 443, no
+/// path).
+fn is_vendor(base_url: &str) -> bool {
+    let (Ok(url), Ok(vendor)) = (
+        url::Url::parse(base_url.trim()),
+        url::Url::parse(crate::api::client::DEFAULT_BASE_URL),
+    ) else {
+        return false;
+    };
+    url.scheme() == vendor.scheme()
+        && url.host_str() == vendor.host_str()
+        && url.port_or_known_default() == vendor.port_or_known_default()
+        && url.path().trim_end_matches('/').is_empty()
+        && url.username().is_empty()
 }
 
 /// Opens the response cache at `path` once per process: the file is locked by the process that
@@ -1093,16 +1134,42 @@ mod tests {
             return; // no cache directory on this platform: nothing to keep apart
         };
         assert_eq!(Some(vendor.clone()), ResponseCache::default_path());
+        for same in ["https://API.prospeo.io", "https://api.prospeo.io:443/"] {
+            assert_eq!(default_cache_file(same), Some(vendor.clone()), "{same}");
+        }
         let sandbox = default_cache_file("http://127.0.0.1:8080").unwrap();
         assert_ne!(sandbox, vendor);
         assert_eq!(sandbox.parent(), vendor.parent());
-        assert_eq!(
-            sandbox.file_name().unwrap(),
-            "responses-127-0-0-1-8080.redb"
+        let name = sandbox.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("responses-127-0-0-1-8080-") && name.ends_with(".redb"),
+            "{name}"
         );
-        assert_ne!(
-            default_cache_file("http://127.0.0.1:8081").unwrap(),
+        assert_eq!(
+            default_cache_file("http://127.0.0.1:8080/").unwrap(),
             sandbox
+        );
+        let others = [
+            "http://127.0.0.1:8081",
+            "https://127.0.0.1:8080",
+            "http://127.0.0.1:8080/other",
+            "http://a-b.c",
+            "https://a.b-c",
+            "http://---",
+            "https://api.prospeo.io/proxy",
+        ];
+        let mut names = vec![vendor.clone(), sandbox.clone()];
+        for other in others {
+            let path = default_cache_file(other).unwrap();
+            assert!(!names.contains(&path), "{other}: {path:?}");
+            names.push(path);
+        }
+        // Credentials and queries never reach a file name (it is printed and in errors).
+        let secret = default_cache_file("http://user:s3cret@proxy.example:8080/?key=K").unwrap();
+        let secret = secret.to_string_lossy();
+        assert!(
+            !secret.contains("s3cret") && !secret.contains("user"),
+            "{secret}"
         );
         // Through the options, whichever way the URL is given.
         let mut options = EnrichOptions::default();

@@ -53,8 +53,8 @@ pub const COMPANY_FUNCTION_NAME: &str = "enrich_company";
 /// The table function of an endpoint.
 pub fn function_name(endpoint: Endpoint) -> &'static str {
     match endpoint {
+        Endpoint::BulkEnrichPerson => FUNCTION_NAME,
         Endpoint::BulkEnrichCompany => COMPANY_FUNCTION_NAME,
-        _ => FUNCTION_NAME,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::api::wire::{
     BulkEnrichResponse, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord, Person,
     PersonMobile,
 };
-use crate::datapoints::Datapoints;
+use crate::datapoints::{Datapoint, Datapoints};
 use crate::rng::SplitMix64;
 use crate::sandbox::config::{SandboxConfig, SandboxKey};
 use crate::sandbox::directory::{Directory, Lookup};
@@ -522,9 +522,14 @@ fn serve_enrich(
     let Value::Object(request) = request else {
         return Err(invalid("the body must be a JSON object".into()));
     };
-    // The company endpoint takes no flags (reference): any sent are ignored.
+    // The company endpoint takes no flags, and its records only the four company datapoints
+    // (reference): whether the vendor refuses anything else is not said, so the sandbox, on
+    // the strict reading, does.
     let flags = match endpoint {
-        Endpoint::Company => EnrichFlags::default(),
+        Endpoint::Company => {
+            check_company_request(&request).map_err(invalid)?;
+            EnrichFlags::default()
+        }
         _ => parse_flags(&request).map_err(invalid)?,
     };
     let records = match endpoint {
@@ -852,6 +857,28 @@ fn parse_flags(request: &serde_json::Map<String, Value>) -> Result<EnrichFlags, 
         enrich_mobile: flag("enrich_mobile")?,
         only_verified_mobile: flag("only_verified_mobile")?,
     })
+}
+
+/// Refuses a `/bulk-enrich-company` request with anything but `data`, or a record with
+/// anything but `identifier` and the four company datapoints.
+fn check_company_request(request: &serde_json::Map<String, Value>) -> Result<(), String> {
+    if let Some(key) = request.keys().find(|k| *k != "data") {
+        return Err(format!("`{key}` is not a property of a company request"));
+    }
+    let records = request.get("data").and_then(Value::as_array);
+    for (i, record) in records.into_iter().flatten().enumerate() {
+        let Some(record) = record.as_object() else {
+            continue;
+        };
+        let allowed =
+            |k: &str| k == "identifier" || Datapoint::COMPANY.iter().any(|d| d.as_str() == k);
+        if let Some(key) = record.keys().find(|k| !allowed(k)) {
+            return Err(format!(
+                "record {i}: `{key}` is not a datapoint of a company record"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_bulk_records(

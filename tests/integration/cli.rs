@@ -1403,10 +1403,10 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        files,
-        [format!("responses-127-0-0-1-{port}.redb")],
-        "the sandbox's answers are kept apart from the vendor's (responses.redb)"
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("responses-127-0-0-1-{port}-")),
+        "the sandbox's answers are kept apart from the vendor's (responses.redb): {files:?}"
     );
     sandbox.stop().await.unwrap();
 }
@@ -1479,4 +1479,143 @@ async fn sql_enriches_leads_and_accounts_in_one_query_on_one_quota() {
         "{stdout}"
     );
     sandbox.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_companies_on_the_sample_accounts_with_dry_run_summary_and_flags() {
+    use datafusion_prospeo::sandbox::generator::{AccountKind, SampleData, generate_accounts};
+    let dir = tempfile::tempdir().unwrap();
+    let accounts_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/accounts.csv");
+    let directory = generate_directory(&GeneratorConfig::default());
+    let sample = SampleData::default();
+    let accounts = generate_accounts(&directory, sample.directory.seed, sample.account_rows);
+    let nothing = accounts
+        .iter()
+        .filter(|a| a.kind == AccountKind::Nothing)
+        .count() as u64;
+    let name_only = accounts
+        .iter()
+        .filter(|a| a.kind == AccountKind::ByNameOnly)
+        .count() as u64;
+
+    // The dry run: the rows by what would happen, sending nothing, with no key.
+    let dry = dir.path().join("dry.json");
+    let run = prospeo(
+        args(&[
+            "enrich",
+            "--companies",
+            &path_arg(&accounts_path),
+            "--dry-run",
+            "--summary-json",
+            &path_arg(&dry),
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let dry: Value = serde_json::from_slice(&std::fs::read(&dry).unwrap()).unwrap();
+    assert_eq!(dry["rows"], accounts.len() as u64);
+    assert_eq!(dry["invalid_datapoints"], nothing);
+    assert_eq!(dry["name_only"], name_only);
+    assert_eq!(
+        dry["worst_case_credits"], dry["records_to_send"],
+        "one credit a company at most"
+    );
+    assert!(
+        stderr(&run).contains("company_name <- \"Name\""),
+        "{}",
+        stderr(&run)
+    );
+
+    // The run, then a second one from the cache.
+    let cache = dir.path().join("cache.redb");
+    let output = dir.path().join("enriched.parquet");
+    let summary_path = dir.path().join("summary.json");
+    let run_once = || {
+        prospeo(
+            args(&[
+                "enrich",
+                "--companies",
+                &path_arg(&accounts_path),
+                "-o",
+                &path_arg(&output),
+                "--sandbox",
+                "--cache",
+                &path_arg(&cache),
+                "--summary-json",
+                &path_arg(&summary_path),
+            ]),
+            vec![],
+        )
+    };
+    let run = run_once().await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("name only (weak)"),
+        "{}",
+        stderr(&run)
+    );
+    let batches = read_parquet(&output);
+    let schema = batches[0].schema();
+    assert!(
+        !schema
+            .fields()
+            .iter()
+            .any(|f| f.name().starts_with("prospeo_person_")),
+        "{schema:?}"
+    );
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("Record ID")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        accounts.iter().map(|a| a.record_id).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let statuses = strings(&batches, "prospeo_status");
+    assert_eq!(
+        summary["invalid_datapoints"],
+        statuses
+            .iter()
+            .filter(|s| *s == "invalid_datapoints")
+            .count() as u64
+    );
+    assert_eq!(summary["invalid_datapoints"], nothing);
+    assert_eq!(summary["name_only"], name_only);
+    assert_eq!(summary["records_sent"], dry["records_to_send"]);
+    let run = run_once().await;
+    assert!(run.status.success(), "{}", stderr(&run));
+    let again: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(again["records_sent"], 0, "{again}");
+    assert_eq!(strings(&read_parquet(&output), "prospeo_status"), statuses);
+
+    // Person flags do not apply to companies: refused before anything starts.
+    let run = prospeo(
+        args(&[
+            "enrich",
+            "--companies",
+            &path_arg(&accounts_path),
+            "-o",
+            &path_arg(&dir.path().join("never.csv")),
+            "--sandbox",
+            "--enrich-mobile",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("/bulk-enrich-company takes none"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!dir.path().join("never.csv").exists());
 }

@@ -392,3 +392,85 @@ async fn sql_queries_read_and_fill_the_same_cache() {
     );
     assert!(cache.exists());
 }
+
+/// An accounts export of `rows` rows over the default directory, and a sandbox that answers
+/// each request after `latency_ms`.
+async fn slow_company_job(rows: usize, latency_ms: u64, dir: &Path) -> (Sandbox, PathBuf) {
+    use datafusion_prospeo::sandbox::generator::{accounts_batch, generate_accounts};
+    let directory = Arc::new(generate_directory(&GeneratorConfig::default()));
+    let accounts = generate_accounts(&directory, 11, rows);
+    let input = dir.join("accounts.parquet");
+    write_parquet(&input, &accounts_batch(&accounts));
+    let mut config = SandboxConfig::new(directory);
+    config.keys = vec![SandboxKey::new("cli", KEY, 1_000_000, Plan::Pro)];
+    config.faults.latency = Duration::from_millis(latency_ms);
+    (Sandbox::start(config).await.unwrap(), input)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_job_killed_with_sigkill_resumes_and_a_second_run_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, input) = slow_company_job(600, 150, dir.path()).await;
+    let cache = dir.path().join("cache.redb");
+    let output = dir.path().join("out.parquet");
+    let env = env_with_cache(&sandbox, &cache);
+    let job = args(&[
+        "enrich",
+        "--companies",
+        &path_arg(&input),
+        "-o",
+        &path_arg(&output),
+        "--concurrency",
+        "1",
+    ]);
+    let killed = run_until_signalled(&job, &env, &sandbox, 150, "KILL").await;
+    assert!(!killed.status.success());
+    assert!(!output.exists(), "a killed job leaves no output");
+    let at_kill = sandbox.stats().key("cli").records;
+    let charged_at_kill = sandbox.stats().key("cli").credits_charged;
+
+    let resume = ["--companies", "--concurrency", "1"];
+    let (code, summary) = enrich(&input, &output, env.clone(), &resume).await;
+    assert_eq!(code, Some(0), "{summary}");
+    let stats = sandbox.stats().key("cli");
+    // The resumed run sent what was never answered, and at most the one request in flight
+    // at the kill again; nothing answered was paid twice.
+    let (fresh, _) = slow_company_job(600, 0, dir.path()).await;
+    let reference = dir.path().join("reference.parquet");
+    let (code, reference_summary) = enrich(
+        &input,
+        &reference,
+        env_with_cache(&fresh, &dir.path().join("fresh.redb")),
+        &["--companies"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let distinct = fresh.stats().key("cli").records;
+    let resent = stats.records - at_kill;
+    assert!(
+        resent >= distinct - at_kill && resent <= distinct - at_kill + 50,
+        "resent {resent}, distinct {distinct}, at kill {at_kill}"
+    );
+    assert_eq!(
+        stats.credits_charged,
+        fresh.stats().key("cli").credits_charged,
+        "each company paid once over both runs (charged {charged_at_kill} before the kill)"
+    );
+    assert_eq!(
+        without_payment_columns(&read_parquet(&output)),
+        without_payment_columns(&read_parquet(&reference)),
+        "the resumed job's output is the uninterrupted job's"
+    );
+    assert_eq!(summary["rows"], reference_summary["rows"]);
+    // Companies asked by their name alone are counted where they were answered.
+    assert!(
+        reference_summary["name_only"].as_u64().unwrap() > 0,
+        "{reference_summary}"
+    );
+
+    // A third run: everything from the cache, nothing sent.
+    let (code, again) = enrich(&input, &output, env, &resume).await;
+    assert_eq!(code, Some(0), "{again}");
+    assert_eq!(again["records_sent"], 0, "{again}");
+    assert_eq!(sandbox.stats().key("cli").records, stats.records);
+}

@@ -1261,8 +1261,8 @@ async fn the_company_endpoint_validates_matches_charges_and_shares_the_enrich_wi
             .await
         }
     };
-    // Validation: 1 to 50 records, unique identifiers; flags are not the endpoint's and are
-    // ignored.
+    // Validation: 1 to 50 records, unique identifiers, no flags, only the four company
+    // datapoints (the strict reading of the contract: the client must never send more).
     let many: Vec<Value> = (0..51)
         .map(|i| json!({"identifier": i.to_string(), "company_name": format!("Co {i}")}))
         .collect();
@@ -1273,20 +1273,21 @@ async fn the_company_endpoint_validates_matches_charges_and_shares_the_enrich_wi
             {"identifier": "1", "company_name": "KPMG"},
             {"identifier": "1", "company_name": "Globex"}
         ]}),
+        json!({"enrich_mobile": true, "data": [{"identifier": "1", "company_name": "KPMG"}]}),
+        json!({"data": [{"identifier": "1", "company_name": "KPMG", "email": "a@kpmg.com"}]}),
     ] {
         company(body)
             .await
             .assert_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
     }
     let reply = company(json!({
-        "enrich_mobile": true,
         "data": [
             {"identifier": "web", "company_website": "https://www.KPMG.com/careers"},
             {"identifier": "page", "company_linkedin_url": "linkedin.com/company/globex/"},
             {"identifier": "id", "company_id": "c-initech"},
             {"identifier": "name", "company_name": "Intercom"},
             {"identifier": "shared name", "company_name": "Acme"},
-            {"identifier": "person only", "full_name": "Eva Kiegler"},
+            {"identifier": "no datapoint"},
             {"identifier": "again", "company_website": "kpmg.com"},
         ]
     }))
@@ -1318,7 +1319,7 @@ async fn the_company_endpoint_validates_matches_charges_and_shares_the_enrich_wi
         ]
     );
     assert_eq!(reply.body["not_matched"], json!(["shared name"]));
-    assert_eq!(reply.body["invalid_datapoints"], json!(["person only"]));
+    assert_eq!(reply.body["invalid_datapoints"], json!(["no datapoint"]));
     // 1 credit a company; KPMG's second row is free (enriched before, in this very request).
     assert_eq!(reply.body["total_cost"], 4);
     assert_eq!(reply.body["matched"][4]["free_enrichment"], true);

@@ -902,15 +902,41 @@ async fn enrich_company_refuses_a_person_mapping_and_names_the_accepted_columns(
     let sandbox = start(config()).await;
     let ctx = context(&sandbox).await;
     ctx.register_batch("crm_leads", leads_batch(LEADS)).unwrap();
-    // Leads carry a company domain: that is a company datapoint.
-    let (_, batches) = run(
+    // Leads carry a company domain: that is a company datapoint, and the only one mapped.
+    let (plan, batches) = run(
         &ctx,
-        "SELECT prospeo_status FROM enrich_company('crm_leads')",
+        "SELECT lead_id, prospeo_status, prospeo_company_company_id FROM enrich_company('crm_leads')",
     )
     .await;
+    let mapped: Vec<String> = enrich_exec(&plan)
+        .unwrap()
+        .mapping()
+        .mapped()
+        .iter()
+        .map(|m| format!("{}<-{}", m.datapoint, m.column))
+        .collect();
+    assert_eq!(mapped, ["company_website<-Company Domain"]);
     assert_eq!(
-        column_strings(&batches, "prospeo_status").len(),
-        LEADS.len()
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "invalid_datapoints",
+            "invalid_datapoints",
+            "invalid_datapoints",
+            "matched",
+            "matched"
+        ]
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_company_company_id"),
+        [
+            "c-intercom",
+            "NULL",
+            "NULL",
+            "NULL",
+            "c-globex",
+            "c-intercom"
+        ]
     );
     let err = planning_error(
         &ctx,

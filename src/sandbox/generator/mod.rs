@@ -255,7 +255,7 @@ impl Default for SampleData {
 }
 
 /// Writes `out/directory/{companies,people}.jsonl` (via [`Directory::save`]), `out/leads.csv`
-/// (with a header row) and `out/leads.parquet`, creating `out` when needed. Returns the
+/// (with a header row), `out/leads.parquet` and `out/accounts.csv`, creating `out` when needed. Returns the
 /// directory it generated.
 pub fn write_sample_data(out: &Path, sample: &SampleData) -> Result<Directory, GeneratorError> {
     std::fs::create_dir_all(out).map_err(|source| GeneratorError::Io {
@@ -2656,8 +2656,18 @@ mod tests {
             "directory/people.jsonl",
             "leads.csv",
             "leads.parquet",
+            "accounts.csv",
         ] {
             assert!(out.path().join(file).is_file(), "{file} missing");
+        }
+        // The committed sample files are what the generator writes today.
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data");
+        for file in ["leads.csv", "accounts.csv"] {
+            assert_eq!(
+                std::fs::read_to_string(out.path().join(file)).unwrap(),
+                std::fs::read_to_string(committed.join(file)).unwrap(),
+                "sample-data/{file} is stale: run `prospeo sandbox generate --out sample-data`"
+            );
         }
         let csv = std::fs::read_to_string(out.path().join("leads.csv")).unwrap();
         assert_eq!(
