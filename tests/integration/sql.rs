@@ -870,6 +870,31 @@ async fn enrich_company_enriches_an_accounts_export_row_for_row_in_order() {
         "no person was asked"
     );
 
+    // The same accounts as Parquet and NDJSON come out the same (the answers now from the
+    // client's cache).
+    let parquet = dir.path().join("accounts.parquet");
+    write_parquet(&parquet, &accounts_batch());
+    let ndjson = dir.path().join("accounts.ndjson");
+    let mut writer =
+        datafusion::arrow::json::LineDelimitedWriter::new(std::fs::File::create(&ndjson).unwrap());
+    writer.write(&accounts_batch()).unwrap();
+    writer.finish().unwrap();
+    for other in [&parquet, &ndjson] {
+        let sql = format!(
+            "SELECT \"Account ID\", prospeo_status, prospeo_company_company_id FROM enrich_company('{}')",
+            other.display()
+        );
+        let (_, same) = run(&ctx, &sql).await;
+        for column in ["Account ID", "prospeo_status", "prospeo_company_company_id"] {
+            assert_eq!(
+                column_strings(&same, column),
+                column_strings(&batches, column),
+                "{}",
+                other.display()
+            );
+        }
+    }
+
     // count(*) and input-only columns are free; LIMIT goes below the node.
     let before = sandbox.stats().key(ALPHA).requests;
     let (plan, batches) = run(
