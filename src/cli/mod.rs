@@ -88,7 +88,7 @@ pub enum Command {
     /// credit is spent). The key comes from PROSPEO_API_KEY or --api-key-file.
     Account(account::AccountArgs),
     /// Run a local sandbox of the Prospeo API over a synthetic directory, or generate sample data.
-    Sandbox(sandbox::SandboxArgs),
+    Sandbox(Box<sandbox::SandboxArgs>),
     /// Inspect, export or delete the response cache.
     ///
     /// Every answer the API gave for a record (matched with the person and company, not
@@ -199,7 +199,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Enrich(args) => enrich::run(args, &cli.global).await,
         Command::Sql(args) => sql::run(args).await,
         Command::Account(args) => account::run(args).await,
-        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Sandbox(args) => sandbox::run(*args).await,
         Command::Cache(args) => cache::run(args).await,
     }
 }
