@@ -1052,3 +1052,26 @@ async fn the_sample_account_export_comes_out_as_generated() {
     assert_eq!(sandbox.stats().key(ALPHA).credits_charged, paid);
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_company_runs_input_filters_before_sending() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("accounts", accounts_batch()).unwrap();
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT \"Account ID\", prospeo_status FROM enrich_company('accounts') \
+         WHERE \"Account ID\" IN ('001A', '001E')",
+    )
+    .await;
+    assert_eq!(column_strings(&batches, "Account ID"), ["001A", "001E"]);
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        ["matched", "matched"]
+    );
+    let exec = enrich_exec(&plan).expect("an EnrichExec");
+    assert_eq!(exec.pushed().filters.len(), 1, "{}", plan_text(&plan));
+    // Only the two rows the filter kept were sent.
+    assert_eq!(sandbox.stats().key(ALPHA).companies.records, 2);
+    sandbox.stop().await.unwrap();
+}
