@@ -214,26 +214,13 @@ impl Directory {
             ),
             lookup(&self.company_by_name, name.as_deref()),
         ];
-        let mut ambiguous = false;
-        for found in routes {
-            match found.as_slice() {
-                [] => {}
-                [one] => return Lookup::Found(*one),
-                _ => ambiguous = true,
-            }
-        }
-        if ambiguous {
-            Lookup::Ambiguous
-        } else {
-            Lookup::NotFound
-        }
+        first_unique(routes.into_iter())
     }
 
     /// Finds the one person that `datapoints` describe. Normalises them first, so raw input
     /// values may be passed.
     pub fn find(&self, datapoints: &Datapoints) -> Lookup {
         let query = datapoints.normalized();
-        let mut ambiguous = false;
         let routes: [&dyn Fn() -> Vec<usize>; 4] = [
             &|| {
                 query
@@ -247,18 +234,7 @@ impl Directory {
             &|| lookup(&self.by_email, query.email.as_deref()),
             &|| self.find_by_name_and_company(&query),
         ];
-        for route in routes {
-            match route().as_slice() {
-                [] => {}
-                [one] => return Lookup::Found(*one),
-                _ => ambiguous = true,
-            }
-        }
-        if ambiguous {
-            Lookup::Ambiguous
-        } else {
-            Lookup::NotFound
-        }
+        first_unique(routes.into_iter().map(|route| route()))
     }
 
     fn find_by_name_and_company(&self, query: &Datapoints) -> Vec<usize> {
@@ -346,6 +322,24 @@ fn person_name_key(person: &Person) -> Option<String> {
         _ => return None,
     };
     normalize(Datapoint::FullName, &name).map(|n| n.to_lowercase())
+}
+
+/// The first route that finds exactly one entry, in order; `Ambiguous` when none does but one
+/// found several. Routes are tried lazily: a later one runs only when the earlier ones failed.
+fn first_unique(routes: impl Iterator<Item = Vec<usize>>) -> Lookup {
+    let mut ambiguous = false;
+    for found in routes {
+        match found.as_slice() {
+            [] => {}
+            [one] => return Lookup::Found(*one),
+            _ => ambiguous = true,
+        }
+    }
+    if ambiguous {
+        Lookup::Ambiguous
+    } else {
+        Lookup::NotFound
+    }
 }
 
 fn lookup(index: &HashMap<String, Vec<usize>>, key: Option<&str>) -> Vec<usize> {

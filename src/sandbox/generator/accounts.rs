@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::datapoints::{Datapoint, Datapoints, normalize};
 use crate::rng::SplitMix64;
@@ -207,20 +206,7 @@ const INDUSTRIES: [&str; 6] = [
 /// The accounts as an Arrow batch with [`ACCOUNT_HEADERS`] (`Record ID` Int64, the others
 /// Utf8; all nullable, as a CSV reader would infer them).
 pub fn accounts_batch(accounts: &[Account]) -> RecordBatch {
-    let schema = Schema::new(
-        ACCOUNT_HEADERS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let data_type = if i == 0 {
-                    DataType::Int64
-                } else {
-                    DataType::Utf8
-                };
-                Field::new(*name, data_type, true)
-            })
-            .collect::<Vec<_>>(),
-    );
+    let schema = super::export_schema(&ACCOUNT_HEADERS);
     let text = |get: fn(&Account) -> &Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(
             accounts.iter().map(|a| get(a).clone()).collect::<Vec<_>>(),

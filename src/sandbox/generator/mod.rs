@@ -191,11 +191,11 @@ pub fn lead_datapoints(lead: &Lead) -> Datapoints {
     }
 }
 
-/// The leads as an Arrow batch with the messy headers of a CRM export (`lead_id` Int64, every
-/// other column Utf8; all nullable, as a CSV reader would infer them). `expected` is left out.
-pub fn leads_batch(leads: &[Lead]) -> RecordBatch {
-    let schema = Schema::new(
-        LEAD_HEADERS
+/// The schema of an export as a CSV reader infers it: the first column (the CRM's id) Int64,
+/// every other Utf8, all nullable.
+fn export_schema(headers: &[&str]) -> Schema {
+    Schema::new(
+        headers
             .iter()
             .enumerate()
             .map(|(i, name)| {
@@ -207,7 +207,13 @@ pub fn leads_batch(leads: &[Lead]) -> RecordBatch {
                 Field::new(*name, data_type, true)
             })
             .collect::<Vec<_>>(),
-    );
+    )
+}
+
+/// The leads as an Arrow batch with the messy headers of a CRM export (`lead_id` Int64, every
+/// other column Utf8; all nullable, as a CSV reader would infer them). `expected` is left out.
+pub fn leads_batch(leads: &[Lead]) -> RecordBatch {
+    let schema = export_schema(&LEAD_HEADERS);
     let text = |value: fn(&Lead) -> Option<&str>| -> ArrayRef {
         Arc::new(leads.iter().map(value).collect::<StringArray>())
     };
