@@ -1075,3 +1075,49 @@ async fn enrich_company_runs_input_filters_before_sending() {
     assert_eq!(sandbox.stats().key(ALPHA).companies.records, 2);
     sandbox.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_company_maps_an_apollo_accounts_export() {
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    let text =
+        |values: [Option<&str>; 3]| Arc::new(StringArray::from(values.to_vec())) as Arc<dyn Array>;
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("Company", DataType::Utf8, true),
+            Field::new("Website", DataType::Utf8, true),
+            Field::new("Company Linkedin Url", DataType::Utf8, true),
+            Field::new("Company Phone", DataType::Utf8, true),
+        ])),
+        vec![
+            text([Some("Globex"), Some("Somebody"), None]),
+            text([None, Some("http://www.initech.com"), None]),
+            text([None, None, Some("https://www.linkedin.com/company/kpmg")]),
+            text([Some("+1 555 0100"), None, Some("+1 555 0101")]),
+        ],
+    )
+    .unwrap();
+    ctx.register_batch("apollo_accounts", batch).unwrap();
+    let (plan, batches) = run(
+        &ctx,
+        "SELECT prospeo_company_company_id FROM enrich_company('apollo_accounts')",
+    )
+    .await;
+    // By name alone, by website (whatever the name says), by LinkedIn page; the phone never.
+    assert_eq!(
+        column_strings(&batches, "prospeo_company_company_id"),
+        ["c-globex", "c-initech", "c-kpmg"]
+    );
+    let mapped: Vec<String> = enrich_exec(&plan)
+        .unwrap()
+        .mapping()
+        .mapped()
+        .iter()
+        .map(|m| m.datapoint.to_string())
+        .collect();
+    assert_eq!(
+        mapped,
+        ["company_name", "company_website", "company_linkedin_url"]
+    );
+    sandbox.stop().await.unwrap();
+}
