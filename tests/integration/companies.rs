@@ -1,6 +1,7 @@
 //! Bulk Enrich Company through the client and the sandbox: matching, costs, the cache's
 //! endpoint tag, and one quota shared with the person endpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion_prospeo::Datapoints;
@@ -8,7 +9,7 @@ use datafusion_prospeo::api::{
     ApiKey, BatchOutcome, Client, Endpoint, EnrichFlags, RateLimits, RecordOutcome, RecordStatus,
     RetryPolicy,
 };
-use datafusion_prospeo::sandbox::Sandbox;
+use datafusion_prospeo::sandbox::{Faults, Sandbox};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -234,4 +235,134 @@ async fn person_and_company_calls_on_one_key_share_one_quota() {
         "the client kept both inside the shared windows"
     );
     sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn company_requests_survive_the_sandboxs_faults_and_nothing_is_paid_twice() {
+    let mut config = config();
+    config.faults = Faults {
+        internal_error_rate: 0.2,
+        drop_rate: 0.15,
+        cut_body_rate: 0.15,
+        garbled_rate: 0.1,
+        lost_record_rate: 0.2,
+        ..Faults::default()
+    };
+    config.seed = 11;
+    let sandbox = start(config).await;
+    let client = Client::builder()
+        .base_url(sandbox.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+        .batch_timeout(Duration::from_secs(60))
+        .retry(RetryPolicy {
+            max_attempts: 12,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap();
+    let mut values = vec![
+        json!({"company_website": "intercom.com"}),
+        json!({"company_id": "c-kpmg"}),
+        json!({"company_linkedin_url": "linkedin.com/company/globex"}),
+    ];
+    values.extend(company_strangers(60));
+    let input = records(&values);
+    // Small calls: many requests, so many draws of the faults.
+    let mut outcomes = Vec::new();
+    for chunk in input.chunks(4) {
+        let batch = client
+            .enrich(Endpoint::BulkEnrichCompany, chunk, EnrichFlags::default())
+            .await
+            .unwrap();
+        outcomes.extend(batch.records);
+    }
+    // Every record settled in the one run, as it would without faults.
+    let statuses: Vec<RecordStatus> = outcomes.iter().map(RecordOutcome::status).collect();
+    assert_eq!(&statuses[..3], [RecordStatus::Matched; 3]);
+    assert!(
+        statuses[3..].iter().all(|s| *s == RecordStatus::NotMatched),
+        "{statuses:?}"
+    );
+    let stats = sandbox.stats().key(ALPHA);
+    let faults = &stats.faults;
+    assert!(
+        faults.internal_error
+            + faults.dropped
+            + faults.cut_body
+            + faults.garbled
+            + faults.lost_record
+            > 0,
+        "{faults:?}"
+    );
+    // Three companies, each charged once, whatever was asked again.
+    assert_eq!(stats.companies.credits_charged, 3);
+    let paid: i64 = outcomes.iter().map(RecordOutcome::cost).sum();
+    assert_eq!(paid, 3);
+    sandbox.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_company_answer_whose_total_cost_the_prices_do_not_explain_is_reconciled_with_a_warning()
+{
+    use axum::routing::post;
+    use std::sync::Mutex;
+    // The vendor page's example: two matches, `total_cost: 10`.
+    let received = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let log = received.clone();
+    let app = axum::Router::new().route(
+        "/bulk-enrich-company",
+        post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                axum::Json(json!({
+                    "error": false,
+                    "total_cost": 10,
+                    "matched": [
+                        {"identifier": "r0", "company": {"company_id": "c-1", "name": "Intercom"}},
+                        {"identifier": "r1", "company": {"company_id": "c-2", "name": "KPMG"}}
+                    ],
+                    "not_matched": [],
+                    "invalid_datapoints": []
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::builder()
+        .base_url(url)
+        .api_key(ApiKey::new("k").unwrap())
+        .build()
+        .unwrap();
+    let input = records(&[
+        json!({"company_website": "intercom.com", "email": "not@sent.io"}),
+        json!({"company_name": "KPMG"}),
+    ]);
+    let flags = EnrichFlags {
+        enrich_mobile: true,
+        ..EnrichFlags::default()
+    };
+    let batch = client
+        .enrich(Endpoint::BulkEnrichCompany, &input, flags)
+        .await
+        .unwrap();
+    let costs: Vec<i64> = batch.records.iter().map(RecordOutcome::cost).collect();
+    assert_eq!(costs.iter().sum::<i64>(), 10, "{costs:?}");
+    assert_eq!(batch.total_cost, 10);
+    assert_eq!(client.totals().cost_warnings, 1);
+    // What went out: the company datapoints only, no flags.
+    let sent = received.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [json!({"data": [
+            {"identifier": "r0", "company_website": "intercom.com"},
+            {"identifier": "r1", "company_name": "KPMG"}
+        ]})]
+    );
+    server.abort();
 }
