@@ -8,9 +8,10 @@
 //!    `prefix + "person_" / "company_" + path joined by "_"`, e.g. `prospeo_person_email_email`,
 //!    `prospeo_company_revenue_range_min`. Lists stay lists: `prospeo_person_job_history` is a
 //!    `List<Struct>`.
-//! 2. The columns are built straight from the typed wire structs (`columns.rs`), one pass over
-//!    the rows per column, and only the columns of an [`OutputProjection`]: a query that reads
-//!    only `prospeo_status` looks at no person or company at all. Masked values are nulled (see
+//! 2. The columns are built straight from the typed wire structs (`columns.rs`), only the columns
+//!    of an [`OutputProjection`]: a query that reads only `prospeo_status` looks at no person or
+//!    company at all. Their builders stay open over the whole batch while its rows are appended
+//!    a few hundred at a time, each column in one pass over them. Masked values are nulled (see
 //!    `Masking`).
 //! 3. The status columns (`status.rs`) are appended: `prospeo_status`, `prospeo_error`,
 //!    `prospeo_cost`, `prospeo_free_enrichment`.
