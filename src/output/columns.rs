@@ -12,10 +12,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListArray, NullBufferBuilder,
-    StringArray, StructArray, TimestampMillisecondBuilder,
+    ArrayRef, BooleanArray, ListArray, PrimitiveArray, StringArray, StructArray,
 };
-use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, Float64Type, Int64Type, TimestampMillisecondType,
+};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
@@ -58,6 +60,8 @@ pub(super) struct FlatColumns<'a, C: 'static> {
     specs: &'static [FieldSpec<C>],
     revealed: Option<fn(&C) -> Option<bool>>,
     slots: Vec<Slot<'a, C>>,
+    /// The slots that read objects below `C`: what [`FlatAppend::declared_in_extra`] asks.
+    nested: Vec<usize>,
     /// Scratch: the objects of a piece whose masked value shows.
     shown: Vec<Option<&'a C>>,
 }
@@ -116,10 +120,23 @@ impl<'a, C: WireObject> FlatColumns<'a, C> {
                 }
             }
         }
+        let nested = (0..slots.len())
+            .filter(|&i| {
+                matches!(
+                    slots[i],
+                    Slot::Object { .. }
+                        | Slot::Column {
+                            column: Column::Nested(_),
+                            ..
+                        }
+                )
+            })
+            .collect();
         FlatColumns {
             specs,
             revealed: revealed_flag(specs),
             slots,
+            nested,
             shown: Vec::new(),
         }
     }
@@ -128,7 +145,7 @@ impl<'a, C: WireObject> FlatColumns<'a, C> {
 impl<'a, C: WireObject> FlatAppend<'a, C> for FlatColumns<'a, C> {
     fn declared_in_extra(&self, object: &C) -> bool {
         declares(self.specs, object)
-            || self.slots.iter().any(|slot| match slot {
+            || self.nested.iter().any(|&i| match &self.slots[i] {
                 Slot::Column { column, .. } => column.declared_in_extra(object),
                 Slot::Object { columns, .. } => columns.declared_in_extra(object),
             })
@@ -255,7 +272,7 @@ impl<'a, C: WireObject> StructColumns<'a, C> {
 pub(super) struct NestedStruct<'a, T: 'static, C: 'static> {
     get: fn(&T) -> Option<&C>,
     columns: StructColumns<'a, C>,
-    nulls: NullBufferBuilder,
+    nulls: Bits,
     /// Scratch: the objects of a piece.
     objects: Vec<Option<&'a C>>,
 }
@@ -274,7 +291,7 @@ impl<'a, T, C: WireObject> NestedStruct<'a, T, C> {
         NestedStruct {
             get,
             columns: StructColumns::new(specs, fields, rows),
-            nulls: NullBufferBuilder::new(rows),
+            nulls: Bits::new(rows),
             objects: Vec::new(),
         }
     }
@@ -297,7 +314,7 @@ impl<'a, T, C: WireObject> ColumnAppend<'a, T> for NestedStruct<'a, T, C> {
     }
 
     fn finish(&mut self) -> ArrayRef {
-        Arc::new(self.columns.finish(self.nulls.finish()))
+        Arc::new(self.columns.finish(self.nulls.finish_nulls()))
     }
 }
 
@@ -308,7 +325,7 @@ pub(super) struct ListColumn<'a, T: 'static, C: 'static> {
     /// The list's item field.
     item: FieldRef,
     offsets: Vec<i32>,
-    nulls: NullBufferBuilder,
+    nulls: Bits,
     items: StructColumns<'a, C>,
     /// Scratch: the items of a piece.
     scratch: Vec<Option<&'a C>>,
@@ -334,7 +351,7 @@ impl<'a, T, C: WireObject> ListColumn<'a, T, C> {
             get,
             item,
             offsets,
-            nulls: NullBufferBuilder::new(rows),
+            nulls: Bits::new(rows),
             items,
             scratch: Vec::new(),
         }
@@ -355,9 +372,9 @@ impl<'a, T, C: WireObject> ColumnAppend<'a, T> for ListColumn<'a, T, C> {
             match parent.and_then(get) {
                 Some(list) => {
                     self.scratch.extend(list.iter().map(Some));
-                    self.nulls.append_non_null();
+                    self.nulls.append(true);
                 }
-                None => self.nulls.append_null(),
+                None => self.nulls.append(false),
             }
             self.offsets.push(offset(base + self.scratch.len()));
         }
@@ -370,7 +387,7 @@ impl<'a, T, C: WireObject> ColumnAppend<'a, T> for ListColumn<'a, T, C> {
             self.item.clone(),
             OffsetBuffer::new(offsets.into()),
             Arc::new(self.items.finish(None)),
-            self.nulls.finish(),
+            self.nulls.finish_nulls(),
         ))
     }
 }
@@ -391,10 +408,14 @@ fn offset(at: usize) -> i32 {
 /// An open builder of one (unflattened, unmasked) column of one field of objects of type `C`.
 enum Column<'a, C: 'static> {
     Utf8(fn(&C) -> Option<&str>, Utf8Builder),
-    Int64(fn(&C) -> Option<i64>, Int64Builder),
-    Float64(fn(&C) -> Option<f64>, Float64Builder),
-    Boolean(fn(&C) -> Option<bool>, BooleanBuilder),
-    Timestamp(fn(&C) -> Option<&str>, TimestampMillisecondBuilder),
+    Int64(fn(&C) -> Option<i64>, Primitive<Int64Type>),
+    Float64(fn(&C) -> Option<f64>, Primitive<Float64Type>),
+    Boolean(fn(&C) -> Option<bool>, Booleans),
+    Timestamp(
+        fn(&C) -> Option<&str>,
+        Primitive<TimestampMillisecondType>,
+        Option<Arc<str>>,
+    ),
     Utf8List(fn(&C) -> Option<&[String]>, Utf8ListBuilder),
     /// An object (a `Struct`) or a list of objects.
     Nested(Box<dyn ColumnAppend<'a, C> + 'a>),
@@ -405,16 +426,14 @@ impl<'a, C: WireObject> Column<'a, C> {
     fn new(spec: &FieldSpec<C>, field: &Field, rows: usize) -> Self {
         match spec.kind {
             Kind::Utf8(get) => Column::Utf8(get, Utf8Builder::new(rows)),
-            Kind::Int64(get) => Column::Int64(get, Int64Builder::with_capacity(rows)),
-            Kind::Float64(get) => Column::Float64(get, Float64Builder::with_capacity(rows)),
-            Kind::Boolean(get) => Column::Boolean(get, BooleanBuilder::with_capacity(rows)),
+            Kind::Int64(get) => Column::Int64(get, Primitive::new(rows)),
+            Kind::Float64(get) => Column::Float64(get, Primitive::new(rows)),
+            Kind::Boolean(get) => Column::Boolean(get, Booleans::new(rows)),
             Kind::TimestampUtc(get) | Kind::TimestampNaive(get) => {
                 let DataType::Timestamp(_, zone) = field.data_type() else {
                     unreachable!("a timestamp field: {field}")
                 };
-                let builder = TimestampMillisecondBuilder::with_capacity(rows)
-                    .with_timezone_opt(zone.clone());
-                Column::Timestamp(get, builder)
+                Column::Timestamp(get, Primitive::new(rows), zone.clone())
             }
             Kind::Utf8List(get) => Column::Utf8List(get, Utf8ListBuilder::new(field, rows)),
             Kind::Object(object) => Column::Nested(object.struct_builder(field, rows)),
@@ -433,6 +452,13 @@ impl<'a, C: WireObject> Column<'a, C> {
         match self {
             Column::Utf8(get, builder) => {
                 let get = *get;
+                if tune::reserve() {
+                    let bytes: usize = rows
+                        .iter()
+                        .map(|row| row.and_then(get).map_or(0, str::len))
+                        .sum();
+                    builder.values.reserve(bytes);
+                }
                 for row in rows {
                     builder.append(row.and_then(get));
                 }
@@ -440,25 +466,25 @@ impl<'a, C: WireObject> Column<'a, C> {
             Column::Int64(get, builder) => {
                 let get = *get;
                 for row in rows {
-                    builder.append_option(row.and_then(get));
+                    builder.append(row.and_then(get));
                 }
             }
             Column::Float64(get, builder) => {
                 let get = *get;
                 for row in rows {
-                    builder.append_option(row.and_then(get));
+                    builder.append(row.and_then(get));
                 }
             }
             Column::Boolean(get, builder) => {
                 let get = *get;
                 for row in rows {
-                    builder.append_option(row.and_then(get));
+                    builder.append(row.and_then(get));
                 }
             }
-            Column::Timestamp(get, builder) => {
+            Column::Timestamp(get, builder, _) => {
                 let get = *get;
                 for row in rows {
-                    builder.append_option(row.and_then(get).and_then(timestamp));
+                    builder.append(row.and_then(get).and_then(timestamp));
                 }
             }
             Column::Utf8List(get, builder) => {
@@ -477,7 +503,9 @@ impl<'a, C: WireObject> Column<'a, C> {
             Column::Int64(_, builder) => Arc::new(builder.finish()),
             Column::Float64(_, builder) => Arc::new(builder.finish()),
             Column::Boolean(_, builder) => Arc::new(builder.finish()),
-            Column::Timestamp(_, builder) => Arc::new(builder.finish()),
+            Column::Timestamp(_, builder, zone) => {
+                Arc::new(builder.finish().with_timezone_opt(zone.clone()))
+            }
             Column::Utf8List(_, builder) => Arc::new(builder.finish()),
             Column::Nested(nested) => nested.finish(),
         }
@@ -497,30 +525,28 @@ fn timestamp(text: &str) -> Option<i64> {
 struct Utf8Builder {
     offsets: Vec<i32>,
     values: Vec<u8>,
-    nulls: NullBufferBuilder,
+    nulls: Bits,
 }
 
 impl Utf8Builder {
-    /// Bytes reserved a row up front; the buffer grows from there.
-    const BYTES_PER_ROW: usize = 16;
-
     fn new(rows: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Utf8Builder {
             offsets,
-            values: Vec::with_capacity(rows * Self::BYTES_PER_ROW),
-            nulls: NullBufferBuilder::new(rows),
+            values: Vec::with_capacity(rows * tune::bytes_per_row()),
+            nulls: Bits::new(rows),
         }
     }
 
+    #[inline]
     fn append(&mut self, value: Option<&str>) {
         match value {
             Some(value) => {
                 self.values.extend_from_slice(value.as_bytes());
-                self.nulls.append_non_null();
+                self.nulls.append(true);
             }
-            None => self.nulls.append_null(),
+            None => self.nulls.append(false),
         }
         self.offsets.push(offset(self.values.len()));
     }
@@ -536,9 +562,108 @@ impl Utf8Builder {
             StringArray::new_unchecked(
                 OffsetBuffer::new_unchecked(offsets.into()),
                 Buffer::from_vec(values),
-                self.nulls.finish(),
+                self.nulls.finish_nulls(),
             )
         }
+    }
+}
+
+/// Bits appended one at a time into a plain byte vector (an ordinary allocation, where arrow's
+/// builders ask for 64-byte aligned ones, which cost several times as much to allocate).
+struct Bits {
+    bits: Vec<u8>,
+    len: usize,
+    /// How many zeros.
+    zeros: usize,
+}
+
+impl Bits {
+    fn new(rows: usize) -> Self {
+        Bits {
+            bits: Vec::with_capacity(rows.div_ceil(8)),
+            len: 0,
+            zeros: 0,
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, bit: bool) {
+        let at = self.len % 8;
+        if at == 0 {
+            self.bits.push(u8::from(bit));
+        } else if let Some(last) = self.bits.last_mut() {
+            *last |= u8::from(bit) << at;
+        }
+        self.len += 1;
+        self.zeros += usize::from(!bit);
+    }
+
+    /// The bits so far; starts over, empty.
+    fn finish(&mut self) -> BooleanBuffer {
+        let len = std::mem::take(&mut self.len);
+        self.zeros = 0;
+        BooleanBuffer::new(Buffer::from_vec(std::mem::take(&mut self.bits)), 0, len)
+    }
+
+    /// The bits so far as a validity (`None` when every value is valid); starts over, empty.
+    fn finish_nulls(&mut self) -> Option<NullBuffer> {
+        if self.zeros == 0 {
+            self.len = 0;
+            self.bits.clear();
+            return None;
+        }
+        Some(NullBuffer::new(self.finish()))
+    }
+}
+
+/// A primitive column's values and validity.
+struct Primitive<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    nulls: Bits,
+}
+
+impl<T: ArrowPrimitiveType> Primitive<T> {
+    fn new(rows: usize) -> Self {
+        Primitive {
+            values: Vec::with_capacity(rows),
+            nulls: Bits::new(rows),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, value: Option<T::Native>) {
+        self.values.push(value.unwrap_or_default());
+        self.nulls.append(value.is_some());
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        let values = std::mem::take(&mut self.values);
+        PrimitiveArray::new(values.into(), self.nulls.finish_nulls())
+    }
+}
+
+/// A `Boolean` column's values and validity.
+struct Booleans {
+    values: Bits,
+    nulls: Bits,
+}
+
+impl Booleans {
+    fn new(rows: usize) -> Self {
+        Booleans {
+            values: Bits::new(rows),
+            nulls: Bits::new(rows),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, value: Option<bool>) {
+        self.values.append(value.unwrap_or(false));
+        self.nulls.append(value.is_some());
+    }
+
+    fn finish(&mut self) -> BooleanArray {
+        BooleanArray::new(self.values.finish(), self.nulls.finish_nulls())
     }
 }
 
@@ -547,7 +672,7 @@ struct Utf8ListBuilder {
     /// The list's item field.
     item: FieldRef,
     offsets: Vec<i32>,
-    nulls: NullBufferBuilder,
+    nulls: Bits,
     values: Utf8Builder,
     /// Strings appended since the last finish.
     count: usize,
@@ -561,13 +686,14 @@ impl Utf8ListBuilder {
         Utf8ListBuilder {
             item: list_item(field),
             offsets,
-            nulls: NullBufferBuilder::new(rows),
+            nulls: Bits::new(rows),
             // About four strings a list: skills, keywords.
             values: Utf8Builder::new(4 * rows),
             count: 0,
         }
     }
 
+    #[inline]
     fn append(&mut self, list: Option<&[String]>) {
         match list {
             Some(list) => {
@@ -575,9 +701,9 @@ impl Utf8ListBuilder {
                     self.values.append(Some(value));
                 }
                 self.count += list.len();
-                self.nulls.append_non_null();
+                self.nulls.append(true);
             }
-            None => self.nulls.append_null(),
+            None => self.nulls.append(false),
         }
         self.offsets.push(offset(self.count));
     }
@@ -589,7 +715,27 @@ impl Utf8ListBuilder {
             self.item.clone(),
             OffsetBuffer::new(offsets.into()),
             Arc::new(self.values.finish()),
-            self.nulls.finish(),
+            self.nulls.finish_nulls(),
         )
+    }
+}
+
+/// TEMPORARY: runtime knobs for measuring variants.
+pub(super) mod tune {
+    use std::sync::OnceLock;
+    fn var(name: &str, default: usize) -> usize {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+    pub(in super::super) fn piece_rows() -> usize {
+        static V: OnceLock<usize> = OnceLock::new();
+        *V.get_or_init(|| var("FLAT_PIECE", 512))
+    }
+    pub(super) fn reserve() -> bool {
+        static V: OnceLock<usize> = OnceLock::new();
+        *V.get_or_init(|| var("FLAT_RESERVE", 0)) == 1
+    }
+    pub(super) fn bytes_per_row() -> usize {
+        static V: OnceLock<usize> = OnceLock::new();
+        *V.get_or_init(|| var("FLAT_BPR", 16))
     }
 }

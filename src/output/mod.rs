@@ -218,7 +218,7 @@ impl OutputSchema {
             projection,
             outcomes,
             Path::Direct {
-                piece_rows: PIECE_ROWS,
+                piece_rows: columns::tune::piece_rows(),
             },
         )
     }
