@@ -15,10 +15,10 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, ListArray, PrimitiveArray, StringArray, StructArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, Float64Type, Int64Type, TimestampMillisecondType,
 };
-use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
 use super::fields::{FieldSpec, Kind, Masking, WireObject, revealed_flag};
@@ -452,13 +452,6 @@ impl<'a, C: WireObject> Column<'a, C> {
         match self {
             Column::Utf8(get, builder) => {
                 let get = *get;
-                if tune::reserve() {
-                    let bytes: usize = rows
-                        .iter()
-                        .map(|row| row.and_then(get).map_or(0, str::len))
-                        .sum();
-                    builder.values.reserve(bytes);
-                }
                 for row in rows {
                     builder.append(row.and_then(get));
                 }
@@ -529,12 +522,16 @@ struct Utf8Builder {
 }
 
 impl Utf8Builder {
+    /// Bytes reserved a row up front; the buffer grows from there. Sizing it exactly (a pass
+    /// over the piece summing the lengths) cost more instructions than the growth saves.
+    const BYTES_PER_ROW: usize = 16;
+
     fn new(rows: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Utf8Builder {
             offsets,
-            values: Vec::with_capacity(rows * tune::bytes_per_row()),
+            values: Vec::with_capacity(rows * Self::BYTES_PER_ROW),
             nulls: Bits::new(rows),
         }
     }
@@ -717,25 +714,5 @@ impl Utf8ListBuilder {
             Arc::new(self.values.finish()),
             self.nulls.finish_nulls(),
         )
-    }
-}
-
-/// TEMPORARY: runtime knobs for measuring variants.
-pub(super) mod tune {
-    use std::sync::OnceLock;
-    fn var(name: &str, default: usize) -> usize {
-        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-    }
-    pub(in super::super) fn piece_rows() -> usize {
-        static V: OnceLock<usize> = OnceLock::new();
-        *V.get_or_init(|| var("FLAT_PIECE", 512))
-    }
-    pub(super) fn reserve() -> bool {
-        static V: OnceLock<usize> = OnceLock::new();
-        *V.get_or_init(|| var("FLAT_RESERVE", 0)) == 1
-    }
-    pub(super) fn bytes_per_row() -> usize {
-        static V: OnceLock<usize> = OnceLock::new();
-        *V.get_or_init(|| var("FLAT_BPR", 16))
     }
 }

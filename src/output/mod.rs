@@ -218,7 +218,7 @@ impl OutputSchema {
             projection,
             outcomes,
             Path::Direct {
-                piece_rows: columns::tune::piece_rows(),
+                piece_rows: PIECE_ROWS,
             },
         )
     }
