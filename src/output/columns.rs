@@ -1,219 +1,718 @@
-//! Columns built straight from the typed wire structs: one pass over the rows per output
-//! column, and only for the columns a query reads.
+//! Columns built straight from the typed wire structs, only those a query reads.
+//!
+//! The builders of a batch's columns stay open while its rows are appended piece by piece (see
+//! `PIECE_ROWS` in `mod.rs`): within a piece each column takes its values in one pass over the
+//! piece's rows, and the finished columns need no joining.
 //!
 //! Values are the ones the arrow-json decoder (`decoder.rs`) makes of the same structs:
 //! timestamps go through the same parser (`string_to_datetime`), and one that does not parse is
 //! null; a null object has null fields. The tests in `mod.rs` hold the two paths to that.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, StringArray, StructArray,
-    TimestampMillisecondArray,
+    ArrayRef, BooleanArray, ListArray, PrimitiveArray, StringArray, StructArray,
 };
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, Float64Type, Int64Type, TimestampMillisecondType,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 
-use super::fields::{FieldSpec, Kind, Masking, WireObject, revealed_flag, struct_fields};
+use super::fields::{FieldSpec, Kind, Masking, WireObject, revealed_flag};
 
-/// Some object keeps a field the tables declare in `extra` (the wire type does not know it
-/// yet): only the decoder reads it, so the caller decodes the chunk instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DeclaredInExtra;
+/// Open builders of the flattened columns of some objects (of a type that holds them, `T`),
+/// appended to piece by piece.
+pub(super) trait FlatAppend<'a, T> {
+    /// Whether `parent`, or an object below it that these builders read, keeps a field the
+    /// tables declare in `extra` (the wire type does not know it yet): only the decoder reads
+    /// it.
+    fn declared_in_extra(&self, parent: &T) -> bool;
+    /// Appends the values of one piece of rows.
+    fn append(&mut self, parents: &[Option<&'a T>]);
+    /// The columns of the rows appended since the last finish, into `out` (in the order of
+    /// [`flat_fields`](super::fields::flat_fields), only the wanted ones); the builders start
+    /// over, empty.
+    fn finish(&mut self, out: &mut [Option<ArrayRef>]);
+}
 
-/// Fails when one of `rows` keeps a field of `specs` in `extra`. Checked where the objects are
-/// read anyway, so it costs no extra pass over cold memory.
-fn check_extra<C: WireObject>(
-    specs: &[FieldSpec<C>],
-    rows: &[Option<&C>],
-) -> Result<(), DeclaredInExtra> {
-    let declared = |object: &&C| {
-        let extra = object.extra();
-        !extra.is_empty() && specs.iter().any(|spec| extra.contains_key(spec.name))
-    };
-    match rows.iter().flatten().any(declared) {
-        true => Err(DeclaredInExtra),
-        false => Ok(()),
+/// An open builder of one (unflattened) column read from objects of type `T`.
+pub(super) trait ColumnAppend<'a, T> {
+    /// As [`FlatAppend::declared_in_extra`].
+    fn declared_in_extra(&self, parent: &T) -> bool;
+    /// Appends the values of one piece of rows.
+    fn append(&mut self, parents: &[Option<&'a T>]);
+    /// The column of the rows appended since the last finish; the builder starts over, empty.
+    fn finish(&mut self) -> ArrayRef;
+}
+
+/// Whether `object` keeps a field of `specs` in `extra`.
+fn declares<C: WireObject>(specs: &[FieldSpec<C>], object: &C) -> bool {
+    let extra = object.extra();
+    !extra.is_empty() && specs.iter().any(|spec| extra.contains_key(spec.name))
+}
+
+/// The open builders of the flattened, masked columns of objects of type `C` (declared by
+/// `specs`); only the wanted ones exist.
+pub(super) struct FlatColumns<'a, C: 'static> {
+    specs: &'static [FieldSpec<C>],
+    revealed: Option<fn(&C) -> Option<bool>>,
+    slots: Vec<Slot<'a, C>>,
+    /// The slots that read objects below `C`: what [`FlatAppend::declared_in_extra`] asks.
+    nested: Vec<usize>,
+    /// Scratch: the objects of a piece whose masked value shows.
+    shown: Vec<Option<&'a C>>,
+}
+
+enum Slot<'a, C: 'static> {
+    /// One column at `at` among the flattened columns.
+    Column {
+        at: usize,
+        masking: Masking,
+        column: Column<'a, C>,
+    },
+    /// A nested object's flattened columns, at `at`.
+    Object {
+        at: Range<usize>,
+        columns: Box<dyn FlatAppend<'a, C> + 'a>,
+    },
+}
+
+impl<'a, C: WireObject> FlatColumns<'a, C> {
+    /// The builders of the flattened columns `fields` (those of `specs`, in the order of
+    /// [`flat_fields`](super::fields::flat_fields)) that are `wanted`, sized for `rows` rows.
+    pub(super) fn new(
+        specs: &'static [FieldSpec<C>],
+        fields: &[FieldRef],
+        wanted: &[bool],
+        rows: usize,
+    ) -> Self {
+        let mut slots = Vec::new();
+        let mut at = 0;
+        for spec in specs {
+            match spec.kind {
+                Kind::Object(object) => {
+                    let range = at..at + object.width();
+                    if wanted[range.clone()].contains(&true) {
+                        let columns = object.flat_builder(
+                            &fields[range.clone()],
+                            &wanted[range.clone()],
+                            rows,
+                        );
+                        slots.push(Slot::Object {
+                            at: range.clone(),
+                            columns,
+                        });
+                    }
+                    at = range.end;
+                }
+                _ => {
+                    if wanted[at] {
+                        slots.push(Slot::Column {
+                            at,
+                            masking: spec.masking,
+                            column: Column::new(spec, &fields[at], rows),
+                        });
+                    }
+                    at += 1;
+                }
+            }
+        }
+        let nested = (0..slots.len())
+            .filter(|&i| {
+                matches!(
+                    slots[i],
+                    Slot::Object { .. }
+                        | Slot::Column {
+                            column: Column::Nested(_),
+                            ..
+                        }
+                )
+            })
+            .collect();
+        FlatColumns {
+            specs,
+            revealed: revealed_flag(specs),
+            slots,
+            nested,
+            shown: Vec::new(),
+        }
     }
 }
 
-/// The flattened, masked columns of the objects `rows` (declared by `specs`), in the order of
-/// [`flat_fields`](super::fields::flat_fields); only those `wanted` are built, into `out`.
-pub(super) fn flat_columns<C: WireObject>(
-    specs: &[FieldSpec<C>],
-    rows: &[Option<&C>],
-    wanted: &[bool],
-    out: &mut [Option<ArrayRef>],
-) -> Result<(), DeclaredInExtra> {
-    check_extra(specs, rows)?;
-    let revealed = revealed_flag(specs);
-    let mut at = 0;
-    for spec in specs {
-        match spec.kind {
-            Kind::Object(object) => {
-                let width = object.width();
-                let range = at..at + width;
-                if wanted[range.clone()].contains(&true) {
-                    object.flat_columns(rows, &wanted[range.clone()], &mut out[range])?;
+impl<'a, C: WireObject> FlatAppend<'a, C> for FlatColumns<'a, C> {
+    fn declared_in_extra(&self, object: &C) -> bool {
+        declares(self.specs, object)
+            || self.nested.iter().any(|&i| match &self.slots[i] {
+                Slot::Column { column, .. } => column.declared_in_extra(object),
+                Slot::Object { columns, .. } => columns.declared_in_extra(object),
+            })
+    }
+
+    fn append(&mut self, rows: &[Option<&'a C>]) {
+        let FlatColumns {
+            revealed,
+            slots,
+            shown,
+            ..
+        } = self;
+        for slot in slots {
+            match slot {
+                Slot::Column {
+                    masking: Masking::None,
+                    column,
+                    ..
+                } => column.append(rows),
+                Slot::Column {
+                    masking, column, ..
+                } => {
+                    shown.clear();
+                    shown.extend(rows.iter().map(|row| {
+                        row.filter(|&object| masking.shows(revealed.map(|flag| flag(object))))
+                    }));
+                    column.append(shown);
                 }
-                at += width;
-            }
-            _ => {
-                if wanted[at] {
-                    out[at] = Some(if spec.masking == Masking::None {
-                        column(spec, rows)?
-                    } else {
-                        let shown: Vec<Option<&C>> = rows
-                            .iter()
-                            .map(|row| {
-                                row.filter(|&object| {
-                                    spec.masking.shows(revealed.map(|flag| flag(object)))
-                                })
-                            })
-                            .collect();
-                        column(spec, &shown)?
-                    });
-                }
-                at += 1;
+                Slot::Object { columns, .. } => columns.append(rows),
             }
         }
     }
-    Ok(())
+
+    fn finish(&mut self, out: &mut [Option<ArrayRef>]) {
+        for slot in &mut self.slots {
+            match slot {
+                Slot::Column { at, column, .. } => out[*at] = Some(column.finish()),
+                Slot::Object { at, columns } => columns.finish(&mut out[at.clone()]),
+            }
+        }
+    }
 }
 
-/// The objects `rows` as one `Struct` column (null where the object is), nothing flattened or
-/// masked: what an object inside a list item becomes.
-pub(super) fn struct_column<C: WireObject>(
-    specs: &[FieldSpec<C>],
-    rows: &[Option<&C>],
-) -> Result<ArrayRef, DeclaredInExtra> {
-    let nulls = NullBuffer::from_iter(rows.iter().map(Option::is_some));
-    let nulls = (nulls.null_count() > 0).then_some(nulls);
-    Ok(Arc::new(struct_array(specs, rows, nulls)?))
+/// The flattened columns of the object of type `C` that `get` reads from a `T`.
+pub(super) struct NestedFlat<'a, T: 'static, C: 'static> {
+    get: fn(&T) -> Option<&C>,
+    columns: FlatColumns<'a, C>,
+    /// Scratch: the objects of a piece.
+    objects: Vec<Option<&'a C>>,
 }
 
-/// The lists of objects that `get` reads from `parents`, as one `List<Struct>` column.
-pub(super) fn list_column<T, C: WireObject>(
-    specs: &[FieldSpec<C>],
-    parents: &[Option<&T>],
+impl<'a, T, C: WireObject> NestedFlat<'a, T, C> {
+    pub(super) fn new(get: fn(&T) -> Option<&C>, columns: FlatColumns<'a, C>) -> Self {
+        NestedFlat {
+            get,
+            columns,
+            objects: Vec::new(),
+        }
+    }
+}
+
+impl<'a, T, C: WireObject> FlatAppend<'a, T> for NestedFlat<'a, T, C> {
+    fn declared_in_extra(&self, parent: &T) -> bool {
+        (self.get)(parent).is_some_and(|object| self.columns.declared_in_extra(object))
+    }
+
+    fn append(&mut self, parents: &[Option<&'a T>]) {
+        let get = self.get;
+        self.objects.clear();
+        self.objects
+            .extend(parents.iter().map(|parent| parent.and_then(get)));
+        self.columns.append(&self.objects);
+    }
+
+    fn finish(&mut self, out: &mut [Option<ArrayRef>]) {
+        self.columns.finish(out)
+    }
+}
+
+/// The open builders of the fields of objects of type `C`, unflattened and unmasked: what a
+/// struct (an object inside a list item, or a list item) is made of.
+struct StructColumns<'a, C: 'static> {
+    specs: &'static [FieldSpec<C>],
+    fields: Fields,
+    columns: Vec<Column<'a, C>>,
+}
+
+impl<'a, C: WireObject> StructColumns<'a, C> {
+    fn new(specs: &'static [FieldSpec<C>], fields: &Fields, rows: usize) -> Self {
+        let columns = specs
+            .iter()
+            .zip(fields.iter())
+            .map(|(spec, field)| Column::new(spec, field, rows))
+            .collect();
+        StructColumns {
+            specs,
+            fields: fields.clone(),
+            columns,
+        }
+    }
+
+    fn declared_in_extra(&self, object: &C) -> bool {
+        declares(self.specs, object)
+            || self
+                .columns
+                .iter()
+                .any(|column| column.declared_in_extra(object))
+    }
+
+    fn append(&mut self, rows: &[Option<&'a C>]) {
+        for column in &mut self.columns {
+            column.append(rows);
+        }
+    }
+
+    fn finish(&mut self, nulls: Option<NullBuffer>) -> StructArray {
+        let columns = self.columns.iter_mut().map(Column::finish).collect();
+        StructArray::new(self.fields.clone(), columns, nulls)
+    }
+}
+
+/// The object of type `C` that `get` reads from a `T`, as one `Struct` column (null where the
+/// object is), nothing flattened or masked: what an object inside a list item becomes.
+pub(super) struct NestedStruct<'a, T: 'static, C: 'static> {
+    get: fn(&T) -> Option<&C>,
+    columns: StructColumns<'a, C>,
+    nulls: Bits,
+    /// Scratch: the objects of a piece.
+    objects: Vec<Option<&'a C>>,
+}
+
+impl<'a, T, C: WireObject> NestedStruct<'a, T, C> {
+    /// `field` is the column's, of type `Struct`.
+    pub(super) fn new(
+        get: fn(&T) -> Option<&C>,
+        specs: &'static [FieldSpec<C>],
+        field: &Field,
+        rows: usize,
+    ) -> Self {
+        let DataType::Struct(fields) = field.data_type() else {
+            unreachable!("an object's field is a struct: {field}")
+        };
+        NestedStruct {
+            get,
+            columns: StructColumns::new(specs, fields, rows),
+            nulls: Bits::new(rows),
+            objects: Vec::new(),
+        }
+    }
+}
+
+impl<'a, T, C: WireObject> ColumnAppend<'a, T> for NestedStruct<'a, T, C> {
+    fn declared_in_extra(&self, parent: &T) -> bool {
+        (self.get)(parent).is_some_and(|object| self.columns.declared_in_extra(object))
+    }
+
+    fn append(&mut self, parents: &[Option<&'a T>]) {
+        let get = self.get;
+        self.objects.clear();
+        self.objects
+            .extend(parents.iter().map(|parent| parent.and_then(get)));
+        for object in &self.objects {
+            self.nulls.append(object.is_some());
+        }
+        self.columns.append(&self.objects);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        Arc::new(self.columns.finish(self.nulls.finish_nulls()))
+    }
+}
+
+/// The lists of objects of type `C` that `get` reads from a `T`, as one `List<Struct>` column,
+/// its offsets and items appended to directly.
+pub(super) struct ListColumn<'a, T: 'static, C: 'static> {
     get: fn(&T) -> Option<&[C]>,
-) -> Result<ArrayRef, DeclaredInExtra> {
-    let mut offsets = Vec::with_capacity(parents.len() + 1);
-    offsets.push(0i32);
-    let mut items: Vec<Option<&C>> = Vec::new();
-    let mut valid = Vec::with_capacity(parents.len());
-    for parent in parents {
-        let list = parent.and_then(get);
-        if let Some(list) = list {
-            items.extend(list.iter().map(Some));
+    /// The list's item field.
+    item: FieldRef,
+    offsets: Vec<i32>,
+    nulls: Bits,
+    items: StructColumns<'a, C>,
+    /// Scratch: the items of a piece.
+    scratch: Vec<Option<&'a C>>,
+}
+
+impl<'a, T, C: WireObject> ListColumn<'a, T, C> {
+    /// `field` is the column's, of type `List<Struct>`.
+    pub(super) fn new(
+        get: fn(&T) -> Option<&[C]>,
+        specs: &'static [FieldSpec<C>],
+        field: &Field,
+        rows: usize,
+    ) -> Self {
+        let item = list_item(field);
+        let DataType::Struct(fields) = item.data_type() else {
+            unreachable!("a list of objects holds structs: {field}")
+        };
+        // About two items a row: job history, funding events; technologies are more.
+        let items = StructColumns::new(specs, fields, 2 * rows);
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        ListColumn {
+            get,
+            item,
+            offsets,
+            nulls: Bits::new(rows),
+            items,
+            scratch: Vec::new(),
         }
-        valid.push(list.is_some());
-        offsets.push(i32::try_from(items.len()).expect("fewer than 2^31 list items per batch"));
     }
-    let values = struct_array(specs, &items, None)?;
-    let nulls = NullBuffer::from(valid);
-    let nulls = (nulls.null_count() > 0).then_some(nulls);
-    let item = Field::new_list_field(DataType::Struct(values.fields().clone()), true);
-    Ok(Arc::new(ListArray::new(
-        Arc::new(item),
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Arc::new(values),
-        nulls,
-    )))
 }
 
-fn struct_array<C: WireObject>(
-    specs: &[FieldSpec<C>],
-    rows: &[Option<&C>],
-    nulls: Option<NullBuffer>,
-) -> Result<StructArray, DeclaredInExtra> {
-    check_extra(specs, rows)?;
-    let columns = specs
-        .iter()
-        .map(|spec| column(spec, rows))
-        .collect::<Result<_, _>>()?;
-    Ok(StructArray::new(struct_fields(specs), columns, nulls))
-}
-
-/// One field of the objects `rows` as one (unflattened, unmasked) column.
-fn column<C: WireObject>(
-    spec: &FieldSpec<C>,
-    rows: &[Option<&C>],
-) -> Result<ArrayRef, DeclaredInExtra> {
-    Ok(match spec.kind {
-        Kind::Utf8(get) => strings(rows, get),
-        Kind::Int64(get) => Arc::new(Int64Array::from_iter(
-            rows.iter().map(|row| row.and_then(get)),
-        )),
-        Kind::Float64(get) => Arc::new(Float64Array::from_iter(
-            rows.iter().map(|row| row.and_then(get)),
-        )),
-        Kind::Boolean(get) => Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|row| row.and_then(get)),
-        )),
-        Kind::TimestampUtc(get) => Arc::new(timestamps(rows, get).with_timezone("UTC")),
-        Kind::TimestampNaive(get) => Arc::new(timestamps(rows, get)),
-        Kind::Utf8List(get) => string_lists(rows, get),
-        Kind::Object(object) => object.struct_column(rows)?,
-        Kind::ObjectList(list) => list.list_column(rows)?,
-    })
-}
-
-fn strings<C>(rows: &[Option<&C>], get: fn(&C) -> Option<&str>) -> ArrayRef {
-    // Sized up front: one allocation for the offsets and one for the bytes.
-    let bytes: usize = rows
-        .iter()
-        .map(|row| row.and_then(get).map_or(0, str::len))
-        .sum();
-    let mut builder = datafusion::arrow::array::StringBuilder::with_capacity(rows.len(), bytes);
-    for row in rows {
-        builder.append_option(row.and_then(get));
+impl<'a, T, C: WireObject> ColumnAppend<'a, T> for ListColumn<'a, T, C> {
+    fn declared_in_extra(&self, parent: &T) -> bool {
+        (self.get)(parent)
+            .is_some_and(|items| items.iter().any(|item| self.items.declared_in_extra(item)))
     }
-    Arc::new(builder.finish()) as Arc<StringArray>
+
+    fn append(&mut self, parents: &[Option<&'a T>]) {
+        let get = self.get;
+        let base = *self.offsets.last().expect("offsets start with 0") as usize;
+        self.scratch.clear();
+        for parent in parents {
+            match parent.and_then(get) {
+                Some(list) => {
+                    self.scratch.extend(list.iter().map(Some));
+                    self.nulls.append(true);
+                }
+                None => self.nulls.append(false),
+            }
+            self.offsets.push(offset(base + self.scratch.len()));
+        }
+        self.items.append(&self.scratch);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        Arc::new(ListArray::new(
+            self.item.clone(),
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(self.items.finish(None)),
+            self.nulls.finish_nulls(),
+        ))
+    }
+}
+
+/// The item field of a list field.
+fn list_item(field: &Field) -> FieldRef {
+    match field.data_type() {
+        DataType::List(item) => item.clone(),
+        _ => unreachable!("a list field: {field}"),
+    }
+}
+
+/// An offset into a column's values or items.
+fn offset(at: usize) -> i32 {
+    i32::try_from(at).expect("fewer than 2^31 bytes or list items in a column")
+}
+
+/// An open builder of one (unflattened, unmasked) column of one field of objects of type `C`.
+enum Column<'a, C: 'static> {
+    Utf8(fn(&C) -> Option<&str>, Utf8Builder),
+    Int64(fn(&C) -> Option<i64>, Primitive<Int64Type>),
+    Float64(fn(&C) -> Option<f64>, Primitive<Float64Type>),
+    Boolean(fn(&C) -> Option<bool>, Booleans),
+    Timestamp(
+        fn(&C) -> Option<&str>,
+        Primitive<TimestampMillisecondType>,
+        Option<Arc<str>>,
+    ),
+    Utf8List(fn(&C) -> Option<&[String]>, Utf8ListBuilder),
+    /// An object (a `Struct`) or a list of objects.
+    Nested(Box<dyn ColumnAppend<'a, C> + 'a>),
+}
+
+impl<'a, C: WireObject> Column<'a, C> {
+    /// The builder of `spec`'s column, whose field is `field`, sized for `rows` rows.
+    fn new(spec: &FieldSpec<C>, field: &Field, rows: usize) -> Self {
+        match spec.kind {
+            Kind::Utf8(get) => Column::Utf8(get, Utf8Builder::new(rows)),
+            Kind::Int64(get) => Column::Int64(get, Primitive::new(rows)),
+            Kind::Float64(get) => Column::Float64(get, Primitive::new(rows)),
+            Kind::Boolean(get) => Column::Boolean(get, Booleans::new(rows)),
+            Kind::TimestampUtc(get) | Kind::TimestampNaive(get) => {
+                let DataType::Timestamp(_, zone) = field.data_type() else {
+                    unreachable!("a timestamp field: {field}")
+                };
+                Column::Timestamp(get, Primitive::new(rows), zone.clone())
+            }
+            Kind::Utf8List(get) => Column::Utf8List(get, Utf8ListBuilder::new(field, rows)),
+            Kind::Object(object) => Column::Nested(object.struct_builder(field, rows)),
+            Kind::ObjectList(list) => Column::Nested(list.list_builder(field, rows)),
+        }
+    }
+
+    fn declared_in_extra(&self, object: &C) -> bool {
+        match self {
+            Column::Nested(nested) => nested.declared_in_extra(object),
+            _ => false,
+        }
+    }
+
+    fn append(&mut self, rows: &[Option<&'a C>]) {
+        match self {
+            Column::Utf8(get, builder) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get));
+                }
+            }
+            Column::Int64(get, builder) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get));
+                }
+            }
+            Column::Float64(get, builder) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get));
+                }
+            }
+            Column::Boolean(get, builder) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get));
+                }
+            }
+            Column::Timestamp(get, builder, _) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get).and_then(timestamp));
+                }
+            }
+            Column::Utf8List(get, builder) => {
+                let get = *get;
+                for row in rows {
+                    builder.append(row.and_then(get));
+                }
+            }
+            Column::Nested(nested) => nested.append(rows),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Utf8(_, builder) => Arc::new(builder.finish()),
+            Column::Int64(_, builder) => Arc::new(builder.finish()),
+            Column::Float64(_, builder) => Arc::new(builder.finish()),
+            Column::Boolean(_, builder) => Arc::new(builder.finish()),
+            Column::Timestamp(_, builder, zone) => {
+                Arc::new(builder.finish().with_timezone_opt(zone.clone()))
+            }
+            Column::Utf8List(_, builder) => Arc::new(builder.finish()),
+            Column::Nested(nested) => nested.finish(),
+        }
+    }
 }
 
 /// Milliseconds since the epoch, read as the arrow-json decoder reads a timestamp string: a
 /// value with an offset is converted to UTC, one without is taken as UTC wall-clock time, and one
 /// that does not parse is null.
-fn timestamps<C>(rows: &[Option<&C>], get: fn(&C) -> Option<&str>) -> TimestampMillisecondArray {
-    rows.iter()
-        .map(|row| {
-            let text = row.and_then(get)?;
-            string_to_datetime(&chrono::Utc, text)
-                .ok()
-                .map(|at| at.timestamp_millis())
-        })
-        .collect()
+fn timestamp(text: &str) -> Option<i64> {
+    string_to_datetime(&chrono::Utc, text)
+        .ok()
+        .map(|at| at.timestamp_millis())
 }
 
-fn string_lists<C>(rows: &[Option<&C>], get: fn(&C) -> Option<&[String]>) -> ArrayRef {
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0i32);
-    let mut valid = Vec::with_capacity(rows.len());
-    let mut count = 0usize;
-    let mut bytes = 0usize;
-    for row in rows {
-        let list = row.and_then(get);
-        if let Some(list) = list {
-            count += list.len();
-            bytes += list.iter().map(String::len).sum::<usize>();
+/// A `Utf8` column's offsets, bytes and validity, appended to value by value.
+struct Utf8Builder {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: Bits,
+}
+
+impl Utf8Builder {
+    /// Bytes reserved a row up front; the buffer grows from there. Sizing it exactly (a pass
+    /// over the piece summing the lengths) cost more instructions than the growth saves.
+    const BYTES_PER_ROW: usize = 16;
+
+    fn new(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Utf8Builder {
+            offsets,
+            values: Vec::with_capacity(rows * Self::BYTES_PER_ROW),
+            nulls: Bits::new(rows),
         }
-        valid.push(list.is_some());
-        offsets.push(i32::try_from(count).expect("fewer than 2^31 list items per batch"));
     }
-    let mut values = datafusion::arrow::array::StringBuilder::with_capacity(count, bytes);
-    for list in rows.iter().filter_map(|row| row.and_then(get)) {
-        for value in list {
-            values.append_value(value);
+
+    #[inline]
+    fn append(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => {
+                self.values.extend_from_slice(value.as_bytes());
+                self.nulls.append(true);
+            }
+            None => self.nulls.append(false),
+        }
+        self.offsets.push(offset(self.values.len()));
+    }
+
+    fn finish(&mut self) -> StringArray {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let values = std::mem::take(&mut self.values);
+        // SAFETY: the offsets start at 0, never decrease and end at the length of `values`
+        // (each is the length of `values` after a whole `&str` was appended, checked to fit an
+        // i32); so `values` is UTF-8 and every offset falls on a character boundary. The
+        // validity has one entry a value.
+        unsafe {
+            StringArray::new_unchecked(
+                OffsetBuffer::new_unchecked(offsets.into()),
+                Buffer::from_vec(values),
+                self.nulls.finish_nulls(),
+            )
         }
     }
-    let nulls = NullBuffer::from(valid);
-    let nulls = (nulls.null_count() > 0).then_some(nulls);
-    Arc::new(ListArray::new(
-        Arc::new(Field::new_list_field(DataType::Utf8, true)),
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Arc::new(values.finish()),
-        nulls,
-    ))
+}
+
+/// Bits appended one at a time into a plain byte vector (an ordinary allocation, where arrow's
+/// builders ask for 64-byte aligned ones, which cost several times as much to allocate).
+struct Bits {
+    bits: Vec<u8>,
+    len: usize,
+    /// How many zeros.
+    zeros: usize,
+}
+
+impl Bits {
+    fn new(rows: usize) -> Self {
+        Bits {
+            bits: Vec::with_capacity(rows.div_ceil(8)),
+            len: 0,
+            zeros: 0,
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, bit: bool) {
+        let at = self.len % 8;
+        if at == 0 {
+            self.bits.push(u8::from(bit));
+        } else if let Some(last) = self.bits.last_mut() {
+            *last |= u8::from(bit) << at;
+        }
+        self.len += 1;
+        self.zeros += usize::from(!bit);
+    }
+
+    /// The bits so far; starts over, empty.
+    fn finish(&mut self) -> BooleanBuffer {
+        let len = std::mem::take(&mut self.len);
+        self.zeros = 0;
+        BooleanBuffer::new(Buffer::from_vec(std::mem::take(&mut self.bits)), 0, len)
+    }
+
+    /// The bits so far as a validity (`None` when every value is valid); starts over, empty.
+    fn finish_nulls(&mut self) -> Option<NullBuffer> {
+        if self.zeros == 0 {
+            self.len = 0;
+            self.bits.clear();
+            return None;
+        }
+        Some(NullBuffer::new(self.finish()))
+    }
+}
+
+/// A primitive column's values and validity.
+struct Primitive<T: ArrowPrimitiveType> {
+    values: Vec<T::Native>,
+    nulls: Bits,
+}
+
+impl<T: ArrowPrimitiveType> Primitive<T> {
+    fn new(rows: usize) -> Self {
+        Primitive {
+            values: Vec::with_capacity(rows),
+            nulls: Bits::new(rows),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, value: Option<T::Native>) {
+        self.values.push(value.unwrap_or_default());
+        self.nulls.append(value.is_some());
+    }
+
+    fn finish(&mut self) -> PrimitiveArray<T> {
+        let values = std::mem::take(&mut self.values);
+        PrimitiveArray::new(values.into(), self.nulls.finish_nulls())
+    }
+}
+
+/// A `Boolean` column's values and validity.
+struct Booleans {
+    values: Bits,
+    nulls: Bits,
+}
+
+impl Booleans {
+    fn new(rows: usize) -> Self {
+        Booleans {
+            values: Bits::new(rows),
+            nulls: Bits::new(rows),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, value: Option<bool>) {
+        self.values.append(value.unwrap_or(false));
+        self.nulls.append(value.is_some());
+    }
+
+    fn finish(&mut self) -> BooleanArray {
+        BooleanArray::new(self.values.finish(), self.nulls.finish_nulls())
+    }
+}
+
+/// A `List<Utf8>` column: offsets and validity of the lists, and their strings.
+struct Utf8ListBuilder {
+    /// The list's item field.
+    item: FieldRef,
+    offsets: Vec<i32>,
+    nulls: Bits,
+    values: Utf8Builder,
+    /// Strings appended since the last finish.
+    count: usize,
+}
+
+impl Utf8ListBuilder {
+    /// `field` is the column's, of type `List<Utf8>`.
+    fn new(field: &Field, rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Utf8ListBuilder {
+            item: list_item(field),
+            offsets,
+            nulls: Bits::new(rows),
+            // About four strings a list: skills, keywords.
+            values: Utf8Builder::new(4 * rows),
+            count: 0,
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, list: Option<&[String]>) {
+        match list {
+            Some(list) => {
+                for value in list {
+                    self.values.append(Some(value));
+                }
+                self.count += list.len();
+                self.nulls.append(true);
+            }
+            None => self.nulls.append(false),
+        }
+        self.offsets.push(offset(self.count));
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        self.count = 0;
+        ListArray::new(
+            self.item.clone(),
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(self.values.finish()),
+            self.nulls.finish_nulls(),
+        )
+    }
 }

@@ -5,7 +5,7 @@
 //! builders (see `columns.rs`) all follow from these tables.
 
 use datafusion::arrow::array::{ArrayRef, StructArray};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::api::wire::{
     PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,
 };
 
-use super::columns::{self, DeclaredInExtra};
+use super::columns::{ColumnAppend, FlatAppend, FlatColumns, ListColumn, NestedFlat, NestedStruct};
 use super::decoder;
 
 /// A typed object of the wire model: what the tables read values from.
@@ -156,15 +156,16 @@ pub(super) trait NestedObject<T>: Sync {
         object: &StructArray,
         out: &mut Vec<ArrayRef>,
     ) -> Result<(), ArrowError>;
-    /// Its flattened, masked columns read from the parents, only those `wanted`.
-    fn flat_columns(
+    /// Open builders of its flattened, masked columns `fields` (in the order of [`flat_fields`])
+    /// that are `wanted`, read from the parents; sized for `rows` rows.
+    fn flat_builder<'a>(
         &self,
-        parents: &[Option<&T>],
+        fields: &[FieldRef],
         wanted: &[bool],
-        out: &mut [Option<ArrayRef>],
-    ) -> Result<(), DeclaredInExtra>;
-    /// Its one `Struct` column read from the parents.
-    fn struct_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra>;
+        rows: usize,
+    ) -> Box<dyn FlatAppend<'a, T> + 'a>;
+    /// An open builder of its one `Struct` column `field`, read from the parents.
+    fn struct_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a>;
     /// Whether a masked field of it, or of an object below it, has no `revealed` flag beside it.
     #[cfg(test)]
     fn masked_without_flag(&self) -> bool;
@@ -174,8 +175,8 @@ pub(super) trait NestedObject<T>: Sync {
 pub(super) trait NestedList<T>: Sync {
     /// The fields of one item.
     fn fields(&self) -> Fields;
-    /// Its `List<Struct>` column read from the parents.
-    fn list_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra>;
+    /// An open builder of its `List<Struct>` column `field`, read from the parents.
+    fn list_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a>;
     /// Whether a masked field of an item has no `revealed` flag beside it.
     #[cfg(test)]
     fn masked_without_flag(&self) -> bool;
@@ -208,19 +209,18 @@ impl<T, C: WireObject> NestedObject<T> for One<T, C> {
         decoder::flat_columns(self.1, object, out)
     }
 
-    fn flat_columns(
+    fn flat_builder<'a>(
         &self,
-        parents: &[Option<&T>],
+        fields: &[FieldRef],
         wanted: &[bool],
-        out: &mut [Option<ArrayRef>],
-    ) -> Result<(), DeclaredInExtra> {
-        let objects: Vec<Option<&C>> = parents.iter().map(|p| p.and_then(self.0)).collect();
-        columns::flat_columns(self.1, &objects, wanted, out)
+        rows: usize,
+    ) -> Box<dyn FlatAppend<'a, T> + 'a> {
+        let columns = FlatColumns::new(self.1, fields, wanted, rows);
+        Box::new(NestedFlat::new(self.0, columns))
     }
 
-    fn struct_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra> {
-        let objects: Vec<Option<&C>> = parents.iter().map(|p| p.and_then(self.0)).collect();
-        columns::struct_column(self.1, &objects)
+    fn struct_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
+        Box::new(NestedStruct::new(self.0, self.1, field, rows))
     }
 
     #[cfg(test)]
@@ -234,8 +234,8 @@ impl<T, C: WireObject> NestedList<T> for Many<T, C> {
         struct_fields(self.1)
     }
 
-    fn list_column(&self, parents: &[Option<&T>]) -> Result<ArrayRef, DeclaredInExtra> {
-        columns::list_column(self.1, parents, self.0)
+    fn list_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
+        Box::new(ListColumn::new(self.0, self.1, field, rows))
     }
 
     #[cfg(test)]

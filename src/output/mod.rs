@@ -8,9 +8,10 @@
 //!    `prefix + "person_" / "company_" + path joined by "_"`, e.g. `prospeo_person_email_email`,
 //!    `prospeo_company_revenue_range_min`. Lists stay lists: `prospeo_person_job_history` is a
 //!    `List<Struct>`.
-//! 2. The columns are built straight from the typed wire structs (`columns.rs`), one pass over
-//!    the rows per column, and only the columns of an [`OutputProjection`]: a query that reads
-//!    only `prospeo_status` looks at no person or company at all. Masked values are nulled (see
+//! 2. The columns are built straight from the typed wire structs (`columns.rs`), only the columns
+//!    of an [`OutputProjection`]: a query that reads only `prospeo_status` looks at no person or
+//!    company at all. Their builders stay open over the whole batch while its rows are appended
+//!    a few hundred at a time, each column in one pass over them. Masked values are nulled (see
 //!    `Masking`).
 //! 3. The status columns (`status.rs`) are appended: `prospeo_status`, `prospeo_error`,
 //!    `prospeo_cost`, `prospeo_free_enrichment`.
@@ -42,25 +43,28 @@ mod status;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{concat, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
 use crate::api::endpoint::Object;
 use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, Person};
+use columns::{FlatAppend, FlatColumns};
 use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
 
 /// The default prefix of every output column.
 pub const DEFAULT_PREFIX: &str = "prospeo_";
 
-/// Rows flattened at a time. Past a few hundred rows the objects a column pass walks no longer
-/// stay in cache (nor does the decoder's row-ordered tape): an 8,192-row batch flattens faster
-/// in 512-row pieces, even counting the copy that joins the pieces. Measured on the bench's
-/// records: 512 beat 256 and 2,048 on the direct path; the joining copy still costs about a tenth
-/// of an 8,192-row flatten.
+/// Rows the decoder decodes at a time: past a few hundred rows its row-ordered tape no longer
+/// stays in cache, and 512-row pieces joined afterwards are faster.
 const DECODE_CHUNK_ROWS: usize = 512;
+
+/// Rows appended to the direct builders at a time, each column in one pass over the piece:
+/// past a few hundred rows the objects a column pass walks no longer stay in cache. The builders
+/// stay open over the whole batch, so the pieces need no joining.
+const PIECE_ROWS: usize = 512;
 
 /// The declared output of an enrichment: its Arrow schema and the step that turns
 /// [`RecordOutcome`]s into a [`RecordBatch`] of that schema, or of some of its columns.
@@ -80,8 +84,9 @@ pub struct OutputSchema {
 /// How the person and company columns are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// Straight from the typed structs, unless an object keeps a declared field in `extra`.
-    Direct,
+    /// Straight from the typed structs, this many rows at a time, except for a piece in which
+    /// an object keeps a declared field in `extra`.
+    Direct { piece_rows: usize },
     /// By the arrow-json decoder.
     Decoder,
 }
@@ -229,7 +234,13 @@ impl OutputSchema {
         projection: &OutputProjection,
         outcomes: &[RecordOutcome],
     ) -> Result<RecordBatch, ArrowError> {
-        self.flatten_with(projection, outcomes, Path::Direct)
+        self.flatten_with(
+            projection,
+            outcomes,
+            Path::Direct {
+                piece_rows: PIECE_ROWS,
+            },
+        )
     }
 
     /// What [`Self::flatten`] makes of `outcomes`, every object decoded by arrow-json, as
@@ -249,7 +260,7 @@ impl OutputSchema {
         outcomes: &[RecordOutcome],
         path: Path,
     ) -> Result<RecordBatch, ArrowError> {
-        if outcomes.len() > DECODE_CHUNK_ROWS {
+        if path == Path::Decoder && outcomes.len() > DECODE_CHUNK_ROWS {
             let parts = outcomes
                 .chunks(DECODE_CHUNK_ROWS)
                 .map(|c| self.flatten_with(projection, c, path))
@@ -263,7 +274,15 @@ impl OutputSchema {
             .wanted
             .split_at(projection.wanted.len() - status::WIDTH);
         if objects_wanted.contains(&true) {
-            self.object_columns(outcomes, objects_wanted, objects, path)?;
+            match path {
+                Path::Direct { piece_rows } => {
+                    self.object_columns(outcomes, objects_wanted, objects, piece_rows)?
+                }
+                Path::Decoder => {
+                    let (persons, companies) = objects_of(outcomes, objects_wanted);
+                    self.decoded_columns(&persons, &companies, objects_wanted, objects)?
+                }
+            }
         }
         status::columns(outcomes, status_wanted, status_columns);
         let columns = projection
@@ -278,44 +297,69 @@ impl OutputSchema {
         )
     }
 
-    /// The person and company columns that are `wanted`, into `out`.
+    /// The person and company columns that are `wanted`, into `out`: built straight from the
+    /// typed structs `piece_rows` rows at a time into builders kept open over the whole batch,
+    /// except for a piece in which some object keeps a declared field in `extra`, which the
+    /// decoder reads (and whose columns are then joined to the others').
     fn object_columns(
         &self,
         outcomes: &[RecordOutcome],
         wanted: &[bool],
         out: &mut [Option<ArrayRef>],
-        path: Path,
+        piece_rows: usize,
     ) -> Result<(), ArrowError> {
-        let person_width = width(PERSON);
-        let (person_wanted, company_wanted) = wanted.split_at(person_width);
-        let wants_person = person_wanted.contains(&true);
-        let wants_company = company_wanted.contains(&true);
-        fn matched(outcome: &RecordOutcome) -> Option<&Match> {
-            match outcome {
-                RecordOutcome::Matched(m) => Some(m),
-                _ => None,
+        let mut direct = DirectColumns::new(
+            &self.schema.fields()[..wanted.len()],
+            wanted,
+            outcomes.len(),
+        );
+        // The columns of the pieces so far, when one had to be decoded.
+        let mut parts: Vec<Vec<Option<ArrayRef>>> = Vec::new();
+        let mut persons = Vec::with_capacity(piece_rows.min(outcomes.len()));
+        let mut companies = Vec::with_capacity(piece_rows.min(outcomes.len()));
+        for piece in outcomes.chunks(piece_rows) {
+            direct.objects(piece, &mut persons, &mut companies);
+            if !direct.declared_in_extra(&persons, &companies) {
+                direct.append(&persons, &companies);
+                continue;
             }
+            if direct.rows > 0 {
+                parts.push(direct.finish(wanted.len()));
+            }
+            let mut decoded = vec![None; wanted.len()];
+            self.decoded_columns(&persons, &companies, wanted, &mut decoded)?;
+            parts.push(decoded);
         }
-        let persons: Vec<Option<&Person>> = outcomes
-            .iter()
-            .map(|o| matched(o).filter(|_| wants_person)?.person.as_ref())
-            .collect();
-        let companies: Vec<Option<&Company>> = outcomes
-            .iter()
-            .map(|o| matched(o).filter(|_| wants_company)?.company.as_ref())
-            .collect();
-
-        if path == Path::Direct
-            && self
-                .direct_columns(&persons, &companies, wanted, out)
-                .is_ok()
-        {
+        if parts.is_empty() {
+            direct.finish_into(out);
             return Ok(());
         }
-        // Some object keeps a declared field in `extra` (or the decoder was asked for).
+        if direct.rows > 0 {
+            parts.push(direct.finish(wanted.len()));
+        }
+        for (i, out) in out.iter_mut().enumerate() {
+            if wanted[i] {
+                let pieces: Vec<&dyn Array> = parts
+                    .iter()
+                    .map(|part| part[i].as_deref().expect("every wanted column is built"))
+                    .collect();
+                *out = Some(concat(&pieces)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The wanted person and company columns of these objects, by the arrow-json decoder.
+    fn decoded_columns(
+        &self,
+        persons: &[Option<&Person>],
+        companies: &[Option<&Company>],
+        wanted: &[bool],
+        out: &mut [Option<ArrayRef>],
+    ) -> Result<(), ArrowError> {
         let rows: Vec<decoder::Row<'_, Person, Company>> = persons
             .iter()
-            .zip(&companies)
+            .zip(companies)
             .map(|(&person, &company)| decoder::Row { person, company })
             .collect();
         let decoded = decoder::decode_salvaging(&self.decoded, &rows)?;
@@ -329,25 +373,134 @@ impl OutputSchema {
         }
         Ok(())
     }
+}
 
-    /// The wanted person and company columns built straight from the typed structs.
-    fn direct_columns(
+fn matched(outcome: &RecordOutcome) -> Option<&Match> {
+    match outcome {
+        RecordOutcome::Matched(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The persons and companies of `outcomes`, `None` for a table none of whose columns is wanted
+/// (`wanted`: the person and company columns).
+fn objects_of<'a>(
+    outcomes: &'a [RecordOutcome],
+    wanted: &[bool],
+) -> (Vec<Option<&'a Person>>, Vec<Option<&'a Company>>) {
+    let (person_wanted, company_wanted) = wanted.split_at(width(PERSON));
+    let wants_person = person_wanted.contains(&true);
+    let wants_company = company_wanted.contains(&true);
+    outcomes
+        .iter()
+        .map(|o| {
+            let m = matched(o);
+            (
+                m.filter(|_| wants_person).and_then(|m| m.person.as_ref()),
+                m.filter(|_| wants_company).and_then(|m| m.company.as_ref()),
+            )
+        })
+        .unzip()
+}
+
+/// Open builders of the wanted person and company columns of a batch, appended to piece by
+/// piece.
+struct DirectColumns<'a> {
+    person: Option<FlatColumns<'a, Person>>,
+    company: Option<FlatColumns<'a, Company>>,
+    /// Rows appended since the last finish.
+    rows: usize,
+}
+
+impl<'a> DirectColumns<'a> {
+    /// The builders of the `wanted` columns among `fields` (the person and company columns of
+    /// the output schema), sized for `rows` rows.
+    fn new(fields: &[FieldRef], wanted: &[bool], rows: usize) -> Self {
+        let person_width = width(PERSON);
+        let (person_fields, company_fields) = fields.split_at(person_width);
+        let (person_wanted, company_wanted) = wanted.split_at(person_width);
+        DirectColumns {
+            person: person_wanted
+                .contains(&true)
+                .then(|| FlatColumns::new(PERSON, person_fields, person_wanted, rows)),
+            company: company_wanted
+                .contains(&true)
+                .then(|| FlatColumns::new(COMPANY, company_fields, company_wanted, rows)),
+            rows: 0,
+        }
+    }
+
+    /// The persons and companies of `piece` into `persons` and `companies` (emptied first);
+    /// `None` for a table none of whose columns is wanted.
+    fn objects(
+        &self,
+        piece: &'a [RecordOutcome],
+        persons: &mut Vec<Option<&'a Person>>,
+        companies: &mut Vec<Option<&'a Company>>,
+    ) {
+        let (wants_person, wants_company) = (self.person.is_some(), self.company.is_some());
+        persons.clear();
+        persons.extend(piece.iter().map(|o| {
+            matched(o)
+                .filter(|_| wants_person)
+                .and_then(|m| m.person.as_ref())
+        }));
+        companies.clear();
+        companies.extend(piece.iter().map(|o| {
+            matched(o)
+                .filter(|_| wants_company)
+                .and_then(|m| m.company.as_ref())
+        }));
+    }
+
+    /// Whether some object the builders read keeps a declared field in `extra`.
+    fn declared_in_extra(
         &self,
         persons: &[Option<&Person>],
         companies: &[Option<&Company>],
-        wanted: &[bool],
-        out: &mut [Option<ArrayRef>],
-    ) -> Result<(), columns::DeclaredInExtra> {
-        let person_width = width(PERSON);
-        let (person_wanted, company_wanted) = wanted.split_at(person_width);
-        let (person_out, company_out) = out.split_at_mut(person_width);
-        if person_wanted.contains(&true) {
-            columns::flat_columns(PERSON, persons, person_wanted, person_out)?;
+    ) -> bool {
+        fn any<T>(columns: &Option<FlatColumns<'_, T>>, objects: &[Option<&T>]) -> bool
+        where
+            T: fields::WireObject,
+        {
+            columns.as_ref().is_some_and(|columns| {
+                objects
+                    .iter()
+                    .flatten()
+                    .any(|&object| columns.declared_in_extra(object))
+            })
         }
-        if company_wanted.contains(&true) {
-            columns::flat_columns(COMPANY, companies, company_wanted, company_out)?;
+        any(&self.person, persons) || any(&self.company, companies)
+    }
+
+    fn append(&mut self, persons: &[Option<&'a Person>], companies: &[Option<&'a Company>]) {
+        if let Some(columns) = &mut self.person {
+            columns.append(persons);
         }
-        Ok(())
+        if let Some(columns) = &mut self.company {
+            columns.append(companies);
+        }
+        self.rows += persons.len();
+    }
+
+    /// The columns of the rows appended so far, into `out` (the person and company columns);
+    /// the builders start over, empty.
+    fn finish_into(&mut self, out: &mut [Option<ArrayRef>]) {
+        let (person_out, company_out) = out.split_at_mut(width(PERSON));
+        if let Some(columns) = &mut self.person {
+            columns.finish(person_out);
+        }
+        if let Some(columns) = &mut self.company {
+            columns.finish(company_out);
+        }
+        self.rows = 0;
+    }
+
+    /// As [`Self::finish_into`], into a new vector of `width` columns.
+    fn finish(&mut self, width: usize) -> Vec<Option<ArrayRef>> {
+        let mut out = vec![None; width];
+        self.finish_into(&mut out);
+        out
     }
 }
 
@@ -1103,19 +1256,12 @@ mod tests {
         let output = OutputSchema::default();
         let outcomes = varied_outcomes();
         // The direct path is the one under test: no object sends a field to the decoder.
-        let (persons, companies): (Vec<_>, Vec<_>) = outcomes
-            .iter()
-            .map(|o| match o {
-                RecordOutcome::Matched(m) => (m.person.as_ref(), m.company.as_ref()),
-                _ => (None, None),
-            })
-            .unzip();
         let width = output.schema().fields().len() - status::WIDTH;
-        let mut built = vec![None; width];
-        assert_eq!(
-            output.direct_columns(&persons, &companies, &vec![true; width], &mut built),
-            Ok(())
-        );
+        let wanted = vec![true; width];
+        let (persons, companies) = objects_of(&outcomes, &wanted);
+        let direct =
+            DirectColumns::new(&output.schema().fields()[..width], &wanted, outcomes.len());
+        assert!(!direct.declared_in_extra(&persons, &companies));
         let direct = output.flatten(&outcomes).unwrap();
         let decoded = output.flatten_with_decoder(&outcomes).unwrap();
         assert_eq!(direct.schema(), decoded.schema());
@@ -1130,6 +1276,174 @@ mod tests {
         // Masked numbers are null on both paths, and the data was varied enough to show it.
         let mobile = column(&direct, "prospeo_person_mobile_mobile");
         assert!(mobile.null_count() > 0 && mobile.null_count() < mobile.len());
+    }
+
+    /// [`varied_outcomes`], with fields the tables do not declare in the `extra` of every other
+    /// match's objects, at every level (list items too).
+    fn varied_outcomes_with_unknown_fields() -> Vec<RecordOutcome> {
+        let mut outcomes = varied_outcomes();
+        for outcome in outcomes.iter_mut().skip(1).step_by(2) {
+            let RecordOutcome::Matched(m) = outcome else {
+                continue;
+            };
+            if let Some(person) = &mut m.person {
+                person
+                    .extra
+                    .insert("brand_new".into(), json!({"a": [1, 2]}));
+                if let Some(mobile) = &mut person.mobile {
+                    mobile.extra.insert("carrier".into(), json!("Verizon"));
+                }
+                for entry in person.job_history.iter_mut().flatten() {
+                    entry.extra.insert("location".into(), json!({"city": "SF"}));
+                }
+            }
+            if let Some(company) = &mut m.company {
+                company.extra.insert("ai_summary".into(), json!("…"));
+                let funding = company.funding.as_mut();
+                for event in funding
+                    .and_then(|f| f.funding_events.as_mut())
+                    .into_iter()
+                    .flatten()
+                {
+                    event.extra.insert("investors".into(), json!(["Index"]));
+                }
+                let technology = company.technology.as_mut();
+                for item in technology
+                    .and_then(|t| t.technology_list.as_mut())
+                    .into_iter()
+                    .flatten()
+                {
+                    item.extra.insert("version".into(), json!(3));
+                }
+            }
+        }
+        outcomes
+    }
+
+    #[test]
+    fn builders_kept_open_across_pieces_make_the_batch_of_one_piece() {
+        let output = OutputSchema::default();
+        let outcomes = varied_outcomes_with_unknown_fields();
+        let schema = output.schema();
+        let index = |name: &str| schema.index_of(name).unwrap();
+        let objects = schema.fields().len() - status::WIDTH;
+        let subsets: Vec<Vec<usize>> = vec![
+            (0..schema.fields().len()).collect(),
+            (0..schema.fields().len()).rev().step_by(5).collect(),
+            vec![
+                index("prospeo_person_job_history"),
+                index("prospeo_person_mobile_mobile"),
+                index("prospeo_person_email_email"),
+                index("prospeo_person_skills"),
+                index("prospeo_person_last_job_change_detected_at"),
+                index("prospeo_person_location_time_zone_offset"),
+                index("prospeo_company_funding_funding_events"),
+                index("prospeo_company_funding_latest_funding_date"),
+                index("prospeo_company_technology_technology_list"),
+                index("prospeo_company_attributes_has_demo"),
+                index("prospeo_company_revenue_range_max"),
+                index("prospeo_status"),
+                index("prospeo_person_job_history"),
+            ],
+        ];
+        let one_piece = Path::Direct {
+            piece_rows: outcomes.len(),
+        };
+        let all = output
+            .flatten_with(&output.all, &outcomes, one_piece)
+            .unwrap();
+        // Every kind of column, with values and with nulls.
+        for (i, field) in schema.fields().iter().enumerate().take(objects) {
+            let column = all.column(i);
+            assert!(
+                column.null_count() > 0 && column.null_count() < column.len(),
+                "{}",
+                field.name()
+            );
+        }
+        assert_eq!(all, output.flatten_with_decoder(&outcomes).unwrap());
+        for columns in subsets {
+            let projection = output.projection(&columns).unwrap();
+            let expected = output
+                .flatten_with(&projection, &outcomes, one_piece)
+                .unwrap();
+            assert_eq!(expected, all.project(&columns).unwrap(), "{columns:?}");
+            for piece_rows in [1, 2, 7, 64, outcomes.len() + 1] {
+                let batch = output
+                    .flatten_with(&projection, &outcomes, Path::Direct { piece_rows })
+                    .unwrap();
+                assert_eq!(batch, expected, "{piece_rows} rows a piece, {columns:?}");
+            }
+            // Row by row, joined.
+            let rows = outcomes
+                .chunks(1)
+                .map(|row| output.flatten_projected(&projection, row))
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let joined = concat_batches(&projection.schema(), &rows).unwrap();
+            assert_eq!(joined, expected, "{columns:?}");
+        }
+    }
+
+    #[test]
+    fn a_piece_with_a_declared_field_in_extra_is_decoded_in_place() {
+        let output = OutputSchema::default();
+        let mut outcomes = varied_outcomes_with_unknown_fields();
+        let persons: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(&outcomes[i], RecordOutcome::Matched(m) if m.person.is_some()))
+            .collect();
+        // One person in the middle keeps `headline` in `extra`, a later one a job's `title`.
+        let (headline_at, title_at) = (persons[persons.len() / 2], persons[persons.len() * 3 / 4]);
+        let RecordOutcome::Matched(m) = &mut outcomes[headline_at] else {
+            unreachable!()
+        };
+        let person = m.person.as_mut().unwrap();
+        person.headline = None;
+        person.extra.insert("headline".into(), json!("From extra"));
+        let RecordOutcome::Matched(m) = &mut outcomes[title_at] else {
+            unreachable!()
+        };
+        let person = m.person.as_mut().unwrap();
+        let history = person.job_history.get_or_insert_with(Vec::new);
+        history.push(JobHistoryEntry::default());
+        let entry = history.last_mut().unwrap();
+        entry
+            .extra
+            .insert("title".into(), json!("Title from extra"));
+
+        let expected = output.flatten_with_decoder(&outcomes).unwrap();
+        assert_eq!(
+            utf8_at(&expected, "prospeo_person_headline", headline_at),
+            s("From extra")
+        );
+        let history = column(&expected, "prospeo_person_job_history").as_list::<i32>();
+        let titles = history.value(title_at);
+        let titles = titles
+            .as_struct()
+            .column_by_name("title")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(titles.value(titles.len() - 1), "Title from extra");
+        for piece_rows in [1, 5, 16, outcomes.len()] {
+            let batch = output
+                .flatten_with(&output.all, &outcomes, Path::Direct { piece_rows })
+                .unwrap();
+            assert_eq!(batch, expected, "{piece_rows} rows a piece");
+            let columns = [
+                output.schema().index_of("prospeo_status").unwrap(),
+                output
+                    .schema()
+                    .index_of("prospeo_person_job_history")
+                    .unwrap(),
+                output.schema().index_of("prospeo_person_headline").unwrap(),
+                output.schema().index_of("prospeo_company_name").unwrap(),
+            ];
+            let projection = output.projection(&columns).unwrap();
+            let batch = output
+                .flatten_with(&projection, &outcomes, Path::Direct { piece_rows })
+                .unwrap();
+            assert_eq!(batch, expected.project(&columns).unwrap(), "{piece_rows}");
+        }
     }
 
     #[test]
