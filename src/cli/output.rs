@@ -433,6 +433,9 @@ impl Write for SharedBuffer {
 const ENCODE_ROWS: usize = 512;
 
 /// The encoder, ready, or writing a group of batches on a blocking thread.
+// One per output, moved once per group of rows: boxing the encoder would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 enum Encoding {
     Idle(Encoder),
     Running(tokio::task::JoinHandle<(Encoder, Result<(), String>)>),
