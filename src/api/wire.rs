@@ -9,6 +9,10 @@
 //! the identifiers, the lists — is read strictly: without it no record can be told apart.) Fields this version does not know are kept in `extra`
 //! and serialised back unchanged ("The vendor adds fields over time", reference, last line).
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -216,6 +220,11 @@ impl ErrorCode {
 
 /// Declares a wire object whose every field is optional and read leniently, plus an `extra`
 /// map that keeps unknown fields.
+///
+/// Its `Deserialize` reads the object's map in one pass, straight into the struct: each known
+/// field through its type's [`Loose::deserialize_loose`] (nested objects too: no
+/// [`serde_json::Value`] is built for them), each unknown field into `extra` as a `Value`.
+/// A key that repeats is read again (the last one wins, as in a `Value`'s map).
 macro_rules! wire_object {
     (
         $(#[$meta:meta])*
@@ -224,12 +233,12 @@ macro_rules! wire_object {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
         pub struct $name {
             $(
                 #[doc = concat!("`", stringify!($field), "` as the vendor sends it; `None` when absent, null or unreadable.")]
                 $(#[$fmeta])*
-                #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+                #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
             /// Fields this version does not know, kept as received.
@@ -237,14 +246,65 @@ macro_rules! wire_object {
             pub extra: Map<String, Value>,
         }
 
-        impl Loose for $name {
-            fn from_value(value: Value) -> Option<Self> {
-                match value {
-                    Value::Object(_) => serde_json::from_value(value).ok(),
-                    _ => None,
+        const _: () = {
+            /// The known fields, by their JSON name.
+            #[allow(non_camel_case_types)]
+            enum Field {
+                $( $field, )*
+            }
+
+            impl FieldName for Field {
+                fn from_name(name: &str) -> Option<Self> {
+                    $(
+                        if name == const { wire_name(stringify!($field)) } {
+                            return Some(Field::$field);
+                        }
+                    )*
+                    None
                 }
             }
-        }
+
+            impl WireObject for $name {
+                fn read_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+                    let mut out = $name::default();
+                    while let Some(key) = map.next_key_seed(KeySeed::<Field>(PhantomData))? {
+                        match key {
+                            $(
+                                Key::Known(Field::$field) => {
+                                    out.$field = map.next_value_seed(LooseSeed::<$ty>(PhantomData))?;
+                                }
+                            )*
+                            Key::Unknown(name) => {
+                                let value: Value = map.next_value()?;
+                                out.extra.insert(name, value);
+                            }
+                        }
+                    }
+                    Ok(out)
+                }
+            }
+
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                    deserializer.deserialize_map(ObjectVisitor::<$name>(PhantomData))
+                }
+            }
+
+            impl Loose for $name {
+                fn from_value(value: Value) -> Option<Self> {
+                    match value {
+                        Value::Object(_) => serde_json::from_value(value).ok(),
+                        _ => None,
+                    }
+                }
+
+                fn deserialize_loose<'de, D: Deserializer<'de>>(
+                    deserializer: D,
+                ) -> Result<Option<Self>, D::Error> {
+                    deserializer.deserialize_any(LooseObjectVisitor::<$name>(PhantomData))
+                }
+            }
+        };
     };
 }
 
@@ -487,65 +547,230 @@ wire_object! {
 pub trait Loose: Sized {
     /// The value as this type, or `None` when it cannot be read as one.
     fn from_value(value: Value) -> Option<Self>;
-}
 
-impl Loose for String {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
+    /// The next value of `deserializer` as this type, or `None` when it cannot be read as one
+    /// (the value is consumed either way); what [`Loose::from_value`] gives for the same JSON.
+    /// The default builds a [`Value`] first; the wire types and the types of their fields read
+    /// straight from the deserializer.
+    fn deserialize_loose<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Self>, D::Error> {
+        Ok(Option::<Value>::deserialize(deserializer)?.and_then(Self::from_value))
     }
 }
 
-impl Loose for i64 {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                    .map(|f| f as i64)
-            }),
-            Value::String(s) => {
-                let s = s.trim();
-                s.parse::<i64>().ok().or_else(|| {
-                    s.parse::<f64>()
-                        .ok()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                        .map(|f| f as i64)
-                })
+/// A JSON scalar's reading as a field type (the rules of the [`Loose`] impls below).
+trait Scalar: Sized {
+    fn from_bool(b: bool) -> Option<Self>;
+    fn from_i64(n: i64) -> Option<Self>;
+    fn from_u64(n: u64) -> Option<Self>;
+    fn from_f64(f: f64) -> Option<Self>;
+    fn from_str(s: &str) -> Option<Self>;
+    fn from_string(s: String) -> Option<Self> {
+        Self::from_str(&s)
+    }
+}
+
+/// Visitor methods that read anything but the expected kind of value as `None`, consuming it.
+macro_rules! none_for_the_rest {
+    (scalars) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        none_for_the_rest!(null);
+    };
+    (null) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+    (seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    };
+    (map) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    };
+}
+
+/// Reads any JSON value as a [`Scalar`].
+struct ScalarVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Scalar> Visitor<'de> for ScalarVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(T::from_bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(T::from_i64(n))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(T::from_u64(n))
+    }
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(T::from_f64(f))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(T::from_str(s))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(T::from_string(s))
+    }
+    none_for_the_rest!(null);
+    none_for_the_rest!(seq);
+    none_for_the_rest!(map);
+}
+
+macro_rules! loose_scalar {
+    ($($ty:ty),*) => {$(
+        impl Loose for $ty {
+            fn from_value(value: Value) -> Option<Self> {
+                match value {
+                    Value::Bool(b) => <$ty as Scalar>::from_bool(b),
+                    Value::Number(n) => {
+                        if let Some(u) = n.as_u64() {
+                            <$ty as Scalar>::from_u64(u)
+                        } else if let Some(i) = n.as_i64() {
+                            <$ty as Scalar>::from_i64(i)
+                        } else {
+                            n.as_f64().and_then(<$ty as Scalar>::from_f64)
+                        }
+                    }
+                    Value::String(s) => <$ty as Scalar>::from_string(s),
+                    _ => None,
+                }
             }
-            _ => None,
+
+            fn deserialize_loose<'de, D: Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Option<Self>, D::Error> {
+                deserializer.deserialize_any(ScalarVisitor::<$ty>(PhantomData))
+            }
         }
+    )*};
+}
+
+loose_scalar!(String, i64, f64, bool);
+
+impl Scalar for String {
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(b.to_string())
+    }
+    fn from_i64(n: i64) -> Option<Self> {
+        Some(n.to_string())
+    }
+    fn from_u64(n: u64) -> Option<Self> {
+        Some(n.to_string())
+    }
+    fn from_f64(f: f64) -> Option<Self> {
+        // As a JSON number prints (`1.0`, `1e30`).
+        serde_json::Number::from_f64(f).map(|n| n.to_string())
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        Some(s.to_owned())
+    }
+    fn from_string(s: String) -> Option<Self> {
+        Some(s)
     }
 }
 
-impl Loose for f64 {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-            _ => None,
-        }
+/// A float that is a whole number within `i64`.
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
+}
+
+impl Scalar for i64 {
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_i64(n: i64) -> Option<Self> {
+        Some(n)
+    }
+    fn from_u64(n: u64) -> Option<Self> {
+        i64::try_from(n).ok().or_else(|| whole(n as f64))
+    }
+    fn from_f64(f: f64) -> Option<Self> {
+        whole(f)
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        let s = s.trim();
+        s.parse::<i64>()
+            .ok()
+            .or_else(|| s.parse::<f64>().ok().and_then(whole))
     }
 }
 
-impl Loose for bool {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Bool(b) => Some(b),
-            Value::Number(n) => match n.as_i64() {
-                Some(0) => Some(false),
-                Some(1) => Some(true),
-                _ => None,
-            },
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Some(true),
-                "false" | "0" | "no" => Some(false),
-                _ => None,
-            },
+impl Scalar for f64 {
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_i64(n: i64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn from_u64(n: u64) -> Option<Self> {
+        Some(n as f64)
+    }
+    fn from_f64(f: f64) -> Option<Self> {
+        Some(f)
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+    }
+}
+
+impl Scalar for bool {
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(b)
+    }
+    fn from_i64(n: i64) -> Option<Self> {
+        match n {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn from_u64(n: u64) -> Option<Self> {
+        match n {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_str(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
             _ => None,
         }
     }
@@ -558,6 +783,136 @@ impl<T: Loose> Loose for Vec<T> {
             _ => None,
         }
     }
+
+    fn deserialize_loose<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Self>, D::Error> {
+        deserializer.deserialize_any(LooseSeqVisitor::<T>(PhantomData))
+    }
+}
+
+/// Reads an array leniently: the items that read as `T`; anything else is `None`.
+struct LooseSeqVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Loose> Visitor<'de> for LooseSeqVisitor<T> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(LooseSeed::<T>(PhantomData))? {
+            items.extend(item);
+        }
+        Ok(Some(items))
+    }
+    none_for_the_rest!(scalars);
+    none_for_the_rest!(map);
+}
+
+/// Reads the next value with [`Loose::deserialize_loose`].
+struct LooseSeed<T>(PhantomData<T>);
+
+impl<'de, T: Loose> DeserializeSeed<'de> for LooseSeed<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        T::deserialize_loose(deserializer)
+    }
+}
+
+/// A wire object read from a map (see [`wire_object!`]).
+trait WireObject: Sized {
+    fn read_map<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// A wire object's deserialisation: a map, or an error.
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: WireObject> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::read_map(map)
+    }
+}
+
+/// A wire object read leniently: a map, or `None` for any other value.
+struct LooseObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: WireObject> Visitor<'de> for LooseObjectVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::read_map(map).map(Some)
+    }
+    none_for_the_rest!(scalars);
+    none_for_the_rest!(seq);
+}
+
+/// A wire object's known fields, by JSON name.
+trait FieldName: Sized {
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+/// The JSON name of a field (`r#type` is `type`).
+const fn wire_name(field: &'static str) -> &'static str {
+    match field.as_bytes() {
+        [b'r', b'#', rest @ ..] => match std::str::from_utf8(rest) {
+            Ok(name) => name,
+            Err(_) => field,
+        },
+        _ => field,
+    }
+}
+
+/// A key of a wire object: a known field, or the name of an unknown one.
+enum Key<F> {
+    Known(F),
+    Unknown(String),
+}
+
+/// Reads a key as a [`Key`] without copying a known one.
+struct KeySeed<F>(PhantomData<F>);
+
+impl<'de, F: FieldName> DeserializeSeed<'de> for KeySeed<F> {
+    type Value = Key<F>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl<'de, F: FieldName> Visitor<'de> for KeySeed<F> {
+    type Value = Key<F>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(match F::from_name(name) {
+            Some(field) => Key::Known(field),
+            None => Key::Unknown(name.to_owned()),
+        })
+    }
+
+    fn visit_string<E: de::Error>(self, name: String) -> Result<Self::Value, E> {
+        Ok(match F::from_name(&name) {
+            Some(field) => Key::Known(field),
+            None => Key::Unknown(name),
+        })
+    }
 }
 
 /// Reads an optional field leniently (see the module docs). `null` and values that cannot be
@@ -567,7 +922,7 @@ where
     D: Deserializer<'de>,
     T: Loose,
 {
-    Ok(Option::<Value>::deserialize(deserializer)?.and_then(T::from_value))
+    T::deserialize_loose(deserializer)
 }
 
 #[cfg(test)]
@@ -645,6 +1000,82 @@ mod tests {
         assert_eq!(parsed.linkedin_id.as_deref(), Some("12345"));
         assert_eq!(parsed.keywords.unwrap(), ["saas", "7"]);
         assert_eq!(parsed.funding, None);
+    }
+
+    #[test]
+    fn text_is_read_as_leniently_as_a_value_in_one_pass() {
+        // Every odd shape a field may take, read straight from the text and from a `Value`:
+        // the same struct, with the readings the `Loose` impls give.
+        let text = r#"{
+            "company_id": 17, "name": true, "website": 1.5, "domain": null,
+            "description": ["a"], "description_seo": {"x": 1}, "r#type": "raw", "type": "PRIVATE",
+            "employee_count": "  42 ", "employee_count_on_prospeo": 12.0, "founded": "1999.0",
+            "linkedin_id": -12, "revenue_range_printed": 1e30,
+            "other_websites": "not a list", "sic_codes": [1, "2", null, 3.5, [4], {"5": 5}],
+            "naics_codes": [], "keywords": null,
+            "location": {"country": "FR", "city": 7, "raw_address": null, "zip": "75001"},
+            "email_tech": {"catch_all_domain": "YES", "mx_provider": false},
+            "phone_hq": [1, 2],
+            "revenue_range": {"min": 18446744073709551615, "max": -9007199254740993},
+            "attributes": {"is_b2b": 1, "has_demo": 2, "has_free_trial": "no", "has_pricing": 1.0,
+                           "has_downloadable": "0", "has_mobile_apps": false},
+            "funding": {"count": "3", "total_funding": 9.5, "funding_events": [
+                {"amount": "100", "stage": "Seed", "raised_at": 2021}, "junk", null, {}]},
+            "technology": {"count": 2, "technology_list": [{"name": "x", "category": 3}, 4]},
+            "job_postings": "none",
+            "brand_new": {"nested": [1, {"a": null}]},
+            "name": "the last one wins"
+        }"#;
+        let from_text: Company = serde_json::from_str(text).unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        let from_value = <Company as Loose>::from_value(value.clone()).unwrap();
+        assert_eq!(from_text, from_value);
+        assert_eq!(from_text.company_id.as_deref(), Some("17"));
+        assert_eq!(from_text.name.as_deref(), Some("the last one wins"));
+        assert_eq!(from_text.website.as_deref(), Some("1.5"));
+        assert_eq!(from_text.r#type.as_deref(), Some("PRIVATE"));
+        assert_eq!(from_text.extra["r#type"], json!("raw"));
+        assert_eq!(from_text.extra["brand_new"], value["brand_new"]);
+        assert_eq!(from_text.revenue_range_printed.as_deref(), Some("1e+30"));
+        assert_eq!(from_text.employee_count, Some(42));
+        assert_eq!(from_text.employee_count_on_prospeo, Some(12));
+        assert_eq!(from_text.founded, Some(1999));
+        assert_eq!(from_text.other_websites, None);
+        assert_eq!(from_text.sic_codes.as_ref().unwrap(), &["1", "2", "3.5"]);
+        assert_eq!(from_text.phone_hq, None);
+        assert_eq!(from_text.job_postings, None);
+        let location = from_text.location.as_ref().unwrap();
+        assert_eq!(location.city.as_deref(), Some("7"));
+        assert_eq!(location.extra["zip"], json!("75001"));
+        let range = from_text.revenue_range.as_ref().unwrap();
+        assert_eq!((range.min, range.max), (None, Some(-9_007_199_254_740_993)));
+        let attributes = from_text.attributes.as_ref().unwrap();
+        assert_eq!(
+            (
+                attributes.is_b2b,
+                attributes.has_demo,
+                attributes.has_free_trial,
+                attributes.has_pricing,
+                attributes.has_downloadable
+            ),
+            (Some(true), None, Some(false), None, Some(false))
+        );
+        let funding = from_text.funding.as_ref().unwrap();
+        assert_eq!((funding.count, funding.total_funding), (Some(3), None));
+        let events = funding.funding_events.as_ref().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].raised_at.as_deref(), Some("2021"));
+        assert_eq!(events[1], FundingEvent::default());
+        // A wire object that is not an object: an error when it is the whole document, `None`
+        // as a field.
+        assert!(serde_json::from_str::<Company>("[1]").is_err());
+        assert_eq!(<Company as Loose>::from_value(json!("x")), None);
+        // What is written back reads back the same.
+        let written = serde_json::to_vec(&from_text).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Company>(&written).unwrap(),
+            from_text
+        );
     }
 
     #[test]

@@ -281,20 +281,39 @@ fn encode(
     if mobile_revealed {
         bits |= BIT_MOBILE_REVEALED;
     }
-    let mut out = Vec::with_capacity(VALUE_HEADER_LEN + if objects.is_some() { 2048 } else { 0 });
+    let Some((person, company)) = objects else {
+        let mut out = Vec::with_capacity(VALUE_HEADER_LEN);
+        write_header(&mut out, status, bits, stored_at, cost);
+        return EncodedEntry(out);
+    };
+    // Person and Company are maps of strings, numbers and booleans: serialising them cannot
+    // fail. The buffer holds a usual answer's JSON without growing.
+    let mut json = Vec::with_capacity(JSON_CAPACITY);
+    serde_json::to_writer(&mut json, &StoredObjectsRef { person, company })
+        .expect("person and company objects serialise to JSON");
+    // Compressed straight into the value (no intermediate block), then cut to its size.
+    let start = VALUE_HEADER_LEN + 4;
+    let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(json.len())];
+    let mut header = Vec::with_capacity(start);
+    write_header(&mut header, status, bits, stored_at, cost);
+    header.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out[..start].copy_from_slice(&header);
+    let compressed = lz4_flex::block::compress_into(&json, &mut out[start..])
+        .expect("the buffer holds the largest LZ4 block of the JSON");
+    out.truncate(start + compressed);
+    EncodedEntry(out)
+}
+
+/// The fixed part of a value.
+fn write_header(out: &mut Vec<u8>, status: u8, bits: u8, stored_at: SystemTime, cost: i64) {
     out.extend_from_slice(&[VALUE_VERSION, status, bits]);
     out.extend_from_slice(&unix_millis(stored_at).to_be_bytes());
     out.extend_from_slice(&cost.to_be_bytes());
-    if let Some((person, company)) = objects {
-        // Person and Company are maps of strings, numbers and booleans: serialising them
-        // cannot fail.
-        let json = serde_json::to_vec(&StoredObjectsRef { person, company })
-            .expect("person and company objects serialise to JSON");
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(&lz4_flex::block::compress(&json));
-    }
-    EncodedEntry(out)
 }
+
+/// Room for the JSON of a usual match (person and company: 5 to 7 KB), so that serialising
+/// it does not grow the buffer again and again.
+const JSON_CAPACITY: usize = 8 * 1024;
 
 /// The JSON of a match: a little-endian u32 length, then the LZ4 block.
 fn decompress(payload: &[u8]) -> std::result::Result<Vec<u8>, String> {

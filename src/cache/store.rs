@@ -4,8 +4,8 @@
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use redb::backends::FileBackend;
@@ -33,7 +33,7 @@ const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A temporary store commits without waiting for the disk (nothing in it must survive a
 /// crash), but redb keeps the pages of commits made since the last durable one in memory, and
-/// frees no page until then: every this many writes, one commit is durable.
+/// frees no page until then: every this many commits, one is durable.
 const TEMPORARY_DURABLE_EVERY: u32 = 64;
 
 /// How errors and `Debug` name a temporary store.
@@ -78,8 +78,54 @@ struct Inner {
     path: Option<PathBuf>,
     /// Set for a temporary store: its file, while it has a name.
     temporary: Option<TemporaryFile>,
-    /// Writes to a temporary store since its last durable commit.
+    /// Commits to a temporary store since its last durable one.
     puts_since_durable: AtomicU32,
+    /// Puts waiting for a commit (see [`ResponseCache::put`]).
+    commits: Commits,
+}
+
+/// The group commit's state: puts not yet in a transaction, and whether one is under way.
+#[derive(Default)]
+struct Commits {
+    state: Mutex<CommitState>,
+    /// Signalled when a commit ends.
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    queued: Vec<Arc<QueuedPut>>,
+    committing: bool,
+}
+
+/// A put's encoded entries, and the result of the commit that holds them once it is done.
+struct QueuedPut {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    result: OnceLock<std::result::Result<(), String>>,
+}
+
+/// The puts a thread commits. Dropped, even by a panic, it ends the commit: the puts it did not
+/// answer get an error, and waiting puts can commit next.
+struct Leading<'a> {
+    cache: &'a ResponseCache,
+    puts: Vec<Arc<QueuedPut>>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        for put in &self.puts {
+            let _ = put
+                .result
+                .set(Err("the commit ended abnormally".to_string()));
+        }
+        let commits = &self.cache.inner.commits;
+        commits
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committing = false;
+        commits.done.notify_all();
+    }
 }
 
 impl fmt::Debug for ResponseCache {
@@ -178,6 +224,7 @@ impl ResponseCache {
                 path,
                 temporary,
                 puts_since_durable: AtomicU32::new(0),
+                commits: Commits::default(),
             }),
         };
         let txn = cache.inner.db.begin_write().map_err(|e| cache.fail(e))?;
@@ -250,6 +297,13 @@ impl ResponseCache {
         self.put(entries.iter().map(|(key, value)| (key, value)))
     }
 
+    /// Writes `entries` in a transaction, with the entries of the puts other threads make
+    /// meanwhile: a group commit. The first put to find no commit under way commits
+    /// everything queued by then, its own entries included; the puts that arrive while it
+    /// commits wait, and the first of them commits them all together next. Each put returns
+    /// once a commit that holds its entries is done (on disk, for a cache file), with that
+    /// commit's result. A put alone commits at once, as before; eight requests answered at
+    /// the same time share a commit (and its `fsync`) instead of queueing for eight.
     fn put<'a, V: std::borrow::Borrow<EncodedEntry>>(
         &self,
         entries: impl ExactSizeIterator<Item = (&'a CacheKey, V)>,
@@ -257,21 +311,59 @@ impl ResponseCache {
         if entries.len() == 0 {
             return Ok(());
         }
-        let mut txn = self.inner.db.begin_write().map_err(|e| self.fail(e))?;
-        txn.set_durability(self.durability())
-            .map_err(|e| self.fail(e))?;
-        {
-            let mut table = txn.open_table(RESPONSES).map_err(|e| self.fail(e))?;
-            for (key, value) in entries {
-                table
-                    .insert(key.as_bytes(), value.borrow().as_bytes())
-                    .map_err(|e| self.fail(e))?;
+        let put = Arc::new(QueuedPut {
+            entries: entries
+                .map(|(key, value)| (key.as_bytes().to_vec(), value.borrow().as_bytes().to_vec()))
+                .collect(),
+            result: OnceLock::new(),
+        });
+        let commits = &self.inner.commits;
+        let mut state = commits.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.queued.push(put.clone());
+        loop {
+            if let Some(result) = put.result.get() {
+                return result.clone().map_err(|reason| Error::Cache {
+                    path: self.describe_path(),
+                    reason,
+                });
             }
+            if state.committing {
+                state = commits.done.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.committing = true;
+            let group = Leading {
+                cache: self,
+                puts: std::mem::take(&mut state.queued),
+            };
+            drop(state);
+            let result = self.commit_group(&group.puts);
+            for queued in &group.puts {
+                let _ = queued.result.set(result.clone());
+            }
+            drop(group);
+            state = commits.state.lock().unwrap_or_else(|e| e.into_inner());
         }
-        txn.commit().map_err(|e| self.fail(e))
     }
 
-    /// Immediate for a cache file; for a temporary store, immediate one write in
+    /// One transaction of every entry of `puts`, in order (a later put of a key overwrites).
+    fn commit_group(&self, puts: &[Arc<QueuedPut>]) -> std::result::Result<(), String> {
+        let fail = |e: redb::Error| describe(e);
+        let mut txn = self.inner.db.begin_write().map_err(|e| fail(e.into()))?;
+        txn.set_durability(self.durability())
+            .map_err(|e| fail(e.into()))?;
+        {
+            let mut table = txn.open_table(RESPONSES).map_err(|e| fail(e.into()))?;
+            for (key, value) in puts.iter().flat_map(|put| &put.entries) {
+                table
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(|e| fail(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| fail(e.into()))
+    }
+
+    /// Immediate for a cache file; for a temporary store, immediate one commit in
     /// [`TEMPORARY_DURABLE_EVERY`] (see there).
     fn durability(&self) -> Durability {
         if self.inner.temporary.is_none() {
@@ -839,6 +931,55 @@ mod tests {
                 (Some(Endpoint::BulkEnrichPerson), Some(datapoints("a@x.io"))),
                 (Some(Endpoint::BulkEnrichPerson), Some(datapoints("b@x.io"))),
             ]
+        );
+    }
+
+    #[test]
+    fn puts_from_many_threads_all_land_in_shared_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResponseCache::open(&dir.path().join("responses.redb")).unwrap();
+        let outcome = matched(false, 1);
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let (cache, outcome) = (cache.clone(), &outcome);
+                scope.spawn(move || {
+                    for round in 0..20 {
+                        let entries: Vec<(CacheKey, EncodedEntry)> = (0..5)
+                            .map(|i| {
+                                let value = EncodedEntry::from_outcome(
+                                    outcome,
+                                    EnrichFlags::default(),
+                                    at(round),
+                                )
+                                .unwrap();
+                                (key(&format!("{thread}-{round}-{i}@x.io")), value)
+                            })
+                            .collect();
+                        cache.put_encoded(&entries).unwrap();
+                        // Once a put returns, its entries are readable.
+                        let got = cache.get_many(&[entries[4].0.clone()]).unwrap();
+                        assert_eq!(got[0].as_ref().unwrap().stored_at, at(round));
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.stats().unwrap().entries, 8 * 20 * 5);
+        // The same key put twice in a row: the later put wins.
+        cache
+            .put_many(&[(key("a@x.io"), entry(CachedAnswer::NotMatched, false, at(1)))])
+            .unwrap();
+        cache
+            .put_many(&[(
+                key("a@x.io"),
+                entry(CachedAnswer::InvalidDatapoints, false, at(2)),
+            )])
+            .unwrap();
+        assert_eq!(
+            cache.get_many(&[key("a@x.io")]).unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .answer,
+            CachedAnswer::InvalidDatapoints
         );
     }
 

@@ -234,31 +234,72 @@ impl OpenOutput {
         S: Stream<Item = Result<RecordBatch, DataFusionError>>,
     {
         let buffer = SharedBuffer::default();
-        let mut encoder = Encoder::new(self.format, schema, buffer.clone())
+        let encoder = Encoder::new(self.format, schema, buffer.clone())
             .map_err(|e| CliError::Failure(format!("cannot start {}: {e}", self.target)))?;
+        // The encoder works on a blocking thread, one group of batches at a time, while this
+        // task reads the next group: encoding (Parquet's zstd above all) runs beside the
+        // query instead of after it.
+        let mut encoder = Encoding::Idle(encoder);
         let mut stream = std::pin::pin!(stream);
         let mut cancel = std::pin::pin!(cancel);
         let mut rows = 0u64;
+        let mut group = Vec::new();
+        let mut group_rows = 0;
         loop {
             let batch = tokio::select! {
                 batch = stream.next() => batch,
                 _ = &mut cancel => return Err(CliError::Interrupted),
             };
-            let Some(batch) = batch else { break };
-            let batch = batch.map_err(query_error)?;
-            rows += batch.num_rows() as u64;
-            encoder.write(&batch).map_err(|e| self.write_error(&e))?;
-            self.sink
-                .append(buffer.take())
-                .await
-                .map_err(|e| self.write_error(&e))?;
+            let done = batch.is_none();
+            if let Some(batch) = batch {
+                let batch = batch.map_err(query_error)?;
+                rows += batch.num_rows() as u64;
+                group_rows += batch.num_rows();
+                group.push(batch);
+            }
+            if group_rows >= ENCODE_ROWS || (done && !group.is_empty()) {
+                let idle = self.idle(encoder, &buffer).await?;
+                let batches = std::mem::take(&mut group);
+                group_rows = 0;
+                encoder = Encoding::Running(tokio::task::spawn_blocking(move || {
+                    let mut encoder = idle;
+                    let written = batches.iter().try_for_each(|batch| encoder.write(batch));
+                    (encoder, written)
+                }));
+            }
+            if done {
+                break;
+            }
         }
-        encoder.finish().map_err(|e| self.write_error(&e))?;
+        let idle = self.idle(encoder, &buffer).await?;
+        let finished = tokio::task::spawn_blocking(move || {
+            let mut encoder = idle;
+            let finished = encoder.finish();
+            (encoder, finished)
+        });
+        self.idle(Encoding::Running(finished), &buffer).await?;
+        Ok(rows)
+    }
+
+    /// The encoder once it has written what it was given, its output appended to the sink.
+    async fn idle(
+        &mut self,
+        encoder: Encoding,
+        buffer: &SharedBuffer,
+    ) -> Result<Encoder, CliError> {
+        let encoder = match encoder {
+            Encoding::Idle(encoder) => return Ok(encoder),
+            Encoding::Running(task) => {
+                let (encoder, written) = task.await.map_err(|e| self.write_error(&e))?;
+                written.map_err(|e| self.write_error(&e))?;
+                encoder
+            }
+        };
         self.sink
             .append(buffer.take())
             .await
             .map_err(|e| self.write_error(&e))?;
-        Ok(rows)
+        Ok(encoder)
     }
 
     fn write_error(&self, e: &dyn std::fmt::Display) -> CliError {
@@ -386,6 +427,18 @@ impl Write for SharedBuffer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Rows of output handed to the encoder at a time (a handful of the query's batches).
+const ENCODE_ROWS: usize = 512;
+
+/// The encoder, ready, or writing a group of batches on a blocking thread.
+// One per output, moved once per group of rows: boxing the encoder would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Encoding {
+    Idle(Encoder),
+    Running(tokio::task::JoinHandle<(Encoder, Result<(), String>)>),
 }
 
 enum Encoder {
