@@ -270,8 +270,13 @@ macro_rules! wire_object {
                     while let Some(key) = map.next_key_seed(KeySeed::<Field>(PhantomData))? {
                         match key {
                             $(
+                                // A repeated key never erases a value read before.
                                 Key::Known(Field::$field) => {
-                                    out.$field = map.next_value_seed(LooseSeed::<$ty>(PhantomData))?;
+                                    if let Some(value) =
+                                        map.next_value_seed(LooseSeed::<$ty>(PhantomData))?
+                                    {
+                                        out.$field = Some(value);
+                                    }
                                 }
                             )*
                             Key::Unknown(name) => {
@@ -955,6 +960,20 @@ mod tests {
         );
         assert_eq!(parsed.matched[1].company, None);
         assert_eq!(parsed.matched[0].free_enrichment, None);
+    }
+
+    #[test]
+    fn a_repeated_key_never_erases_a_value_read_before() {
+        let person: Person = serde_json::from_str(
+            r#"{"email": {"email": "eva@acme.io", "revealed": true}, "email": null,
+                "first_name": "Eva", "first_name": [1, 2]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            person.email.and_then(|e| e.email).as_deref(),
+            Some("eva@acme.io")
+        );
+        assert_eq!(person.first_name.as_deref(), Some("Eva"));
     }
 
     #[test]

@@ -247,8 +247,9 @@ impl OpenOutput {
         let mut group_rows = 0;
         loop {
             let batch = tokio::select! {
-                batch = stream.next() => batch,
+                biased;
                 _ = &mut cancel => return Err(CliError::Interrupted),
+                batch = stream.next() => batch,
             };
             let done = batch.is_none();
             if let Some(batch) = batch {
@@ -278,6 +279,10 @@ impl OpenOutput {
             (encoder, finished)
         });
         self.idle(Encoding::Running(finished), &buffer).await?;
+        // A Ctrl-C while the last rows were encoded still means "write nothing".
+        if futures::FutureExt::now_or_never(cancel.as_mut()).is_some() {
+            return Err(CliError::Interrupted);
+        }
         Ok(rows)
     }
 
