@@ -133,6 +133,11 @@ impl Error {
         )
     }
 
+    /// Whether the response cache file is held by another process.
+    pub fn is_cache_in_use(&self) -> bool {
+        matches!(self, Error::Cache { reason, .. } if reason == crate::cache::file::IN_USE)
+    }
+
     /// The crate error inside a DataFusion error, however DataFusion wrapped it: the
     /// `External`, `Context`, `Shared`, `ArrowError::ExternalError` (and any other `source()`)
     /// chains are walked, and every error of a `Collection`.

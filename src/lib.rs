@@ -10,6 +10,7 @@ pub mod cache;
 pub mod datafusion;
 pub mod datapoints;
 pub mod error;
+pub mod job;
 pub mod mapping;
 pub mod output;
 pub(crate) mod rng;

@@ -12,7 +12,7 @@ use redb::Database;
 use crate::error::{Error, Result};
 
 /// What the error says when another process holds the file.
-pub(super) const IN_USE: &str =
+pub(crate) const IN_USE: &str =
     "another prospeo process is using this cache; wait for it, or use --cache PATH / --no-cache";
 
 /// Deletes the cache file (the file itself, not only its entries); `Ok(false)` when it did not

@@ -40,7 +40,7 @@
 //! the disk to confirm the commit: call them from `tokio::task::spawn_blocking` in async code.
 
 mod codec;
-mod file;
+pub(crate) mod file;
 mod key;
 mod store;
 

@@ -1,28 +1,21 @@
 //! `prospeo enrich INPUT -o OUTPUT`: the same plan as `enrich_person(...)` (or, with
 //! `--companies`, `enrich_company(...)`), written to a file.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use datafusion::arrow::array::AsArray;
-use datafusion::catalog::TableFunctionArgs;
-use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionContext, lit};
-use datafusion_prospeo::api::{Client, Endpoint, RecordStatus, Tally, Totals};
-use datafusion_prospeo::cache::CacheKey;
+use datafusion::prelude::SessionContext;
+use datafusion_prospeo::api::{Client, Endpoint, RecordStatus};
 use datafusion_prospeo::datafusion::options::EnrichOptions;
-use datafusion_prospeo::datafusion::table::{EnrichTable, function_name, register_with_client};
+use datafusion_prospeo::job::{DryRun, Job, Summary};
 use datafusion_prospeo::sandbox::Sandbox;
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::options::OptionArgs;
-use super::output::{Output, OutputFormat, planning_error, query_error};
+use super::output::{Output, OutputFormat};
 use super::progress::{Progress, ProgressMode};
-use super::{CliError, EXIT_DEFERRED, GlobalArgs, LogFormat, api_error};
+use super::{CliError, GlobalArgs, LogFormat, api_error};
 
 /// Options of `prospeo enrich`.
 #[derive(Debug, Args)]
@@ -81,57 +74,6 @@ pub struct EnrichArgs {
     pub summary_json: Option<PathBuf>,
 }
 
-/// The numbers of a run, printed at the end and written by --summary-json. The counts are the
-/// client's [`Tally`], under the names it gives them (as EXPLAIN ANALYZE does), read through
-/// (`summary.matched`).
-#[derive(Debug, Serialize)]
-struct Summary {
-    input: String,
-    output: String,
-    rows: u64,
-    #[serde(flatten)]
-    counts: Tally,
-    quota_wait_seconds: f64,
-    /// When the quota that deferred rows returns (RFC 3339), when the API said.
-    quota_returns_at: Option<String>,
-    elapsed_seconds: f64,
-    rows_per_second: f64,
-    exit_code: u8,
-}
-
-impl std::ops::Deref for Summary {
-    type Target = Tally;
-    fn deref(&self) -> &Tally {
-        &self.counts
-    }
-}
-
-/// What `--dry-run` found.
-#[derive(Debug, Default, Serialize)]
-struct DryRun {
-    input: String,
-    rows: u64,
-    /// Rows that meet the vendor's minimum and would be sent.
-    valid: u64,
-    /// Company records to send with only a name: sent, but a name alone may match the wrong
-    /// company (the vendor's warning).
-    name_only: u64,
-    /// Rows below the minimum: never sent, never charged.
-    invalid_datapoints: u64,
-    /// Valid rows whose normalised datapoints repeat an earlier row's: sent once.
-    duplicates: u64,
-    /// Distinct valid records the response cache answers: free.
-    cached: u64,
-    /// Distinct valid records that would be sent.
-    records_to_send: u64,
-    /// Credits if every record sent matched (10 a match with --enrich-mobile).
-    worst_case_credits: u64,
-}
-
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 impl EnrichArgs {
     /// The endpoint the rows go to.
     fn endpoint(&self) -> Endpoint {
@@ -147,13 +89,6 @@ impl EnrichArgs {
 fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
     let mut options = EnrichOptions::default();
     args.options.apply(&mut options).map_err(api_error)?;
-    let endpoint = args.endpoint();
-    if endpoint.flags(options.flags()) != options.flags() {
-        return Err(CliError::BadInput(format!(
-            "--only-verified-email, --enrich-mobile and --only-verified-mobile are person flags: {} takes none; drop them, or enrich persons without --companies",
-            endpoint.path()
-        )));
-    }
     if args.no_header {
         options.csv_has_header = false;
     }
@@ -168,16 +103,6 @@ fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
         options.cache = false;
     }
     Ok(options)
-}
-
-/// Makes `options` the session's `prospeo.*` options.
-fn install_options(ctx: &SessionContext, options: EnrichOptions) {
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .extensions
-        .insert(options);
 }
 
 /// The client of a run: the key and base URL from the command line, the environment or the
@@ -196,12 +121,10 @@ fn build_client(
 /// Runs `prospeo enrich`; returns the exit code.
 pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> {
     let started = Instant::now();
-    let options = job_options(&args)?;
+    let job = Job::new(args.input.clone(), args.endpoint(), job_options(&args)?)?;
     let ctx = SessionContext::new();
     if args.dry_run {
-        datafusion_prospeo::register(&ctx);
-        install_options(&ctx, options);
-        return dry_run(&ctx, &args).await;
+        return dry_run(&ctx, &job, &args).await;
     }
     // Human-readable lines only for people; `--log-format json` gives events instead.
     let talk = !args.quiet && global.log_format == LogFormat::Text;
@@ -219,8 +142,8 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     } else {
         None
     };
-    let client = build_client(&args, &options, sandbox.as_ref())?;
-    if talk && let Some(path) = options.cache_file().map_err(api_error)? {
+    let client = build_client(&args, &job.options, sandbox.as_ref())?;
+    if talk && let Some(path) = job.options.cache_file().map_err(api_error)? {
         eprintln!("Response cache: {}", path.display());
     }
 
@@ -234,7 +157,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             remaining
         );
     }
-    if let Some(budget) = options.max_credits
+    if let Some(budget) = job.options.max_credits
         && i64::try_from(budget).unwrap_or(i64::MAX) > remaining
         && !args.yes
     {
@@ -243,31 +166,17 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         )));
     }
 
-    register_with_client(&ctx, client.clone());
-    install_options(&ctx, options);
-    let input = sql_string(&args.input);
-    let function = function_name(args.endpoint());
-    let df = ctx
-        .sql(&format!("SELECT * FROM {function}({input})"))
-        .await
-        .map_err(planning_error)?;
-    if talk {
-        print_mapping(&df).await?;
+    let planned = job.plan(&ctx, client.clone()).await?;
+    if talk && let Some(mapping) = planned.mapping().await? {
+        eprintln!("Column mapping:\n{mapping}");
     }
     // The output must be writable before anything is paid for.
     let open = output.open().await?;
-
-    // Reading the whole input once before paying for anything finds a broken line (a CSV row
-    // with too many fields, say) while it costs nothing; for Parquet it reads only metadata.
-    let total = count_rows(&ctx, function, &input)
-        .await
-        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.input)))?;
+    let total = planned.count_rows().await?;
     let mode = ProgressMode::choose(args.quiet, global.log_format == LogFormat::Json);
     let progress = Progress::start(mode, client.clone(), total);
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    // Partitions are written one after the other, so rows come out in input order.
-    let partitions = df.execute_stream_partitioned().await.map_err(query_error)?;
-    let stream = futures::stream::iter(partitions).flatten();
+    let schema = planned.schema();
+    let stream = planned.stream().await?;
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -298,15 +207,13 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         let _ = sandbox.stop().await;
     }
 
-    let totals = client.totals();
-    // Deferred and failed rows are not settled: both are sent again by the same command.
-    let exit_code = if totals.deferred > 0 || totals.failed > 0 {
-        EXIT_DEFERRED
-    } else {
-        0
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let summary = summary(&args, output.target(), rows, &totals, elapsed, exit_code);
+    let summary = Summary::new(
+        &args.input,
+        output.target(),
+        rows,
+        &client.totals(),
+        started.elapsed().as_secs_f64(),
+    );
     if talk {
         print_summary(&summary);
     }
@@ -335,7 +242,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
     if let Some(path) = &args.summary_json {
         write_json(path, &summary)?;
     }
-    Ok(exit_code)
+    Ok(summary.exit_code)
 }
 
 fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<(), CliError> {
@@ -344,109 +251,13 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> Result<(), CliE
         .map_err(|e| CliError::Failure(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The input's row count (free: no enrichment column is read).
-async fn count_rows(
-    ctx: &SessionContext,
-    function: &str,
-    input: &str,
-) -> Result<Option<u64>, datafusion::error::DataFusionError> {
-    let batches = ctx
-        .sql(&format!("SELECT count(*) FROM {function}({input})"))
-        .await?
-        .collect()
-        .await?;
-    Ok(batches.first().and_then(|b| {
-        b.column(0)
-            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
-            .and_then(|c| c.values().first().map(|&n| n as u64))
-    }))
-}
-
 /// `--dry-run`: reads the mapped columns only and counts what would happen to each row.
-async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError> {
-    let state = ctx.state();
-    let endpoint = args.endpoint();
-    let function = function_name(endpoint);
-    let provider = ctx
-        .table_function(function)
-        .and_then(|f| {
-            f.create_table_provider_with_args(TableFunctionArgs::new(
-                &[lit(args.input.clone())],
-                &state,
-            ))
-        })
-        .map_err(planning_error)?;
-    let table = provider
-        .downcast_ref::<EnrichTable>()
-        .ok_or_else(|| CliError::Failure(format!("{function} did not return its table")))?;
-    let mapping = table.mapping().clone();
-    let options = table.options().clone();
+async fn dry_run(ctx: &SessionContext, job: &Job, args: &EnrichArgs) -> Result<u8, CliError> {
+    let (report, mapping): (DryRun, _) = job.dry_run(ctx).await?;
     if !args.quiet {
         eprintln!("Column mapping:\n{mapping}");
         // The settings as `SET prospeo.*` would show them: what a run with these flags uses.
-        eprintln!("Options: {options}");
-    }
-    let schema = provider.schema();
-    let columns: Vec<String> = mapping
-        .column_indices()
-        .into_iter()
-        .map(|i| schema.field(i).name().clone())
-        .collect();
-    let df = ctx
-        .read_table(provider.clone())
-        .and_then(|df| df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>()))
-        .map_err(planning_error)?;
-    let mut stream = df.execute_stream().await.map_err(query_error)?;
-    let mut report = DryRun {
-        input: args.input.clone(),
-        ..Default::default()
-    };
-    let cache = options.open_cache().map_err(api_error)?;
-    let flags = endpoint.flags(options.flags());
-    let now = std::time::SystemTime::now();
-    let mut seen = HashSet::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(planning_error)?;
-        let records = mapping
-            .datapoints_projected(&batch)
-            .map_err(|e| CliError::BadInput(format!("{}: {e}", args.input)))?;
-        let mut first_seen = Vec::new();
-        for record in records {
-            report.rows += 1;
-            let Some(prepared) = endpoint.prepare(&record) else {
-                report.invalid_datapoints += 1;
-                continue;
-            };
-            report.valid += 1;
-            let key = CacheKey::for_endpoint(endpoint, &prepared, flags);
-            if seen.insert(key.clone()) {
-                first_seen.push((key, endpoint.name_only(&prepared)));
-            } else {
-                report.duplicates += 1;
-            }
-        }
-        let keys: Vec<CacheKey> = first_seen.iter().map(|(key, _)| key.clone()).collect();
-        let served: Vec<bool> = match &cache {
-            Some(cache) => cache
-                .get_many(&keys)
-                .map_err(|e| CliError::Failure(e.to_string()))?
-                .iter()
-                .map(|e| {
-                    e.as_ref()
-                        .is_some_and(|e| e.serves(flags, options.cache_ttl, now))
-                })
-                .collect(),
-            None => vec![false; keys.len()],
-        };
-        for ((_, name_only), served) in first_seen.iter().zip(served) {
-            report.cached += u64::from(served);
-            report.name_only += u64::from(*name_only && !served);
-        }
-    }
-    report.records_to_send = report.valid - report.duplicates - report.cached;
-    let per_match = if flags.reveals_mobile() { 10 } else { 1 };
-    report.worst_case_credits = report.records_to_send * per_match;
-    if !args.quiet {
+        eprintln!("Options: {}", job.options);
         eprintln!("\nDry run of {} (nothing was sent)", report.input);
         for (label, n) in [
             ("rows", report.rows),
@@ -465,52 +276,6 @@ async fn dry_run(ctx: &SessionContext, args: &EnrichArgs) -> Result<u8, CliError
         write_json(path, &report)?;
     }
     Ok(0)
-}
-
-/// Prints how the input's columns were mapped, from the plan the job will run.
-async fn print_mapping(df: &DataFrame) -> Result<(), CliError> {
-    use datafusion::physical_plan::ExecutionPlan;
-    use datafusion_prospeo::datafusion::exec::EnrichExec;
-    fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<&EnrichExec> {
-        plan.downcast_ref::<EnrichExec>()
-            .or_else(|| plan.children().into_iter().find_map(find))
-    }
-    let plan = df
-        .clone()
-        .create_physical_plan()
-        .await
-        .map_err(planning_error)?;
-    if let Some(exec) = find(&plan) {
-        eprintln!("Column mapping:\n{}", exec.mapping());
-    }
-    Ok(())
-}
-
-fn summary(
-    args: &EnrichArgs,
-    output: &str,
-    rows: u64,
-    totals: &Totals,
-    elapsed: f64,
-    exit_code: u8,
-) -> Summary {
-    Summary {
-        input: args.input.clone(),
-        output: output.to_string(),
-        rows,
-        counts: totals.tally,
-        quota_wait_seconds: totals.quota_wait_ms as f64 / 1000.0,
-        quota_returns_at: totals
-            .quota_returns_at
-            .map(datafusion_prospeo::time::rfc3339),
-        elapsed_seconds: elapsed,
-        rows_per_second: if elapsed > 0.0 {
-            rows as f64 / elapsed
-        } else {
-            0.0
-        },
-        exit_code,
-    }
 }
 
 fn print_summary(s: &Summary) {
@@ -543,28 +308,7 @@ fn print_summary(s: &Summary) {
         "  {:<20} {:>8.1} s ({:.0} rows/s)",
         "elapsed", s.elapsed_seconds, s.rows_per_second
     );
-    if s.cache_errors > 0 {
-        eprintln!(
-            "{} answers could not be stored in the cache: a re-run sends them again.",
-            s.cache_errors
-        );
-    }
-    if s.failed > 0 {
-        eprintln!(
-            "{} rows failed (their reasons are in prospeo_error): run the same command again to retry them (answered rows are not sent again).",
-            s.failed
-        );
-    }
-    if s.deferred > 0 {
-        match &s.quota_returns_at {
-            Some(at) => eprintln!(
-                "{} rows were deferred: the quota returns at {at}; run the same command again then (answered rows are not sent again).",
-                s.deferred
-            ),
-            None => eprintln!(
-                "{} rows were deferred (credits or budget): run the same command again later (answered rows are not sent again).",
-                s.deferred
-            ),
-        }
+    for line in s.advice() {
+        eprintln!("{line}");
     }
 }

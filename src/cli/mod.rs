@@ -4,7 +4,6 @@ mod account;
 mod cache;
 mod enrich;
 mod options;
-mod output;
 mod progress;
 mod sandbox;
 mod sql;
@@ -13,17 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use datafusion_prospeo::datafusion::options::OptionKey;
 use datafusion_prospeo::sandbox::Sandbox;
 
-/// Exit code: something failed that is neither the input nor the key.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code: the command line or the input is wrong.
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code: some rows were deferred (quota, credits, budget) or failed: run the same command
-/// later.
-pub const EXIT_DEFERRED: u8 = 3;
-/// Exit code: the API key is missing or was refused.
-pub const EXIT_BAD_KEY: u8 = 4;
-/// Exit code: interrupted (Ctrl-C).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use datafusion_prospeo::job::{EXIT_FAILURE, JobError as CliError, embedded_sandbox, output};
 
 /// Prospeo person and company enrichment from the command line, and a local sandbox of the API.
 #[derive(Debug, Parser)]
@@ -99,31 +88,6 @@ pub enum Command {
     Cache(cache::CacheArgs),
 }
 
-/// An error that ends the program, with the exit code it maps to.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    BadInput(String),
-    #[error("{0}")]
-    Failure(String),
-    #[error("{0}")]
-    BadKey(String),
-    #[error("interrupted")]
-    Interrupted,
-}
-
-impl CliError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::BadInput(_) => EXIT_BAD_INPUT,
-            CliError::Failure(_) => EXIT_FAILURE,
-            CliError::BadKey(_) => EXIT_BAD_KEY,
-            CliError::Interrupted => EXIT_INTERRUPTED,
-        }
-    }
-}
-
 /// Where the API is and which key to use: the options `enrich`, `sql` and `account` share.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
@@ -165,32 +129,10 @@ fn base_url(text: &str) -> Result<String, datafusion_prospeo::Error> {
     Ok(options.base_url.unwrap_or_default())
 }
 
-/// Starts the embedded sandbox: the sample directory and the demo key, on a free loopback
-/// port.
-pub async fn embedded_sandbox() -> Result<Sandbox, CliError> {
-    use datafusion_prospeo::sandbox::SandboxConfig;
-    use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
-    let directory = generate_directory(&GeneratorConfig::default());
-    Sandbox::start(SandboxConfig::new(std::sync::Arc::new(directory)))
-        .await
-        .map_err(|e| CliError::Failure(format!("cannot start the sandbox: {e}")))
-}
-
 /// A library error as the CLI reports it: key problems are their own exit code, settings, the
 /// mapping and the cache are the user's to fix, the rest is a failure.
 pub fn api_error(e: datafusion_prospeo::Error) -> CliError {
-    api_error_ref(&e)
-}
-
-/// [`api_error`] of a borrowed error (one found inside a DataFusion error).
-pub fn api_error_ref(e: &datafusion_prospeo::Error) -> CliError {
-    if e.is_key_problem() {
-        CliError::BadKey(e.to_string())
-    } else if e.is_bad_input() {
-        CliError::BadInput(e.to_string())
-    } else {
-        CliError::Failure(e.to_string())
-    }
+    CliError::from(e)
 }
 
 /// Runs one command; returns the exit code.

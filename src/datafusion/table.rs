@@ -104,6 +104,7 @@ fn register_functions(
             client: client.clone(),
             template: template.clone(),
             clients: Arc::clone(&clients),
+            foreign: None,
         };
         ctx.register_udtf(function_name(endpoint), Arc::new(function));
     }
@@ -117,6 +118,9 @@ pub struct EnrichFunction {
     client: Option<Client>,
     template: Option<ClientBuilder>,
     clients: Arc<Mutex<HashMap<String, Client>>>,
+    /// Called from a host built separately (across the FFI boundary): the options under the
+    /// host session's, and a client of each query's own (see [`crate::datafusion::ffi`]).
+    foreign: Option<EnrichOptions>,
 }
 
 /// The `enrich_person` table function (an [`EnrichFunction`] of the person endpoint).
@@ -136,6 +140,24 @@ impl EnrichFunction {
             client: None,
             template: None,
             clients: Arc::default(),
+            foreign: None,
+        }
+    }
+
+    /// The table function of `endpoint` for a host built separately (see
+    /// [`crate::datafusion::ffi`]): clients from `template` or the environment, `defaults`
+    /// under the host session's `prospeo.*` options, one client a query.
+    pub fn for_foreign_host(
+        endpoint: Endpoint,
+        template: Option<ClientBuilder>,
+        defaults: EnrichOptions,
+    ) -> Self {
+        EnrichFunction {
+            endpoint,
+            client: None,
+            template,
+            clients: Arc::default(),
+            foreign: Some(defaults),
         }
     }
 }
@@ -195,16 +217,42 @@ impl TableFunctionImpl for EnrichFunction {
         if exprs.len() > 2 {
             return plan_err!("{name}: too many arguments; {usage}");
         }
-        let mut options = session
-            .config_options()
-            .extensions
-            .get::<EnrichOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let (mut options, private) = match &self.foreign {
+            None => (
+                session
+                    .config_options()
+                    .extensions
+                    .get::<EnrichOptions>()
+                    .cloned()
+                    .unwrap_or_default(),
+                None,
+            ),
+            Some(defaults) => {
+                let mut options = defaults.clone();
+                host_options(session, &mut options)?;
+                (options, Some(Arc::new(private_state(session))))
+            }
+        };
         if let Some(literal) = exprs.get(1) {
             apply_options_literal(name, session, literal, &mut options)?;
         }
-        let (provider, description) = resolve_input(name, session, &input, &options)?;
+        let state = match &private {
+            Some(state) => state.as_ref(),
+            None => session.as_any().downcast_ref::<SessionState>().ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "{name} needs a SessionState (for a host built separately, use datafusion_prospeo::datafusion::ffi)"
+                ))
+            })?,
+        };
+        let (provider, description) =
+            resolve_input(name, state, &input, &options, private.is_some())?;
+        // A foreign host's queries each get a client of their own (the response cache is open
+        // only while one runs); a local session shares one across its queries.
+        let clients = if private.is_some() {
+            Arc::default()
+        } else {
+            self.clients.clone()
+        };
         EnrichTable::try_new(
             self.endpoint,
             provider,
@@ -213,11 +261,55 @@ impl TableFunctionImpl for EnrichFunction {
             ClientSource {
                 fixed: self.client.clone(),
                 template: self.template.clone(),
-                clients: self.clients.clone(),
+                clients,
             },
         )
-        .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
+        .map(|t| {
+            Arc::new(EnrichTable {
+                private,
+                ..t
+            }) as Arc<dyn TableProvider>
+        })
     }
+}
+
+/// Applies the `prospeo.*` options a foreign host's session carries (an options object
+/// registered with its config reaches this side as the FFI extension's entries).
+fn host_options(session: &dyn Session, options: &mut EnrichOptions) -> Result<()> {
+    use datafusion::common::config::ConfigExtension;
+    use datafusion_ffi::config::extension_options::FFI_ExtensionOptions;
+    let config = session.config_options();
+    if let Some(local) = config.extensions.get::<EnrichOptions>() {
+        *options = local.clone();
+        return Ok(());
+    }
+    let Some(ffi) = config.extensions.get::<FFI_ExtensionOptions>() else {
+        return Ok(());
+    };
+    use datafusion::common::config::ExtensionOptions;
+    for entry in ffi.entries() {
+        if let (Some((prefix, key)), Some(value)) = (entry.key.split_once('.'), &entry.value)
+            && prefix == EnrichOptions::PREFIX
+        {
+            options.set(key, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A session of this library's own for a call from a foreign host: reads files and object
+/// stores (from the environment) with the host's DataFusion settings.
+fn private_state(session: &dyn Session) -> SessionState {
+    let mut config = datafusion::prelude::SessionConfig::new();
+    for entry in session.config_options().entries() {
+        if let Some(value) = &entry.value {
+            let _ = config.options_mut().set(&entry.key, value);
+        }
+    }
+    datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build()
 }
 
 /// Evaluates the options literal (`named_struct(...)` or `MAP {...}`) and applies it.
@@ -327,14 +419,11 @@ where
 /// The input: a table or view of the session, or a path / URL / glob of files.
 fn resolve_input(
     name: &str,
-    session: &dyn Session,
+    state: &SessionState,
     input: &str,
     options: &EnrichOptions,
+    foreign: bool,
 ) -> Result<(Arc<dyn TableProvider>, String)> {
-    let state = session
-        .as_any()
-        .downcast_ref::<SessionState>()
-        .ok_or_else(|| DataFusionError::Plan(format!("{name} needs a SessionState")))?;
     let looks_like_path = input.contains('/')
         || input.contains('\\')
         || input.contains('*')
@@ -347,9 +436,15 @@ fn resolve_input(
         }
     }
     let url = ListingTableUrl::parse(input).map_err(|e| {
-        DataFusionError::Plan(format!(
-            "{name}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
-        ))
+        if foreign {
+            DataFusionError::Plan(format!(
+                "{name}: `{input}` is not a readable path or URL ({e}); from datafusion-python, {name} reads files (a path, glob or s3://, gs://, az://, http(s):// URL), not the tables of your session: to enrich a table or DataFrame, pass its rows to prospeo.enrich (e.g. prospeo.enrich(ctx.table('{input}')))"
+            ))
+        } else {
+            DataFusionError::Plan(format!(
+                "{name}: `{input}` is neither a table of this session nor a readable path or URL: {e}"
+            ))
+        }
     })?;
     crate::datafusion::source::ensure_object_store(state, &url)?;
     // This build reads no compressed CSV or JSON (DataFusion's `compression` feature is off).
@@ -423,6 +518,9 @@ pub struct EnrichTable {
     enrichment: Vec<usize>,
     clients: ClientSource,
     schema: SchemaRef,
+    /// For a call from a foreign host: the session the input is read with, whose task context
+    /// the plan runs under.
+    private: Option<Arc<SessionState>>,
 }
 
 impl fmt::Debug for EnrichTable {
@@ -476,6 +574,7 @@ impl EnrichTable {
             output,
             clients,
             schema: Arc::new(Schema::new(fields)),
+            private: None,
         })
     }
 
@@ -542,6 +641,32 @@ impl TableProvider for EnrichTable {
     }
 
     async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match &self.private {
+            None => self.plan_scan(state, projection, filters, limit).await,
+            Some(private) => {
+                let plan = self
+                    .plan_scan(private.as_ref(), projection, filters, limit)
+                    .await?;
+                let context = Arc::new(datafusion::execution::TaskContext::from(
+                    private.as_ref(),
+                ));
+                Ok(Arc::new(crate::datafusion::ffi::OwnContextExec::new(
+                    plan, context,
+                )))
+            }
+        }
+    }
+}
+
+impl EnrichTable {
+    /// The plan of a scan, on the session the input is read with.
+    async fn plan_scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,

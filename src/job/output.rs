@@ -27,7 +27,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use super::CliError;
+use super::JobError;
 
 /// File formats a result can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +45,12 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// The format of a name: `parquet`, `csv`, `ndjson` (`json`, `jsonl`) or `arrow` (`ipc`,
+    /// `feather`), in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        <Self as ValueEnum>::from_str(name.trim(), true).ok()
+    }
+
     /// The format an output's extension names (`.parquet`, `.csv`, `.ndjson`/`.jsonl`/`.json`,
     /// `.arrow`/`.ipc`/`.feather`).
     pub fn from_target(target: &str) -> Option<Self> {
@@ -83,27 +89,27 @@ impl Output {
         target: &str,
         format: Option<OutputFormat>,
         runtime: &Arc<RuntimeEnv>,
-    ) -> Result<Self, CliError> {
+    ) -> Result<Self, JobError> {
         let destination = match url::Url::parse(target) {
             Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => {
                 object_destination(runtime, &url, target)?
             }
             Ok(url) if url.scheme() == "file" => Destination::Local(
                 url.to_file_path()
-                    .map_err(|_| CliError::BadInput(format!("{target} is not a local path")))?,
+                    .map_err(|_| JobError::BadInput(format!("{target} is not a local path")))?,
             ),
             _ => Destination::Local(PathBuf::from(target)),
         };
         if let Destination::Local(path) = &destination
             && path.is_dir()
         {
-            return Err(CliError::BadInput(format!(
+            return Err(JobError::BadInput(format!(
                 "cannot write {target}: it is a directory; give a file name such as {}",
                 path.join("enriched.parquet").display()
             )));
         }
         let format = format.or_else(|| OutputFormat::from_target(target)).ok_or_else(|| {
-            CliError::BadInput(format!(
+            JobError::BadInput(format!(
                 "cannot tell the output format of {target} from its extension: use .parquet, .csv, .ndjson or .arrow, or --output-format"
             ))
         })?;
@@ -121,12 +127,12 @@ impl Output {
 
     /// Checks that the output can be written, before anything is paid for: creates the local
     /// temporary file, or writes and deletes a probe object.
-    pub async fn open(&self) -> Result<OpenOutput, CliError> {
+    pub async fn open(&self) -> Result<OpenOutput, JobError> {
         let sink = match &self.destination {
             Destination::Local(path) => {
                 let temporary = temporary_path(path);
                 let file = std::fs::File::create(&temporary).map_err(|e| {
-                    CliError::BadInput(format!(
+                    JobError::BadInput(format!(
                         "cannot write {}: {e}; choose a writable output path with -o",
                         path.display()
                     ))
@@ -145,7 +151,7 @@ impl Output {
                     .put(&probe, datafusion::object_store::PutPayload::default())
                     .await
                     .map_err(|e| {
-                        CliError::BadInput(format!(
+                        JobError::BadInput(format!(
                             "cannot write {}: {e}; check the bucket and the AWS_*/GOOGLE_*/AZURE_* credentials",
                             self.target
                         ))
@@ -169,22 +175,22 @@ fn object_destination(
     runtime: &Arc<RuntimeEnv>,
     url: &url::Url,
     target: &str,
-) -> Result<Destination, CliError> {
-    datafusion_prospeo::datafusion::source::ensure_for_url(runtime, url)
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+) -> Result<Destination, JobError> {
+    crate::datafusion::source::ensure_for_url(runtime, url)
+        .map_err(|e| JobError::BadInput(e.to_string()))?;
     let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
         &url[..url::Position::BeforePath],
     )
-    .map_err(|e| CliError::BadInput(format!("{target}: {e}")))?;
+    .map_err(|e| JobError::BadInput(format!("{target}: {e}")))?;
     let store = runtime.object_store(&store_url).map_err(|e| {
-        CliError::BadInput(format!(
+        JobError::BadInput(format!(
             "cannot write {target}: {e}; supported schemes are s3://, gs://, az:// and local paths"
         ))
     })?;
     let path = ObjectPath::from_url_path(url.path())
-        .map_err(|e| CliError::BadInput(format!("{target}: {e}")))?;
+        .map_err(|e| JobError::BadInput(format!("{target}: {e}")))?;
     if path.as_ref().is_empty() {
-        return Err(CliError::BadInput(format!(
+        return Err(JobError::BadInput(format!(
             "{target} names a bucket, not an object: add a file name"
         )));
     }
@@ -207,7 +213,7 @@ impl OpenOutput {
         schema: SchemaRef,
         stream: S,
         cancel: impl Future<Output = ()>,
-    ) -> Result<u64, CliError>
+    ) -> Result<u64, JobError>
     where
         S: Stream<Item = Result<RecordBatch, DataFusionError>>,
     {
@@ -229,13 +235,13 @@ impl OpenOutput {
         schema: SchemaRef,
         stream: S,
         cancel: impl Future<Output = ()>,
-    ) -> Result<u64, CliError>
+    ) -> Result<u64, JobError>
     where
         S: Stream<Item = Result<RecordBatch, DataFusionError>>,
     {
         let buffer = SharedBuffer::default();
         let encoder = Encoder::new(self.format, schema, buffer.clone())
-            .map_err(|e| CliError::Failure(format!("cannot start {}: {e}", self.target)))?;
+            .map_err(|e| JobError::Failure(format!("cannot start {}: {e}", self.target)))?;
         // The encoder works on a blocking thread, one group of batches at a time, while this
         // task reads the next group: encoding (Parquet's zstd above all) runs beside the
         // query instead of after it.
@@ -248,7 +254,7 @@ impl OpenOutput {
         loop {
             let batch = tokio::select! {
                 biased;
-                _ = &mut cancel => return Err(CliError::Interrupted),
+                _ = &mut cancel => return Err(JobError::Interrupted),
                 batch = stream.next() => batch,
             };
             let done = batch.is_none();
@@ -281,7 +287,7 @@ impl OpenOutput {
         self.idle(Encoding::Running(finished), &buffer).await?;
         // A Ctrl-C while the last rows were encoded still means "write nothing".
         if futures::FutureExt::now_or_never(cancel.as_mut()).is_some() {
-            return Err(CliError::Interrupted);
+            return Err(JobError::Interrupted);
         }
         Ok(rows)
     }
@@ -291,7 +297,7 @@ impl OpenOutput {
         &mut self,
         encoder: Encoding,
         buffer: &SharedBuffer,
-    ) -> Result<Encoder, CliError> {
+    ) -> Result<Encoder, JobError> {
         let encoder = match encoder {
             Encoding::Idle(encoder) => return Ok(encoder),
             Encoding::Running(task) => {
@@ -307,27 +313,27 @@ impl OpenOutput {
         Ok(encoder)
     }
 
-    fn write_error(&self, e: &dyn std::fmt::Display) -> CliError {
-        CliError::Failure(format!("cannot write {}: {e}", self.target))
+    fn write_error(&self, e: &dyn std::fmt::Display) -> JobError {
+        JobError::Failure(format!("cannot write {}: {e}", self.target))
     }
 }
 
 /// A query error as the CLI reports it: the crate's error, found by downcasting through
 /// DataFusion's wrappers (never by its text), gets the exit code it gets anywhere else
-/// ([`super::api_error`]): whether it surfaced while planning or mid-query does not matter.
-pub fn query_error(e: DataFusionError) -> CliError {
-    match datafusion_prospeo::Error::find_in(&e) {
+/// ([`JobError::from`]): whether it surfaced while planning or mid-query does not matter.
+pub fn query_error(e: DataFusionError) -> JobError {
+    match crate::Error::find_in(&e) {
         Some(found) if found.is_key_problem() || found.is_bad_input() => {
-            super::api_error_ref(found)
+            JobError::from_api_ref(found)
         }
-        _ => CliError::Failure(e.to_string()),
+        _ => JobError::Failure(e.to_string()),
     }
 }
 
 /// A planning error: a missing key, or else bad input.
-pub fn planning_error(e: DataFusionError) -> CliError {
+pub fn planning_error(e: DataFusionError) -> JobError {
     match query_error(e) {
-        CliError::Failure(text) => CliError::BadInput(text),
+        JobError::Failure(text) => JobError::BadInput(text),
         other => other,
     }
 }
@@ -355,9 +361,9 @@ impl Sink {
         }
     }
 
-    async fn commit(&mut self, target: &str) -> Result<(), CliError> {
+    async fn commit(&mut self, target: &str) -> Result<(), JobError> {
         let failure =
-            |e: &dyn std::fmt::Display| CliError::Failure(format!("cannot finish {target}: {e}"));
+            |e: &dyn std::fmt::Display| JobError::Failure(format!("cannot finish {target}: {e}"));
         match self {
             Sink::Local {
                 file,
@@ -549,18 +555,18 @@ mod tests {
 
     #[test]
     fn a_query_error_gets_its_crate_errors_exit_code_wherever_it_surfaced() {
-        use datafusion_prospeo::Error;
+        use crate::Error;
         let mid_query = |e: Error| {
             DataFusionError::from(e).context("while reading batch 3 of enrich_person('x')")
         };
         let bad_input = query_error(mid_query(Error::InvalidMap {
             reason: "no `=`".into(),
         }));
-        assert!(matches!(bad_input, CliError::BadInput(_)), "{bad_input:?}");
+        assert!(matches!(bad_input, JobError::BadInput(_)), "{bad_input:?}");
         let key = query_error(mid_query(Error::InvalidApiKey));
-        assert!(matches!(key, CliError::BadKey(_)), "{key:?}");
+        assert!(matches!(key, JobError::BadKey(_)), "{key:?}");
         let other = query_error(DataFusionError::Execution("disk full".into()));
-        assert!(matches!(other, CliError::Failure(_)), "{other:?}");
+        assert!(matches!(other, JobError::Failure(_)), "{other:?}");
     }
 
     #[test]
