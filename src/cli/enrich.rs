@@ -308,7 +308,7 @@ fn print_summary(s: &Summary) {
         "  {:<20} {:>8.1} s ({:.0} rows/s)",
         "elapsed", s.elapsed_seconds, s.rows_per_second
     );
-    for line in s.advice() {
+    for line in &s.advice {
         eprintln!("{line}");
     }
 }

@@ -160,6 +160,46 @@ impl EnrichFunction {
             foreign: Some(defaults),
         }
     }
+
+    /// The table of a call from a foreign host (made with [`EnrichFunction::for_foreign_host`])
+    /// whose session config is `host`: `input` is a path, glob or URL, `literal` the call's
+    /// options over the host's `prospeo.*` options and the defaults. Hand it over as an
+    /// `FFI_TableProvider` that supports filter pushdown, so predicates on input columns run
+    /// before anything is sent.
+    pub fn foreign_table(
+        &self,
+        input: &str,
+        literal: &[(String, String)],
+        host: &datafusion::common::config::ConfigOptions,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let name = function_name(self.endpoint);
+        let mut options = self.foreign.clone().unwrap_or_default();
+        host_options(host, &mut options)?;
+        for (key, value) in literal {
+            if key.trim().eq_ignore_ascii_case("map") {
+                options.set_map(value.split(','))?;
+            } else {
+                options.set(key, value)?;
+            }
+        }
+        let private = Arc::new(private_state(host));
+        let (provider, description) = resolve_input(name, &private, input, &options, true)?;
+        let table = EnrichTable::try_new(
+            self.endpoint,
+            provider,
+            description,
+            options,
+            ClientSource {
+                fixed: self.client.clone(),
+                template: self.template.clone(),
+                clients: Arc::default(),
+            },
+        )?;
+        Ok(Arc::new(EnrichTable {
+            private: Some(private),
+            ..table
+        }))
+    }
 }
 
 impl fmt::Debug for EnrichFunction {
@@ -229,8 +269,11 @@ impl TableFunctionImpl for EnrichFunction {
             ),
             Some(defaults) => {
                 let mut options = defaults.clone();
-                host_options(session, &mut options)?;
-                (options, Some(Arc::new(private_state(session))))
+                host_options(session.config_options(), &mut options)?;
+                (
+                    options,
+                    Some(Arc::new(private_state(session.config_options()))),
+                )
             }
         };
         if let Some(literal) = exprs.get(1) {
@@ -275,10 +318,12 @@ impl TableFunctionImpl for EnrichFunction {
 
 /// Applies the `prospeo.*` options a foreign host's session carries (an options object
 /// registered with its config reaches this side as the FFI extension's entries).
-fn host_options(session: &dyn Session, options: &mut EnrichOptions) -> Result<()> {
+fn host_options(
+    config: &datafusion::common::config::ConfigOptions,
+    options: &mut EnrichOptions,
+) -> Result<()> {
     use datafusion::common::config::ConfigExtension;
     use datafusion_ffi::config::extension_options::FFI_ExtensionOptions;
-    let config = session.config_options();
     if let Some(local) = config.extensions.get::<EnrichOptions>() {
         *options = local.clone();
         return Ok(());
@@ -299,9 +344,9 @@ fn host_options(session: &dyn Session, options: &mut EnrichOptions) -> Result<()
 
 /// A session of this library's own for a call from a foreign host: reads files and object
 /// stores (from the environment) with the host's DataFusion settings.
-fn private_state(session: &dyn Session) -> SessionState {
+fn private_state(host: &datafusion::common::config::ConfigOptions) -> SessionState {
     let mut config = datafusion::prelude::SessionConfig::new();
-    for entry in session.config_options().entries() {
+    for entry in host.entries() {
         if let Some(value) = &entry.value {
             let _ = config.options_mut().set(&entry.key, value);
         }

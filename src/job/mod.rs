@@ -161,6 +161,8 @@ pub struct Summary {
     pub rows_per_second: f64,
     /// The binary's exit code for this run: 0 every row settled, 3 some deferred or failed.
     pub exit_code: u8,
+    /// What to do about deferred, failed or unstored rows (empty when there are none).
+    pub advice: Vec<String>,
 }
 
 impl std::ops::Deref for Summary {
@@ -194,7 +196,14 @@ impl Summary {
                 0.0
             },
             exit_code: settled_code(totals),
+            advice: Vec::new(),
         }
+        .with_advice()
+    }
+
+    fn with_advice(mut self) -> Summary {
+        self.advice = self.advice();
+        self
     }
 
     /// The summary as one JSON object.
@@ -202,8 +211,8 @@ impl Summary {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The sentence that says what to do about deferred, failed or unstored rows, if any.
-    pub fn advice(&self) -> Vec<String> {
+    /// The sentences that say what to do about deferred, failed or unstored rows, if any.
+    fn advice(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if self.cache_errors > 0 {
             lines.push(format!(
