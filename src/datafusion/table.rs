@@ -307,12 +307,7 @@ impl TableFunctionImpl for EnrichFunction {
                 clients,
             },
         )
-        .map(|t| {
-            Arc::new(EnrichTable {
-                private,
-                ..t
-            }) as Arc<dyn TableProvider>
-        })
+        .map(|t| Arc::new(EnrichTable { private, ..t }) as Arc<dyn TableProvider>)
     }
 }
 
@@ -473,6 +468,11 @@ fn resolve_input(
         || input.contains('\\')
         || input.contains('*')
         || InputFormat::from_path(input).is_some();
+    if foreign && !looks_like_path && options.format.is_none() {
+        return plan_err!(
+            "{name}: `{input}` is not a path or URL; in datafusion-python, {name} reads files (a path, glob or s3://, gs://, az://, http(s):// URL), not the tables of your session: to enrich a table or DataFrame, pass its rows to prospeo.enrich (prospeo.enrich(ctx.table('{input}')))"
+        );
+    }
     if !looks_like_path && let Ok(schema) = state.schema_for_ref(input) {
         let table_name = datafusion::common::TableReference::from(input);
         let table = block_on(schema.table(table_name.table()))?;
@@ -483,7 +483,7 @@ fn resolve_input(
     let url = ListingTableUrl::parse(input).map_err(|e| {
         if foreign {
             DataFusionError::Plan(format!(
-                "{name}: `{input}` is not a readable path or URL ({e}); from datafusion-python, {name} reads files (a path, glob or s3://, gs://, az://, http(s):// URL), not the tables of your session: to enrich a table or DataFrame, pass its rows to prospeo.enrich (e.g. prospeo.enrich(ctx.table('{input}')))"
+                "{name}: `{input}` is not a readable path or URL: {e}"
             ))
         } else {
             DataFusionError::Plan(format!(
@@ -698,9 +698,7 @@ impl TableProvider for EnrichTable {
                 let plan = self
                     .plan_scan(private.as_ref(), projection, filters, limit)
                     .await?;
-                let context = Arc::new(datafusion::execution::TaskContext::from(
-                    private.as_ref(),
-                ));
+                let context = Arc::new(datafusion::execution::TaskContext::from(private.as_ref()));
                 Ok(Arc::new(crate::datafusion::ffi::OwnContextExec::new(
                     plan, context,
                 )))

@@ -1121,3 +1121,155 @@ async fn enrich_company_maps_an_apollo_accounts_export() {
     );
     sandbox.stop().await.unwrap();
 }
+
+/// A foreign host's session (datafusion-python's, built separately): its `prospeo.*` options
+/// reach this side as the FFI extension's entries.
+fn host_config(entries: &[(&str, &str)]) -> datafusion::common::config::ConfigOptions {
+    use datafusion::common::config::ExtensionOptions;
+    use datafusion_ffi::config::extension_options::FFI_ExtensionOptions;
+    let mut extension = FFI_ExtensionOptions::default();
+    for (key, value) in entries {
+        extension.set(key, value).unwrap();
+    }
+    let mut config = datafusion::common::config::ConfigOptions::default();
+    config.extensions.insert(extension);
+    config
+}
+
+fn sandbox_builder(sandbox: &Sandbox) -> datafusion_prospeo::ClientBuilder {
+    Client::builder()
+        .base_url(sandbox.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_hosts_table_reads_its_own_files_with_the_hosts_options_and_pushes_filters() {
+    use datafusion::logical_expr::TableProviderFilterPushDown;
+    use datafusion_prospeo::EnrichOptions;
+    use datafusion_prospeo::api::Endpoint;
+    use datafusion_prospeo::datafusion::table::EnrichFunction;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.csv");
+    write_csv(&path, &leads_batch(LEADS));
+    let sandbox = start(config()).await;
+    let defaults = EnrichOptions {
+        cache: false,
+        ..Default::default()
+    };
+    let function = EnrichFunction::for_foreign_host(
+        Endpoint::BulkEnrichPerson,
+        Some(sandbox_builder(&sandbox)),
+        defaults,
+    );
+    let host = host_config(&[("prospeo.prefix", "host_")]);
+    let literal = [("enrich_mobile".to_string(), "true".to_string())];
+    let table = function
+        .foreign_table(&path.display().to_string(), &literal, &host)
+        .unwrap();
+    // The host's prefix names the columns; the call's literal adds its flag.
+    let schema = table.schema();
+    assert!(schema.field_with_name("host_status").is_ok(), "{schema:?}");
+    assert!(schema.field_with_name("prospeo_status").is_err());
+    let country = datafusion::prelude::ident("Country").eq(datafusion::prelude::lit("FR"));
+    assert_eq!(
+        table.supports_filters_pushdown(&[&country]).unwrap(),
+        [TableProviderFilterPushDown::Exact]
+    );
+
+    // The host runs the plan with a context of its own (no object stores, no options): the
+    // plan runs under the table's, as one partition in input order.
+    let host_ctx = SessionContext::new();
+    let plan = table
+        .scan(&host_ctx.state(), None, &[country], None)
+        .await
+        .unwrap();
+    assert_eq!(plan.name(), "ProspeoExec");
+    assert_eq!(plan.properties().partitioning.partition_count(), 1);
+    let text = plan_text(&plan);
+    assert!(
+        text.contains("EnrichExec") && text.contains("Country"),
+        "{text}"
+    );
+    let batches = collect(plan, host_ctx.task_ctx()).await.unwrap();
+    assert_eq!(column_strings(&batches, "lead_id"), ["2", "5"]);
+    assert_eq!(
+        column_strings(&batches, "host_status"),
+        ["matched", "matched"]
+    );
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.records_submitted, 2, "only the FR rows were sent");
+    assert!(
+        stats.mobile_reveals >= 1,
+        "the literal's enrich_mobile was sent: {stats:?}"
+    );
+
+    // A table of the host's session is out of reach: the error says what to do instead.
+    let error = function
+        .foreign_table("crm_leads", &[], &host)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prospeo.enrich"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_person_answers_across_the_ffi_boundary_in_input_order() {
+    use datafusion::catalog::TableFunctionImpl;
+    use datafusion::execution::TaskContextProvider;
+    use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
+    use datafusion_prospeo::EnrichOptions;
+    use datafusion_prospeo::api::Endpoint;
+    // Pretends the function comes from another library, so the call crosses the boundary.
+    extern "C" fn another_library() -> usize {
+        datafusion_ffi::get_library_marker_id() + 1
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leads.parquet");
+    write_parquet(&path, &leads_batch(LEADS));
+    let sandbox = start(config()).await;
+    let host = Arc::new(SessionContext::new());
+    let provider = Arc::clone(&host) as Arc<dyn TaskContextProvider>;
+    let mut function = datafusion_prospeo::datafusion::ffi::table_function(
+        Endpoint::BulkEnrichPerson,
+        Some(sandbox_builder(&sandbox)),
+        EnrichOptions {
+            cache: false,
+            ..Default::default()
+        },
+        tokio::runtime::Handle::current(),
+        FFI_LogicalExtensionCodec::new_default(&provider),
+    );
+    function.library_marker_id = another_library;
+    let function: Arc<dyn TableFunctionImpl> = function.into();
+    host.register_udtf("enrich_person", function);
+
+    let free = format!(
+        "SELECT count(*) AS n FROM enrich_person('{}')",
+        path.display()
+    );
+    let (_, batches) = run(&host, &free).await;
+    assert_eq!(column_strings(&batches, "n"), ["6"]);
+    assert_eq!(sandbox.stats().key(ALPHA).requests, 0, "count(*) is free");
+
+    let all = format!(
+        "SELECT lead_id, prospeo_status FROM enrich_person('{}')",
+        path.display()
+    );
+    let (_, batches) = run(&host, &all).await;
+    assert_eq!(
+        column_strings(&batches, "lead_id"),
+        ["1", "2", "3", "4", "5", "6"],
+        "input order, without ORDER BY"
+    );
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "matched",
+            "not_matched",
+            "invalid_datapoints",
+            "matched",
+            "matched"
+        ]
+    );
+    assert_eq!(sandbox.stats().key(ALPHA).records_submitted, 5);
+}
