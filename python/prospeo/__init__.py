@@ -173,7 +173,8 @@ class Sandbox:
             sb.stats()     # what it served
 
     ``credits``, ``per_minute`` and ``per_day`` change the demo key's balance and limits;
-    ``manual_clock=True`` stops its clock (``advance_clock`` moves it: a new day, say).
+    ``manual_clock=True`` stops its clock (``advance_clock`` moves it: a new day, say);
+    ``latency`` (seconds) delays every answer, as a distant API would.
     """
 
     def __init__(
@@ -183,9 +184,14 @@ class Sandbox:
         per_minute: int | None = None,
         per_day: int | None = None,
         manual_clock: bool = False,
+        latency: float = 0.0,
     ) -> None:
         self._inner = _prospeo.Sandbox(
-            credits=credits, per_minute=per_minute, per_day=per_day, manual_clock=manual_clock
+            credits=credits,
+            per_minute=per_minute,
+            per_day=per_day,
+            manual_clock=manual_clock,
+            latency=latency,
         )
 
     @property

@@ -118,14 +118,17 @@ struct PySandbox {
 #[pymethods]
 impl PySandbox {
     #[new]
-    #[pyo3(signature = (*, credits=None, per_minute=None, per_day=None, manual_clock=false))]
+    #[pyo3(signature = (*, credits=None, per_minute=None, per_day=None, manual_clock=false, latency=0.0))]
     fn new(
         py: Python<'_>,
         credits: Option<i64>,
         per_minute: Option<u64>,
         per_day: Option<u64>,
         manual_clock: bool,
+        latency: f64,
     ) -> PyResult<Self> {
+        let latency = Duration::try_from_secs_f64(latency)
+            .map_err(|_| PyValueError::new_err("latency must be a number of seconds >= 0"))?;
         use datafusion_prospeo::sandbox::generator::{GeneratorConfig, generate_directory};
         use datafusion_prospeo::sandbox::{Sandbox, SandboxConfig};
         let runtime = runtime()?;
@@ -134,6 +137,7 @@ impl PySandbox {
                 let directory = generate_directory(&GeneratorConfig::default());
                 let mut config = SandboxConfig::new(Arc::new(directory));
                 config.manual_clock = manual_clock;
+                config.faults.latency = latency;
                 for key in &mut config.keys {
                     if let Some(credits) = credits {
                         key.credits = credits;
@@ -219,7 +223,9 @@ fn client_builder(
     let mut builder = ClientBuilder::from_env();
     if let Some(sandbox) = sandbox {
         let key = ApiKey::new(DEMO_KEY).map_err(|e| api_error(py, e))?;
-        return Ok(builder.base_url(sandbox.borrow().base_url.clone()).api_key(key));
+        return Ok(builder
+            .base_url(sandbox.borrow().base_url.clone())
+            .api_key(key));
     }
     if let Some(path) = api_key_file {
         builder = builder.api_key_file(std::path::PathBuf::from(path));
@@ -292,7 +298,12 @@ impl Input {
         let py = data.py();
         let batches = py
             .detach(|| reader.collect::<Result<Vec<_>, ArrowError>>())
-            .map_err(|e| job_error(py, JobError::BadInput(format!("cannot read the input: {e}"))))?;
+            .map_err(|e| {
+                job_error(
+                    py,
+                    JobError::BadInput(format!("cannot read the input: {e}")),
+                )
+            })?;
         Ok(Input::Memory(schema, batches))
     }
 
@@ -594,8 +605,8 @@ fn enrich<'py>(
     );
     drop(client);
     drop(ctx);
-    let reader = reader_of(schema, batches, &summary)
-        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let reader =
+        reader_of(schema, batches, &summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     reader.into_pyarrow(py)
 }
 
@@ -619,16 +630,14 @@ fn enrich_to(
     let started = Instant::now();
     let format = match output_format.as_deref() {
         None => None,
-        Some(name) => Some(
-            OutputFormat::from_name(name).ok_or_else(|| {
-                job_error(
-                    py,
-                    JobError::BadInput(format!(
-                        "unknown output format {name:?}: parquet, csv, ndjson or arrow"
-                    )),
-                )
-            })?,
-        ),
+        Some(name) => Some(OutputFormat::from_name(name).ok_or_else(|| {
+            job_error(
+                py,
+                JobError::BadInput(format!(
+                    "unknown output format {name:?}: parquet, csv, ndjson or arrow"
+                )),
+            )
+        })?),
     };
     let Prepared {
         ctx,
@@ -742,9 +751,8 @@ fn enrich_batches<'py>(
     reader.into_pyarrow(py)
 }
 
-type BatchStream = std::pin::Pin<
-    Box<dyn Stream<Item = Result<RecordBatch, DataFusionError>> + Send>,
->;
+type BatchStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<RecordBatch, DataFusionError>> + Send>>;
 
 /// The rows of a running job, pulled by pyarrow.
 struct StreamReader {
@@ -947,9 +955,7 @@ impl PyTableFunction {
             self.defaults.clone(),
         );
         let table = py
-            .detach(|| {
-                function.foreign_table(&input, &literal, context.session_config().options())
-            })
+            .detach(|| function.foreign_table(&input, &literal, context.session_config().options()))
             .map_err(|e| job_error(py, datafusion_prospeo::job::planning_error(e)))?;
         Ok(PyProvider { table })
     }
@@ -1040,7 +1046,10 @@ impl PySessionOptions {
         for entry in self.options.entries() {
             let Some(value) = entry.value else { continue };
             // The entries' keys may or may not carry the namespace; the host's carry it once.
-            let key = if entry.key.starts_with(&format!("{}.", EnrichOptions::PREFIX)) {
+            let key = if entry
+                .key
+                .starts_with(&format!("{}.", EnrichOptions::PREFIX))
+            {
                 entry.key
             } else {
                 format!("{}.{}", EnrichOptions::PREFIX, entry.key)

@@ -43,6 +43,7 @@ mod codec;
 pub(crate) mod file;
 mod key;
 mod store;
+pub(crate) use store::WeakCache;
 
 #[cfg(test)]
 mod fixtures;

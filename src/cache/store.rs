@@ -72,6 +72,16 @@ pub struct ResponseCache {
     inner: Arc<Inner>,
 }
 
+/// A [`ResponseCache`] that does not keep its file open.
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+impl WeakCache {
+    /// The cache, while some handle still holds it open.
+    pub(crate) fn upgrade(&self) -> Option<ResponseCache> {
+        self.0.upgrade().map(|inner| ResponseCache { inner })
+    }
+}
+
 // Fields drop in order: the database closes before its temporary file goes.
 struct Inner {
     db: Database,
@@ -236,6 +246,12 @@ impl ResponseCache {
     /// The cache file's path; `None` for a temporary store.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
+    }
+
+    /// A handle that does not keep the file open: [`WeakCache::upgrade`] gives the cache back
+    /// while another handle holds it.
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
     }
 
     fn describe_path(&self) -> String {

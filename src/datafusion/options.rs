@@ -892,17 +892,23 @@ fn is_vendor(base_url: &str) -> bool {
 }
 
 /// Opens the response cache at `path` once per process: the file is locked by the process that
-/// opens it, and every client of every session shares the one handle.
+/// opens it, and every client of every session shares the one handle while any holds it. The
+/// file closes when the last handle goes (a client, a dry run), so a long-lived process (a
+/// notebook kernel) does not lock other processes out of it between jobs.
 fn shared_cache(path: &Path) -> Result<ResponseCache, Error> {
-    static OPEN: Mutex<Vec<ResponseCache>> = Mutex::new(Vec::new());
+    static OPEN: Mutex<Vec<(PathBuf, crate::cache::WeakCache)>> = Mutex::new(Vec::new());
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let path = path.as_path();
     let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(cache) = open.iter().find(|c| c.path() == Some(path)) {
-        return Ok(cache.clone());
+    open.retain(|(_, weak)| weak.upgrade().is_some());
+    if let Some(cache) = open
+        .iter()
+        .find(|(p, _)| *p == path)
+        .and_then(|(_, weak)| weak.upgrade())
+    {
+        return Ok(cache);
     }
-    let cache = ResponseCache::open(path)?;
-    open.push(cache.clone());
+    let cache = ResponseCache::open(&path)?;
+    open.push((path, cache.downgrade()));
     Ok(cache)
 }
 
