@@ -275,6 +275,14 @@ def _mapping_pairs(mapping: Mapping[str, str | None] | None) -> list[str] | None
     return [f"{column}={datapoint or ''}" for column, datapoint in mapping.items()]
 
 
+def _streams(source: Any) -> bool:
+    """Whether rows are read as the job goes (a reader, a lazy relation) rather than held in
+    memory already (a Table or DataFrame: read at once, and counted for the progress bar)."""
+    if isinstance(source, (str, pa.Table)):
+        return False
+    return not (type(source).__module__ or "").startswith("polars")
+
+
 def _source(data: Any) -> Any:
     """What the engine reads: a path, or an object with ``__arrow_c_stream__``."""
     if isinstance(data, (str, os.PathLike)):
@@ -460,14 +468,16 @@ def enrich_batches(
     """
     if sandbox is True:
         raise InputError("enrich_batches needs a prospeo.Sandbox that outlives the reader, not True")
+    source = _source(data)
     with _Sandboxed(sandbox) as sb:
         return _prospeo.enrich_batches(
-            _source(data),
+            source,
             _endpoint(companies),
             _option_pairs(options),
             mapping=_mapping_pairs(mapping),
             sandbox=sb,
             api_key_file=_path(api_key_file),
+            stream=_streams(source),
         )
 
 
@@ -490,11 +500,12 @@ def enrich_to(
     complete. Returns the run's :class:`Summary`; deferred rows warn (or, with ``strict``,
     raise :class:`IncompleteError`, the output already written)."""
     pairs = _option_pairs(options)
+    source = _source(data)
     reporter = _Progress(progress)
     try:
         with _Sandboxed(sandbox) as sb:
             raw = _prospeo.enrich_to(
-                _source(data),
+                source,
                 os.fspath(output),
                 _endpoint(companies),
                 pairs,
@@ -503,6 +514,7 @@ def enrich_to(
                 api_key_file=_path(api_key_file),
                 progress=reporter.callback,
                 output_format=output_format,
+                stream=_streams(source),
             )
     finally:
         reporter.close()

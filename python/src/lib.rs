@@ -307,26 +307,29 @@ impl Input {
         Ok(Input::Memory(schema, batches))
     }
 
-    /// The name the job reads, after registering in-memory rows on `ctx`.
+    /// The name the job reads, after registering in-memory rows on `ctx`, and whether its rows
+    /// can be counted before the job (a stream is read once, by the job).
     fn register(self, ctx: &SessionContext) -> Result<(String, bool), JobError> {
-        let table: Arc<dyn datafusion::catalog::TableProvider> = match self {
+        let (table, countable): (Arc<dyn datafusion::catalog::TableProvider>, bool) = match self {
             Input::Path(path) => return Ok((path, true)),
-            Input::Memory(schema, batches) => Arc::new(
-                MemTable::try_new(schema, vec![batches])
-                    .map_err(|e| JobError::BadInput(e.to_string()))?,
+            Input::Memory(schema, batches) => (
+                Arc::new(
+                    MemTable::try_new(schema, vec![batches])
+                        .map_err(|e| JobError::BadInput(e.to_string()))?,
+                ),
+                true,
             ),
-            Input::Stream(reader) => Arc::new(
-                StreamingTable::try_new(
-                    reader.schema(),
-                    vec![Arc::new(OnceStream::new(reader)) as Arc<dyn PartitionStream>],
-                )
-                .map_err(|e| JobError::BadInput(e.to_string()))?,
+            Input::Stream(reader) => (
+                Arc::new(
+                    StreamingTable::try_new(
+                        reader.schema(),
+                        vec![Arc::new(OnceStream::new(reader)) as Arc<dyn PartitionStream>],
+                    )
+                    .map_err(|e| JobError::BadInput(e.to_string()))?,
+                ),
+                false,
             ),
         };
-        let countable = !matches!(
-            table.table_type(),
-            datafusion::logical_expr::TableType::Temporary
-        );
         ctx.register_table(INPUT_TABLE, table)
             .map_err(|e| JobError::Failure(e.to_string()))?;
         Ok((INPUT_TABLE.to_string(), countable))
@@ -613,7 +616,7 @@ fn enrich<'py>(
 /// Runs a job and writes its rows to `output` (any format, local or object store, committed
 /// only when complete); returns the summary as JSON.
 #[pyfunction]
-#[pyo3(signature = (data, output, endpoint, options, mapping=None, sandbox=None, api_key_file=None, progress=None, output_format=None))]
+#[pyo3(signature = (data, output, endpoint, options, mapping=None, sandbox=None, api_key_file=None, progress=None, output_format=None, stream=true))]
 #[allow(clippy::too_many_arguments)]
 fn enrich_to(
     py: Python<'_>,
@@ -626,6 +629,7 @@ fn enrich_to(
     api_key_file: Option<String>,
     progress: Option<Py<PyAny>>,
     output_format: Option<String>,
+    stream: bool,
 ) -> PyResult<String> {
     let started = Instant::now();
     let format = match output_format.as_deref() {
@@ -653,7 +657,7 @@ fn enrich_to(
         mapping,
         sandbox,
         api_key_file,
-        true,
+        stream,
     )?;
     let runtime = runtime()?;
     let watch_client = client.clone();
@@ -705,7 +709,7 @@ fn enrich_to(
 /// Streams a job's rows: a pyarrow RecordBatchReader that runs the job as it is read. Memory
 /// stays flat in the input's size.
 #[pyfunction]
-#[pyo3(signature = (data, endpoint, options, mapping=None, sandbox=None, api_key_file=None))]
+#[pyo3(signature = (data, endpoint, options, mapping=None, sandbox=None, api_key_file=None, stream=true))]
 #[allow(clippy::too_many_arguments)]
 fn enrich_batches<'py>(
     py: Python<'py>,
@@ -715,6 +719,7 @@ fn enrich_batches<'py>(
     mapping: Option<Vec<String>>,
     sandbox: Option<&Bound<'py, PySandbox>>,
     api_key_file: Option<String>,
+    stream: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let Prepared {
         ctx, job, client, ..
@@ -726,7 +731,7 @@ fn enrich_batches<'py>(
         mapping,
         sandbox,
         api_key_file,
-        true,
+        stream,
     )?;
     let runtime = runtime()?;
     let planned = py
