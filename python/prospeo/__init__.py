@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
@@ -337,6 +338,17 @@ def _counts(total: int | None, counts: str) -> dict[str, Any]:
     return {"total_rows": total, "settled_rows": settled, **data}
 
 
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class _Progress:
     """The progress reporter: a callable of the user's, a tqdm bar, or nothing."""
 
@@ -349,6 +361,10 @@ class _Progress:
         if callable(progress):
             user = progress
             self.callback = lambda total, counts: user(_counts(total, counts))
+            return
+        # By default a bar only where someone watches: a notebook or a terminal (not a cron
+        # job's or an Airflow task's log); progress=True asks for one anywhere.
+        if progress is None and not (_in_notebook() or _stderr_is_terminal()):
             return
         try:
             from tqdm.auto import tqdm
