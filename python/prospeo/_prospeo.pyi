@@ -94,8 +94,10 @@ def enrich_to(
     api_key_file: str | None = None,
     progress: _ProgressCallback | None = None,
     output_format: str | None = None,
+    stream: bool = True,
 ) -> str:
-    """Runs a job into ``output``; returns the summary as JSON."""
+    """Runs a job into ``output``; returns the summary as JSON. ``stream``: read ``data`` as it
+    goes (never counted first) rather than held in memory."""
 
 def enrich_batches(
     data: Any,
@@ -104,6 +106,7 @@ def enrich_batches(
     mapping: Sequence[str] | None = None,
     sandbox: Sandbox | None = None,
     api_key_file: str | None = None,
+    stream: bool = True,
 ) -> pa.RecordBatchReader:
     """A reader that runs the job as it is read."""
 

@@ -797,10 +797,23 @@ impl Drop for StreamReader {
         self.client.stop_sending();
         let client = self.client.clone();
         let runtime = Arc::clone(&self.runtime);
-        let _ = std::thread::spawn(move || {
-            runtime.block_on(client.wait_idle(Duration::from_secs(30)));
-        })
-        .join();
+        let wait = move || {
+            let _ = std::thread::spawn(move || {
+                runtime.block_on(client.wait_idle(Duration::from_secs(30)));
+            })
+            .join();
+        };
+        // Without the GIL while it waits: other Python threads go on. (During interpreter
+        // shutdown there is no GIL to release.)
+        let mut wait = Some(wait);
+        let _ = Python::try_attach(|py| {
+            if let Some(wait) = wait.take() {
+                py.detach(wait);
+            }
+        });
+        if let Some(wait) = wait {
+            wait();
+        }
     }
 }
 
