@@ -152,9 +152,10 @@ class Account(_Record):
     (``minute_left``, ``day_left``) and the limits (``minute_limit``, ``day_limit``)."""
 
 
-def summary(table: pa.Table | pa.RecordBatchReader | pa.Schema) -> Summary | None:
+def summary(table: pa.Table | pa.Schema) -> Summary | None:
     """The summary of the run that made ``table`` (carried in its schema metadata), or ``None``
-    for a table this package did not return."""
+    for a table :func:`enrich` did not return (an :func:`enrich_batches` reader has none: its
+    schema is fixed before the run ends)."""
     schema = table if isinstance(table, pa.Schema) else table.schema
     raw = (schema.metadata or {}).get(SUMMARY_KEY.encode())
     return Summary(json.loads(raw)) if raw is not None else None
@@ -586,7 +587,7 @@ def sql(
     registered and ``options`` as its ``prospeo.*`` options; returns the result as a pyarrow
     Table::
 
-        prospeo.sql("SELECT person_full_name, prospeo_status FROM enrich_person('leads.csv')")
+        prospeo.sql("SELECT prospeo_person_full_name, prospeo_status FROM enrich_person('leads.csv')")
 
     Queries that read no enrichment column are free and need no key.
     """

@@ -5,7 +5,7 @@
 
     ctx = SessionContext()
     ctx.register_udtf(prospeo.datafusion.enrich_person())
-    ctx.sql("SELECT person_full_name FROM enrich_person('leads.parquet')").to_pandas()
+    ctx.sql("SELECT prospeo_person_full_name FROM enrich_person('leads.parquet')").to_pandas()
 
 Needs PyPI's ``datafusion`` 55.x (the DataFusion this package is built on): another major is an
 ``ImportError``. Options given here are the functions' defaults; ``prospeo.*`` options set in the

@@ -101,10 +101,6 @@ fn api_error(py: Python<'_>, e: Error) -> PyErr {
     job_error(py, JobError::from(e))
 }
 
-fn query_error(py: Python<'_>, e: DataFusionError) -> PyErr {
-    job_error(py, datafusion_prospeo::job::query_error(e))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The sandbox
 
@@ -281,6 +277,15 @@ enum Input {
 }
 
 impl Input {
+    /// The input as a summary names it.
+    fn description(&self) -> String {
+        match self {
+            Input::Path(path) => path.clone(),
+            Input::Memory(..) => "<in-memory table>".to_string(),
+            Input::Stream(_) => "<stream>".to_string(),
+        }
+    }
+
     fn from_python(data: &Bound<'_, PyAny>, stream: bool) -> PyResult<Input> {
         if let Ok(path) = data.extract::<String>() {
             return Ok(Input::Path(path));
@@ -479,11 +484,7 @@ fn prepare(
     let endpoint = endpoint_of(endpoint)?;
     let options = options_from(py, options, mapping, sandbox.is_some())?;
     let input = Input::from_python(data, stream)?;
-    let description = match &input {
-        Input::Path(path) => path.clone(),
-        Input::Memory(..) => "<in-memory table>".to_string(),
-        Input::Stream(_) => "<stream>".to_string(),
-    };
+    let description = input.description();
     let builder = client_builder(py, sandbox, api_key_file)?;
     let client = options
         .client_builder(builder)
@@ -832,13 +833,15 @@ fn dry_run(
     let endpoint = endpoint_of(endpoint)?;
     let options = options_from(py, options, mapping, sandbox.is_some())?;
     let input = Input::from_python(data, false)?;
+    let description = input.description();
     let ctx = SessionContext::new();
     let (name, _) = input.register(&ctx).map_err(|e| job_error(py, e))?;
     let job = Job::new(name, endpoint, options).map_err(|e| job_error(py, e))?;
     let runtime = runtime()?;
-    let (report, mapping) = py
+    let (mut report, mapping) = py
         .detach(|| runtime.block_on(job.dry_run(&ctx)))
         .map_err(|e| job_error(py, e))?;
+    report.input = description;
     let json = serde_json::to_string(&report).unwrap_or_default();
     Ok((json, mapping.to_string()))
 }
@@ -907,13 +910,20 @@ fn sql<'py>(
     let runtime = runtime()?;
     let result = py.detach(|| {
         runtime.block_on(async {
-            let df = ctx.sql(&query).await?;
+            // A query that does not plan is the user's to fix; one that fails running is not.
+            let df = ctx
+                .sql(&query)
+                .await
+                .map_err(datafusion_prospeo::job::planning_error)?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
-            Ok::<_, DataFusionError>((schema, batches))
+            let batches = df
+                .collect()
+                .await
+                .map_err(datafusion_prospeo::job::query_error)?;
+            Ok::<_, JobError>((schema, batches))
         })
     });
-    let (schema, batches) = result.map_err(|e| query_error(py, e))?;
+    let (schema, batches) = result.map_err(|e| job_error(py, e))?;
     drop(ctx);
     let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
         batches.into_iter().map(Ok),
@@ -1061,7 +1071,17 @@ impl PySessionOptions {
     ) -> PyResult<Bound<'py, PyCapsule>> {
         use datafusion::common::config::{ConfigExtension, ExtensionOptions};
         let mut config = FFI_ExtensionOptions::default();
+        // Only the options given here: a default would override the functions' own settings
+        // (a sandbox function keeps its answers out of the cache file unless told otherwise).
+        let defaults: std::collections::HashMap<String, Option<String>> = EnrichOptions::default()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect();
         for entry in self.options.entries() {
+            if defaults.get(&entry.key) == Some(&entry.value) {
+                continue;
+            }
             let Some(value) = entry.value else { continue };
             // The entries' keys may or may not carry the namespace; the host's carry it once.
             let key = if entry

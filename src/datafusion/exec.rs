@@ -118,7 +118,12 @@ impl EnrichExec {
             .ok_or_else(|| {
                 DataFusionError::Internal("an output column of EnrichExec is out of range".into())
             })?;
-        let schema = Arc::new(Schema::new(fields));
+        // The input's schema metadata stays (a pandas DataFrame's, say), as the table's schema
+        // keeps it.
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            input_schema.metadata().clone(),
+        ));
         let enrichment_columns: Vec<usize> = spec
             .columns
             .iter()

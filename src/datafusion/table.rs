@@ -618,7 +618,10 @@ impl EnrichTable {
             options,
             output,
             clients,
-            schema: Arc::new(Schema::new(fields)),
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                input_schema.metadata().clone(),
+            )),
             private: None,
         })
     }

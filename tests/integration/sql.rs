@@ -1273,3 +1273,44 @@ async fn enrich_person_answers_across_the_ffi_boundary_in_input_order() {
     );
     assert_eq!(sandbox.stats().key(ALPHA).records_submitted, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_with_schema_metadata_keeps_it_and_is_enriched() {
+    // A pandas DataFrame handed over through Arrow carries its `pandas` metadata.
+    let batch = leads_batch(LEADS);
+    let metadata = std::collections::HashMap::from([("pandas".to_string(), "{}".to_string())]);
+    let schema = Arc::new(
+        batch
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(metadata.clone()),
+    );
+    let batch = batch.with_schema(schema).unwrap();
+    let sandbox = start(config()).await;
+    let ctx = context(&sandbox).await;
+    ctx.register_batch("crm_leads", batch).unwrap();
+    let (_, batches) = run(&ctx, "SELECT count(*) AS n FROM enrich_person('crm_leads')").await;
+    assert_eq!(column_strings(&batches, "n"), ["6"]);
+    let (_, batches) = run(
+        &ctx,
+        "SELECT lead_id, prospeo_status FROM enrich_person('crm_leads') ORDER BY lead_id",
+    )
+    .await;
+    assert_eq!(
+        column_strings(&batches, "prospeo_status"),
+        [
+            "matched",
+            "matched",
+            "not_matched",
+            "invalid_datapoints",
+            "matched",
+            "matched"
+        ]
+    );
+    let df = ctx
+        .sql("SELECT * FROM enrich_person('crm_leads')")
+        .await
+        .unwrap();
+    assert_eq!(df.schema().as_arrow().metadata(), &metadata);
+}
