@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +38,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from prospeo import _prospeo
+from prospeo import _prospeo, exceptions
 from prospeo.exceptions import (
     ApiKeyError,
     CacheInUseError,
@@ -487,7 +488,7 @@ def enrich_batches(
         raise InputError("enrich_batches needs a prospeo.Sandbox that outlives the reader, not True")
     source = _source(data)
     with _Sandboxed(sandbox) as sb:
-        return _prospeo.enrich_batches(
+        reader = _prospeo.enrich_batches(
             source,
             _endpoint(companies),
             _option_pairs(options),
@@ -496,6 +497,27 @@ def enrich_batches(
             api_key_file=_path(api_key_file),
             stream=_streams(source),
         )
+    return pa.RecordBatchReader.from_batches(reader.schema, _reraising(reader))
+
+
+_TAGGED = re.compile(r"\[prospeo:(\w+)\] (.*)", re.S)
+
+
+def _reraising(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; an error of the job raised as this package's exception (pyarrow
+    would raise every error of the stream as ``ArrowInvalid``)."""
+    try:
+        yield from reader
+    except pa.ArrowException as e:
+        found = _TAGGED.search(str(e))
+        if found is None:
+            raise
+        name, message = found.groups()
+        if name == "KeyboardInterrupt":
+            raise KeyboardInterrupt from None
+        raise getattr(exceptions, name, RequestError)(message) from None
+    finally:
+        reader.close()
 
 
 def enrich_to(

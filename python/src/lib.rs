@@ -6,6 +6,7 @@
 //! The response cache is opened by the call and closed when it returns. The public API, its
 //! docstrings and the exception classes live in the Python package (`prospeo/__init__.py`).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,17 +75,23 @@ fn runtime() -> PyResult<Arc<tokio::runtime::Runtime>> {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// Raises the Python exception of a job error: the classes live in `prospeo.exceptions`.
-fn job_error(py: Python<'_>, e: JobError) -> PyErr {
-    let (class, message) = match e {
+/// The `prospeo.exceptions` class of a job error, and its message.
+fn error_class(e: JobError) -> (&'static str, String) {
+    match e {
         JobError::BadInput(m) => ("InputError", m),
         JobError::BadKey(m) => ("ApiKeyError", m),
         JobError::CacheInUse(m) => ("CacheInUseError", m),
         JobError::Failure(m) => ("RequestError", m),
-        JobError::Interrupted => {
-            return pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted");
-        }
-    };
+        JobError::Interrupted => ("KeyboardInterrupt", "interrupted".to_string()),
+    }
+}
+
+/// Raises the Python exception of a job error: the classes live in `prospeo.exceptions`.
+fn job_error(py: Python<'_>, e: JobError) -> PyErr {
+    if matches!(e, JobError::Interrupted) {
+        return pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted");
+    }
+    let (class, message) = error_class(e);
     match py
         .import("prospeo.exceptions")
         .and_then(|m| m.getattr(class))
@@ -290,17 +297,29 @@ impl Input {
         if let Ok(path) = data.extract::<String>() {
             return Ok(Input::Path(path));
         }
+        if data.hasattr("__arrow_c_stream__")? {
+            // Its export failing (a lazy relation whose query fails, say) is its own error.
+            let reader = ArrowArrayStreamReader::from_pyarrow_bound(data)?;
+            return Input::from_reader(data.py(), reader, stream);
+        }
         let reader = ArrowArrayStreamReader::from_pyarrow_bound(data).map_err(|_| {
             pyo3::exceptions::PyTypeError::new_err(format!(
                 "cannot read a {}: pass a path or URL, a pandas or polars DataFrame, or an object with __arrow_c_stream__ (pyarrow Table or RecordBatchReader, duckdb relation, datafusion DataFrame)",
                 data.get_type().name().map(|n| n.to_string()).unwrap_or_default()
             ))
         })?;
+        Input::from_reader(data.py(), reader, stream)
+    }
+
+    fn from_reader(
+        py: Python<'_>,
+        reader: ArrowArrayStreamReader,
+        stream: bool,
+    ) -> PyResult<Input> {
         if stream {
             return Ok(Input::Stream(reader));
         }
         let schema = reader.schema();
-        let py = data.py();
         let batches = py
             .detach(|| reader.collect::<Result<Vec<_>, ArrowError>>())
             .map_err(|e| {
@@ -383,8 +402,10 @@ impl PartitionStream for OnceStream {
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         std::thread::spawn(move || {
             for batch in reader {
+                let failed = batch.is_err();
                 let batch = batch.map_err(DataFusionError::from);
-                if sender.blocking_send(batch).is_err() {
+                // After an error the C stream may only be released, never read again.
+                if sender.blocking_send(batch).is_err() || failed {
                     break;
                 }
             }
@@ -402,17 +423,17 @@ impl PartitionStream for OnceStream {
 /// Checks for Ctrl-C and reports progress while a call runs.
 struct Watch {
     client: Client,
-    total: Option<u64>,
+    total: Mutex<Option<u64>>,
     progress: Option<Py<PyAny>>,
     last_report: Mutex<Option<Instant>>,
     error: Mutex<Option<PyErr>>,
 }
 
 impl Watch {
-    fn new(client: Client, total: Option<u64>, progress: Option<Py<PyAny>>) -> Self {
+    fn new(client: Client, progress: Option<Py<PyAny>>) -> Self {
         Watch {
             client,
-            total,
+            total: Mutex::new(None),
             progress,
             last_report: Mutex::new(None),
             error: Mutex::new(None),
@@ -433,7 +454,8 @@ impl Watch {
         }
         let totals = self.client.totals();
         let counts = serde_json::to_string(&totals.tally).unwrap_or_default();
-        callback.call1(py, (self.total, counts))?;
+        let total = *self.total.lock().unwrap_or_else(|e| e.into_inner());
+        callback.call1(py, (total, counts))?;
         Ok(())
     }
 
@@ -452,6 +474,20 @@ impl Watch {
         }
     }
 
+    /// Runs `work` until it ends or the call is stopped (Ctrl-C, the progress callback
+    /// raising); then nothing more is sent and the error that stopped it is returned.
+    async fn guard<T>(&self, work: impl Future<Output = T>) -> Result<T, Option<PyErr>> {
+        tokio::select! {
+            biased;
+            _ = self.stopped() => Err(self.wind_down().await),
+            out = work => Ok(out),
+        }
+    }
+
+    fn set_total(&self, total: Option<u64>) {
+        *self.total.lock().unwrap_or_else(|e| e.into_inner()) = total;
+    }
+
     /// After a stop: nothing more is sent, the answers on the wire are awaited (and stored in
     /// the cache), and the error that stopped the call is returned.
     async fn wind_down(&self) -> Option<PyErr> {
@@ -459,6 +495,30 @@ impl Watch {
         self.client.wait_idle(Duration::from_secs(30)).await;
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+}
+
+/// Runs `work` on the runtime without the GIL, checking for Ctrl-C every tick: a stopped call
+/// raises `KeyboardInterrupt` (dropping `work`: nothing more is sent; requests on the wire
+/// finish on their own and store their answers).
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    runtime: &tokio::runtime::Runtime,
+    work: impl Future<Output = T> + Send,
+) -> PyResult<T> {
+    py.detach(|| {
+        runtime.block_on(async {
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    biased;
+                    out = &mut work => return Ok(out),
+                    _ = tokio::time::sleep(TICK) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    })
 }
 
 /// What a job call needs, made from the Python layer's arguments.
@@ -552,53 +612,43 @@ fn enrich<'py>(
         countable,
         description,
     } = prepared;
-    let watch_client = client.clone();
+    let watch = Watch::new(client.clone(), progress);
     let outcome = py.detach(|| {
-        runtime.block_on(async {
+        runtime.block_on(watch.guard(async {
             let planned = job.plan(&ctx, client.clone()).await?;
-            let total = if countable {
-                planned.count_rows().await?
-            } else {
-                None
-            };
-            let watch = Watch::new(watch_client, total, progress);
+            if countable {
+                watch.set_total(planned.count_rows().await?);
+            }
             let schema = planned.schema();
             let mut stream = planned.stream().await?;
             let mut batches = Vec::new();
             let mut rows = 0u64;
-            let stopped = watch.stopped();
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut stopped => {
-                        let error = watch.wind_down().await;
-                        return Ok(Err(error));
+            while let Some(batch) = stream.next().await {
+                match batch {
+                    Ok(batch) => {
+                        rows += batch.num_rows() as u64;
+                        batches.push(batch);
                     }
-                    next = stream.next() => match next {
-                        Some(Ok(batch)) => {
-                            rows += batch.num_rows() as u64;
-                            batches.push(batch);
-                        }
-                        Some(Err(e)) => {
-                            watch.wind_down().await;
-                            return Err(datafusion_prospeo::job::query_error(e));
-                        }
-                        None => break,
+                    Err(e) => {
+                        watch.wind_down().await;
+                        return Err(datafusion_prospeo::job::query_error(e));
                     }
                 }
             }
-            if let Err(e) = Python::attach(|py| watch.report(py, true)) {
-                return Ok(Err(Some(e)));
-            }
-            Ok(Ok((schema, batches, rows)))
-        })
+            Ok((schema, batches, rows))
+        }))
     });
+    let outcome = match outcome {
+        Ok(Ok(done)) => Python::attach(|py| watch.report(py, true))
+            .map(|()| Ok(done))
+            .unwrap_or_else(|e| Err(Some(e))),
+        Ok(Err(e)) => return Err(job_error(py, e)),
+        Err(stop) => Err(stop),
+    };
     let (schema, batches, rows) = match outcome {
-        Ok(Ok(done)) => done,
-        Ok(Err(Some(stop))) => return Err(stop),
-        Ok(Err(None)) => return Err(job_error(py, JobError::Interrupted)),
-        Err(e) => return Err(job_error(py, e)),
+        Ok(done) => done,
+        Err(Some(stop)) => return Err(stop),
+        Err(None) => return Err(job_error(py, JobError::Interrupted)),
     };
     let summary = Summary::new(
         &description,
@@ -661,41 +711,50 @@ fn enrich_to(
         stream,
     )?;
     let runtime = runtime()?;
-    let watch_client = client.clone();
+    let watch = Watch::new(client.clone(), progress);
     let outcome = py.detach(|| {
         runtime.block_on(async {
-            let output = Output::resolve(&output, format, &ctx.runtime_env())?;
-            let planned = job.plan(&ctx, client.clone()).await?;
-            let open = output.open().await?;
-            let total = if countable {
-                planned.count_rows().await?
-            } else {
-                None
-            };
-            let watch = Watch::new(watch_client, total, progress);
-            let schema = planned.schema();
-            let stream = planned.stream().await?;
-            let written = open.write(schema, stream, watch.stopped()).await;
-            match written {
-                Ok(rows) => {
-                    if let Err(e) = Python::attach(|py| watch.report(py, true)) {
-                        return Ok(Err(Some(e)));
+            // Before the first row is written: stopped at once.
+            let prepared = watch
+                .guard(async {
+                    let output = Output::resolve(&output, format, &ctx.runtime_env())?;
+                    let planned = job.plan(&ctx, client.clone()).await?;
+                    let open = output.open().await?;
+                    if countable {
+                        watch.set_total(planned.count_rows().await?);
                     }
-                    Ok(Ok((rows, output.target().to_string())))
-                }
-                Err(JobError::Interrupted) => Ok(Err(watch.wind_down().await)),
+                    Ok::<_, JobError>((output, planned, open))
+                })
+                .await;
+            let (output, planned, open) = match prepared {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(e)) => return Ok(Err(e)),
+                Err(stop) => return Err(stop),
+            };
+            // Then the writer's own stop: nothing is left behind (no partial file or upload).
+            let schema = planned.schema();
+            let stream = match planned.stream().await {
+                Ok(stream) => stream,
+                Err(e) => return Ok(Err(e)),
+            };
+            match open.write(schema, stream, watch.stopped()).await {
+                Ok(rows) => Ok(Ok((rows, output.target().to_string()))),
+                Err(JobError::Interrupted) => Err(watch.wind_down().await),
                 Err(e) => {
                     watch.wind_down().await;
-                    Err(e)
+                    Ok(Err(e))
                 }
             }
         })
     });
     let (rows, target) = match outcome {
-        Ok(Ok(done)) => done,
-        Ok(Err(Some(stop))) => return Err(stop),
-        Ok(Err(None)) => return Err(job_error(py, JobError::Interrupted)),
-        Err(e) => return Err(job_error(py, e)),
+        Ok(Ok(done)) => {
+            Python::attach(|py| watch.report(py, true))?;
+            done
+        }
+        Ok(Err(e)) => return Err(job_error(py, e)),
+        Err(Some(stop)) => return Err(stop),
+        Err(None) => return Err(job_error(py, JobError::Interrupted)),
     };
     let summary = Summary::new(
         &description,
@@ -775,12 +834,20 @@ impl Iterator for StreamReader {
     fn next(&mut self) -> Option<Self::Item> {
         let runtime = Arc::clone(&self.runtime);
         let stream = &mut self.stream;
-        let next = Python::attach(|py| py.detach(|| runtime.block_on(stream.next())));
+        let mut pull = Some(move || runtime.block_on(stream.next()));
+        let next = Python::try_attach(|py| pull.take().map(|pull| py.detach(pull))).flatten();
+        let next = match pull {
+            Some(mut pull) => pull(),
+            None => next.flatten(),
+        };
         match next? {
             Ok(batch) => Some(Ok(batch)),
             Err(e) => {
-                let message = datafusion_prospeo::job::query_error(e).to_string();
-                Some(Err(ArrowError::ExternalError(message.into())))
+                // Tagged with its class: the Python layer raises the package's exception.
+                let (class, message) = error_class(datafusion_prospeo::job::query_error(e));
+                Some(Err(ArrowError::ExternalError(
+                    format!("[prospeo:{class}] {message}").into(),
+                )))
             }
         }
     }
@@ -838,9 +905,8 @@ fn dry_run(
     let (name, _) = input.register(&ctx).map_err(|e| job_error(py, e))?;
     let job = Job::new(name, endpoint, options).map_err(|e| job_error(py, e))?;
     let runtime = runtime()?;
-    let (mut report, mapping) = py
-        .detach(|| runtime.block_on(job.dry_run(&ctx)))
-        .map_err(|e| job_error(py, e))?;
+    let (mut report, mapping) =
+        interruptible(py, &runtime, job.dry_run(&ctx))?.map_err(|e| job_error(py, e))?;
     report.input = description;
     let json = serde_json::to_string(&report).unwrap_or_default();
     Ok((json, mapping.to_string()))
@@ -865,9 +931,8 @@ fn account(
         .and_then(|b| b.build())
         .map_err(|e| api_error(py, e))?;
     let runtime = runtime()?;
-    let status = py
-        .detach(|| runtime.block_on(client.account_status()))
-        .map_err(|e| api_error(py, e))?;
+    let status = interruptible(py, &runtime, client.account_status())
+        .and_then(|r| r.map_err(|e| api_error(py, e)))?;
     let account = &status.account;
     let quota = &status.quota;
     let json = serde_json::json!({
@@ -908,8 +973,8 @@ fn sql<'py>(
         .extensions
         .insert(options);
     let runtime = runtime()?;
-    let result = py.detach(|| {
-        runtime.block_on(async {
+    let result = interruptible(py, &runtime, async {
+        {
             // A query that does not plan is the user's to fix; one that fails running is not.
             let df = ctx
                 .sql(&query)
@@ -921,8 +986,8 @@ fn sql<'py>(
                 .await
                 .map_err(datafusion_prospeo::job::query_error)?;
             Ok::<_, JobError>((schema, batches))
-        })
-    });
+        }
+    })?;
     let (schema, batches) = result.map_err(|e| job_error(py, e))?;
     drop(ctx);
     let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
@@ -977,13 +1042,19 @@ impl PyTableFunction {
         session: Bound<'_, PyAny>,
     ) -> PyResult<PyProvider> {
         let context = host_task_context(&session)?;
+        let runtime = runtime()?;
         let function = datafusion_prospeo::datafusion::table::EnrichFunction::for_foreign_host(
             self.endpoint,
             Some(self.template.clone()),
             self.defaults.clone(),
+            runtime.handle().clone(),
         );
         let table = py
-            .detach(|| function.foreign_table(&input, &literal, context.session_config().options()))
+            .detach(|| {
+                // Reading the input's schema (an object store) runs on this library's runtime.
+                let _entered = runtime.enter();
+                function.foreign_table(&input, &literal, context.session_config().options())
+            })
             .map_err(|e| job_error(py, datafusion_prospeo::job::planning_error(e)))?;
         Ok(PyProvider { table })
     }

@@ -36,9 +36,12 @@ def test_a_path_gives_the_binarys_summary(enriched_leads, cli_leads):
     _, expected = cli_leads
     s = prospeo.summary(enriched_leads)
     assert s is not None
+    # Not free_enrichments: how many answers the sandbox flags as free re-enrichments can
+    # differ by one between runs when two concurrent requests ask for one person (see
+    # conftest.SAME_TOTAL); the credits do not.
     for key in (
         "rows", "matched", "not_matched", "invalid_datapoints", "failed", "deferred",
-        "duplicates", "credits", "records_sent", "free_enrichments",
+        "duplicates", "credits", "records_sent",
     ):
         assert s[key] == expected[key], key
     assert s.rows == 120

@@ -108,3 +108,42 @@ def test_the_cache_file_is_free_for_another_process_once_a_call_returns(tmp_path
         assert result.returncode == 0, result.stderr
         summary = prospeo.summary(first)
         assert result.stdout.split() == [str(summary.records_sent), "0"]
+
+
+def _open_elsewhere(cache: Path) -> subprocess.CompletedProcess[str]:
+    """Another process opens ``cache`` (a dry run reads it)."""
+    script = "import sys, prospeo\nprint(prospeo.dry_run(sys.argv[1], cache=sys.argv[2]).cached)\n"
+    return subprocess.run(
+        [sys.executable, "-c", script, str(LEADS), str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_datafusion_query_releases_the_cache_file_while_its_dataframe_lives(tmp_path):
+    datafusion = pytest.importorskip("datafusion")
+    import prospeo.datafusion
+
+    cache = tmp_path / "answers.redb"
+    with prospeo.Sandbox() as sb:
+        ctx = datafusion.SessionContext()
+        ctx.register_udtf(prospeo.datafusion.enrich_person(sandbox=sb, cache=cache))
+        df = ctx.sql(f"SELECT prospeo_status FROM enrich_person('{LEADS}')")
+        assert df.to_arrow_table().num_rows == 120
+        result = _open_elsewhere(cache)
+        assert result.returncode == 0, result.stderr
+        assert int(result.stdout) == sb.stats()["keys"]["demo"]["records"]
+        # The same DataFrame runs again, served by the cache.
+        assert df.to_arrow_table().num_rows == 120
+        assert int(result.stdout) == sb.stats()["keys"]["demo"]["records"]
+
+
+def test_an_error_while_streaming_is_the_packages_exception(monkeypatch):
+    monkeypatch.setenv("PROSPEO_API_KEY", "not-the-demo-key")
+    with prospeo.Sandbox() as sb:
+        reader = prospeo.enrich_batches(LEADS, base_url=sb.base_url, cache=False)
+        with pytest.raises(prospeo.ApiKeyError, match="refused"):
+            for _ in reader:
+                pass

@@ -89,6 +89,13 @@ impl EnrichArgs {
 fn job_options(args: &EnrichArgs) -> Result<EnrichOptions, CliError> {
     let mut options = EnrichOptions::default();
     args.options.apply(&mut options).map_err(api_error)?;
+    let endpoint = args.endpoint();
+    if endpoint.flags(options.flags()) != options.flags() {
+        return Err(CliError::BadInput(format!(
+            "--only-verified-email, --enrich-mobile and --only-verified-mobile are person flags: {} takes none; drop them, or enrich persons without --companies",
+            endpoint.path()
+        )));
+    }
     if args.no_header {
         options.csv_has_header = false;
     }

@@ -39,6 +39,13 @@ use crate::datafusion::table::EnrichFunction;
 /// options; each query makes its own client, so the response cache is open only while a query
 /// runs. `runtime` drives the requests: a host built separately has a Tokio of its own, which
 /// this library's code cannot use.
+///
+/// datafusion-ffi 55 hands a table function's tables over without filter pushdown: a host
+/// runs `WHERE` above the enrichment, so every row is sent (`count(*)`, input-only queries and
+/// `LIMIT` are still free or pushed). Where the host can take a table provider instead (as
+/// datafusion-python's Python table functions can), give it
+/// [`EnrichFunction::foreign_table`] wrapped in an `FFI_TableProvider` with pushdown on: the
+/// Python package does.
 pub fn table_function(
     endpoint: Endpoint,
     template: Option<ClientBuilder>,
@@ -46,7 +53,7 @@ pub fn table_function(
     runtime: Handle,
     codec: FFI_LogicalExtensionCodec,
 ) -> FFI_TableFunction {
-    let function = EnrichFunction::for_foreign_host(endpoint, template, defaults);
+    let function = EnrichFunction::for_foreign_host(endpoint, template, defaults, runtime.clone());
     FFI_TableFunction::new_with_ffi_codec(
         Arc::new(function) as Arc<dyn TableFunctionImpl>,
         Some(runtime),
@@ -54,41 +61,52 @@ pub fn table_function(
     )
 }
 
+/// Makes the plan an execution runs (see [`OwnContextExec`]).
+pub type MakePlan = Arc<dyn Fn() -> Result<Arc<dyn ExecutionPlan>> + Send + Sync>;
+
 /// A plan that runs under its own task context, whatever context it is executed with, and
 /// shows the host one partition and no children: the input's partitions come out one after
 /// the other (rows in input order), and a host's optimizer cannot rewrite what lies below.
+///
+/// Each execution plans its own inner plan (with `make`) and drops it when its stream ends: a
+/// host that keeps a physical plan after running it (datafusion-python's DataFrame does) keeps
+/// no client, so the response cache closes when the query ends.
 pub struct OwnContextExec {
-    inner: Arc<dyn ExecutionPlan>,
+    make: MakePlan,
+    /// One such plan, as EXPLAIN shows it (the plan itself is not kept: it holds a client).
+    shown: String,
+    /// Its root's name.
+    shown_name: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
     context: Arc<TaskContext>,
     properties: Arc<PlanProperties>,
 }
 
 impl OwnContextExec {
-    /// Runs `inner` under `context`.
-    pub fn new(inner: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>) -> Self {
+    /// Runs what `make` plans under `context`; `shown` is one such plan, for EXPLAIN.
+    pub fn new(shown: &Arc<dyn ExecutionPlan>, make: MakePlan, context: Arc<TaskContext>) -> Self {
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(inner.schema()),
+            EquivalenceProperties::new(shown.schema()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
+        let text = displayable(shown.as_ref()).indent(false).to_string();
         OwnContextExec {
-            inner,
+            make,
+            shown: text.lines().map(str::trim).collect::<Vec<_>>().join(" <- "),
+            shown_name: shown.name().to_string(),
+            schema: shown.schema(),
             context,
             properties,
         }
-    }
-
-    /// The plan it runs.
-    pub fn inner(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.inner
     }
 }
 
 impl fmt::Debug for OwnContextExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnContextExec")
-            .field("inner", &self.inner.name())
+            .field("inner", &self.shown_name)
             .finish()
     }
 }
@@ -96,12 +114,8 @@ impl fmt::Debug for OwnContextExec {
 impl DisplayAs for OwnContextExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         match t {
-            DisplayFormatType::TreeRender => write!(f, "{}", self.inner.name()),
-            _ => {
-                let inner = displayable(self.inner.as_ref()).indent(false).to_string();
-                let inner: Vec<&str> = inner.lines().map(str::trim).collect();
-                write!(f, "ProspeoExec: {}", inner.join(" <- "))
-            }
+            DisplayFormatType::TreeRender => write!(f, "{}", self.shown_name),
+            _ => write!(f, "ProspeoExec: {}", self.shown),
         }
     }
 }
@@ -136,7 +150,7 @@ impl ExecutionPlan for OwnContextExec {
                 "ProspeoExec has one partition, not {partition}"
             );
         }
-        let inner = Arc::clone(&self.inner);
+        let inner = (self.make)()?;
         let context = Arc::clone(&self.context);
         let partitions = inner.output_partitioning().partition_count();
         let stream = futures::stream::iter(0..partitions)
@@ -144,9 +158,17 @@ impl ExecutionPlan for OwnContextExec {
                 Ok(stream) => stream.boxed(),
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
             })
-            .flatten();
+            .flatten()
+            // Nothing after an error: a later partition would be sent (and paid for) in vain.
+            .scan(false, |failed, item| {
+                let next = (!*failed).then_some(item);
+                if matches!(next, Some(Err(_))) {
+                    *failed = true;
+                }
+                futures::future::ready(next)
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.inner.schema(),
+            Arc::clone(&self.schema),
             stream,
         )))
     }

@@ -896,19 +896,33 @@ fn is_vendor(base_url: &str) -> bool {
 /// file closes when the last handle goes (a client, a dry run), so a long-lived process (a
 /// notebook kernel) does not lock other processes out of it between jobs.
 fn shared_cache(path: &Path) -> Result<ResponseCache, Error> {
-    static OPEN: Mutex<Vec<(PathBuf, crate::cache::WeakCache)>> = Mutex::new(Vec::new());
+    /// (process, file, handle): a forked child must not use its parent's handle (two
+    /// processes committing through one redb file would corrupt it).
+    type Entry = (u32, PathBuf, crate::cache::WeakCache);
+    static OPEN: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let pid = std::process::id();
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    open.retain(|(_, weak)| weak.upgrade().is_some());
     if let Some(cache) = open
         .iter()
-        .find(|(p, _)| *p == path)
-        .and_then(|(_, weak)| weak.upgrade())
+        .filter(|(owner, p, _)| *owner == pid && *p == path)
+        .find_map(|(_, _, weak)| weak.upgrade())
     {
         return Ok(cache);
     }
-    let cache = ResponseCache::open(&path)?;
-    open.push((path, cache.downgrade()));
+    // A handle of this process that is going: its last holder may still be closing the file.
+    let closing = open.iter().any(|(owner, p, _)| *owner == pid && *p == path);
+    open.retain(|(owner, _, weak)| *owner == pid && weak.upgrade().is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let cache = loop {
+        match ResponseCache::open(&path) {
+            Err(e) if closing && e.is_cache_in_use() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => break result?,
+        }
+    };
+    open.push((pid, path, cache.downgrade()));
     Ok(cache)
 }
 

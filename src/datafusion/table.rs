@@ -105,6 +105,7 @@ fn register_functions(
             template: template.clone(),
             clients: Arc::clone(&clients),
             foreign: None,
+            runtime: None,
         };
         ctx.register_udtf(function_name(endpoint), Arc::new(function));
     }
@@ -121,6 +122,9 @@ pub struct EnrichFunction {
     /// Called from a host built separately (across the FFI boundary): the options under the
     /// host session's, and a client of each query's own (see [`crate::datafusion::ffi`]).
     foreign: Option<EnrichOptions>,
+    /// The runtime this library's I/O runs on when a foreign host calls (its Tokio is not
+    /// this library's).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The `enrich_person` table function (an [`EnrichFunction`] of the person endpoint).
@@ -141,6 +145,7 @@ impl EnrichFunction {
             template: None,
             clients: Arc::default(),
             foreign: None,
+            runtime: None,
         }
     }
 
@@ -151,6 +156,7 @@ impl EnrichFunction {
         endpoint: Endpoint,
         template: Option<ClientBuilder>,
         defaults: EnrichOptions,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         EnrichFunction {
             endpoint,
@@ -158,6 +164,7 @@ impl EnrichFunction {
             template,
             clients: Arc::default(),
             foreign: Some(defaults),
+            runtime: Some(runtime),
         }
     }
 
@@ -192,11 +199,12 @@ impl EnrichFunction {
             ClientSource {
                 fixed: self.client.clone(),
                 template: self.template.clone(),
-                clients: Arc::default(),
+                clients: None,
             },
         )?;
         Ok(Arc::new(EnrichTable {
             private: Some(private),
+            runtime: self.runtime.clone(),
             ..table
         }))
     }
@@ -217,7 +225,9 @@ impl fmt::Debug for EnrichFunction {
 struct ClientSource {
     fixed: Option<Client>,
     template: Option<ClientBuilder>,
-    clients: Arc<Mutex<HashMap<String, Client>>>,
+    /// Clients shared by the queries of a session; `None`: a client for each scan, dropped with
+    /// its plan (a foreign host's: the response cache is open only while a query runs).
+    clients: Option<Arc<Mutex<HashMap<String, Client>>>>,
 }
 
 impl ClientSource {
@@ -225,16 +235,20 @@ impl ClientSource {
         if let Some(client) = &self.fixed {
             return Ok(client.clone());
         }
+        let template = || {
+            self.template
+                .clone()
+                .unwrap_or_else(ClientBuilder::from_env)
+        };
+        let Some(clients) = &self.clients else {
+            return Ok(options.client_builder(template())?.build()?);
+        };
         let settings = options.client_settings();
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&settings) {
             return Ok(client.clone());
         }
-        let template = self
-            .template
-            .clone()
-            .unwrap_or_else(ClientBuilder::from_env);
-        let client = options.client_builder(template)?.build()?;
+        let client = options.client_builder(template())?.build()?;
         clients.insert(settings, client.clone());
         Ok(client)
     }
@@ -292,9 +306,9 @@ impl TableFunctionImpl for EnrichFunction {
         // A foreign host's queries each get a client of their own (the response cache is open
         // only while one runs); a local session shares one across its queries.
         let clients = if private.is_some() {
-            Arc::default()
+            None
         } else {
-            self.clients.clone()
+            Some(self.clients.clone())
         };
         EnrichTable::try_new(
             self.endpoint,
@@ -307,7 +321,13 @@ impl TableFunctionImpl for EnrichFunction {
                 clients,
             },
         )
-        .map(|t| Arc::new(EnrichTable { private, ..t }) as Arc<dyn TableProvider>)
+        .map(|t| {
+            Arc::new(EnrichTable {
+                private,
+                runtime: self.runtime.clone(),
+                ..t
+            }) as Arc<dyn TableProvider>
+        })
     }
 }
 
@@ -346,6 +366,9 @@ fn private_state(host: &datafusion::common::config::ConfigOptions) -> SessionSta
             let _ = config.options_mut().set(&entry.key, value);
         }
     }
+    // One partition: the input is read in order, so `LIMIT n` takes the first n rows (the
+    // same rows on every run, so a re-run is served by the cache).
+    let config = config.with_target_partitions(1);
     datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -551,6 +574,7 @@ fn resolve_input(
 }
 
 /// The provider `enrich_person(...)` and `enrich_company(...)` return.
+#[derive(Clone)]
 pub struct EnrichTable {
     endpoint: Endpoint,
     input: Arc<dyn TableProvider>,
@@ -566,6 +590,8 @@ pub struct EnrichTable {
     /// For a call from a foreign host: the session the input is read with, whose task context
     /// the plan runs under.
     private: Option<Arc<SessionState>>,
+    /// The runtime a foreign host's scan plans on (listing files, reading statistics).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl fmt::Debug for EnrichTable {
@@ -623,6 +649,7 @@ impl EnrichTable {
                 input_schema.metadata().clone(),
             )),
             private: None,
+            runtime: None,
         })
     }
 
@@ -698,12 +725,36 @@ impl TableProvider for EnrichTable {
         match &self.private {
             None => self.plan_scan(state, projection, filters, limit).await,
             Some(private) => {
-                let plan = self
-                    .plan_scan(private.as_ref(), projection, filters, limit)
-                    .await?;
+                // Planned again for each execution (the client lives only while one runs), on
+                // this library's runtime: a foreign host polls this on its own Tokio, which
+                // this library's object stores cannot use.
+                let table = Arc::new(self.clone());
+                let projection = projection.cloned();
+                let filters = filters.to_vec();
+                let private = Arc::clone(private);
+                let state = Arc::clone(&private);
+                let make: crate::datafusion::ffi::MakePlan = Arc::new(move || {
+                    let plan =
+                        table.plan_scan(state.as_ref(), projection.as_ref(), &filters, limit);
+                    match &table.runtime {
+                        Some(runtime) => std::thread::scope(|scope| {
+                            scope
+                                .spawn(|| runtime.block_on(plan))
+                                .join()
+                                .unwrap_or_else(|_| {
+                                    Err(DataFusionError::Internal(
+                                        "planning the enrichment panicked".into(),
+                                    ))
+                                })
+                        }),
+                        None => futures::executor::block_on(plan),
+                    }
+                });
+                let shown = make()?;
+                // EXPLAIN shows it; executions plan their own (this one's client goes now).
                 let context = Arc::new(datafusion::execution::TaskContext::from(private.as_ref()));
                 Ok(Arc::new(crate::datafusion::ffi::OwnContextExec::new(
-                    plan, context,
+                    &shown, make, context,
                 )))
             }
         }

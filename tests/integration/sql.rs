@@ -1160,6 +1160,7 @@ async fn a_foreign_hosts_table_reads_its_own_files_with_the_hosts_options_and_pu
         Endpoint::BulkEnrichPerson,
         Some(sandbox_builder(&sandbox)),
         defaults,
+        tokio::runtime::Handle::current(),
     );
     let host = host_config(&[("prospeo.prefix", "host_")]);
     let literal = [("enrich_mobile".to_string(), "true".to_string())];
