@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prospeo import Sandbox, _option_pairs, _prospeo
+from prospeo import Sandbox, _mapping_pairs, _option_pairs, _prospeo
 from prospeo.exceptions import InputError
 
 __all__ = ["enrich_person", "enrich_company", "session_options", "register", "DATAFUSION_MAJOR"]
@@ -124,9 +124,13 @@ def _function(
     datafusion = _datafusion()
     if sandbox is not None and not isinstance(sandbox, Sandbox):
         raise InputError("sandbox must be a prospeo.Sandbox that outlives the session")
+    mapping = options.pop("mapping", None)
+    pairs = _option_pairs(options)
+    if mapping is not None:
+        pairs.append(("map", ",".join(_mapping_pairs(mapping) or [])))
     function = _prospeo.TableFunction(
         endpoint,
-        _option_pairs(options),
+        pairs,
         sandbox=None if sandbox is None else sandbox._inner,
         api_key_file=None if api_key_file is None else os.fspath(api_key_file),
     )

@@ -926,6 +926,18 @@ fn shared_cache(path: &Path) -> Result<ResponseCache, Error> {
     Ok(cache)
 }
 
+/// `url` without its user and password.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.as_str().trim_end_matches('/').to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The options as one line for EXPLAIN: only those that differ from the defaults.
 impl fmt::Display for EnrichOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -933,7 +945,16 @@ impl fmt::Display for EnrichOptions {
         let changed: Vec<String> = OptionKey::ALL
             .iter()
             .filter(|&&key| self.value_of(key) != defaults.value_of(key))
-            .map(|&key| format!("{key}={}", self.value_of(key).unwrap_or_default()))
+            .map(|&key| {
+                let value = self.value_of(key).unwrap_or_default();
+                // A URL's user and password are credentials: never shown (EXPLAIN, reprs).
+                let value = if key == OptionKey::BaseUrl {
+                    without_credentials(&value)
+                } else {
+                    value
+                };
+                format!("{key}={value}")
+            })
             .collect();
         if changed.is_empty() {
             f.write_str("defaults")
@@ -979,6 +1000,17 @@ impl ConfigExtension for EnrichOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_options_line_never_shows_a_urls_credentials() {
+        let mut options = EnrichOptions::default();
+        options
+            .set("base_url", "https://user:s3cr3t@proxy.example:8443/prospeo")
+            .unwrap();
+        let line = options.to_string();
+        assert!(!line.contains("s3cr3t") && !line.contains("user"), "{line}");
+        assert!(line.contains("base_url=https://proxy.example:8443/prospeo"), "{line}");
+    }
 
     #[test]
     fn options_parse_and_validate() {
