@@ -87,12 +87,12 @@ PYTHON_ENRICH = """
 import sys, prospeo
 u = "{unlimited}"
 kw = dict(base_url=sys.argv[2], cache=sys.argv[3], per_second=u, per_minute=u, per_day=u,
-          concurrency=8, progress=False)
+          concurrency=8)
 if sys.argv[1] == "enrich":
-    table = prospeo.enrich(sys.argv[4], **kw)
+    table = prospeo.enrich(sys.argv[4], progress=False, **kw)
     print(table.num_rows, prospeo.summary(table).records_sent)
 elif sys.argv[1] == "enrich_to":
-    s = prospeo.enrich_to(sys.argv[4], sys.argv[5], **kw)
+    s = prospeo.enrich_to(sys.argv[4], sys.argv[5], progress=False, **kw)
     print(s.rows, s.records_sent)
 else:
     rows = 0
@@ -127,10 +127,11 @@ def main() -> None:
     parser.add_argument("--prospeo", required=True, help="the release binary")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--memory-rows", default="100000,1000000")
+    parser.add_argument("--only", choices=["cpu", "memory"], help="run one half")
     args = parser.parse_args()
     memory_rows = [int(n) for n in args.memory_rows.split(",") if n]
     people = max([args.rows, *memory_rows])
-    env = {**os.environ, "PROSPEO_API_KEY": KEY}
+    env = {**os.environ, "PROSPEO_API_KEY": KEY, "RUST_LOG": "error"}
     env.pop("PROSPEO_CACHE", None)
     work = Path(tempfile.mkdtemp(prefix="prospeo-python-bench"))
     try:
@@ -141,21 +142,30 @@ def main() -> None:
             print(f"python bench: {args.rows} generated leads, sandbox {sandbox.base_url}")
             print(f"{'client':<34} {'CPU s':>8} {'wall s':>8} {'peak MB':>8}  output")
             runs = {}
+            if args.only == "memory":
+                runs = None
             binary = [args.prospeo, "enrich", str(leads), "-o", str(work / "bin.parquet"),
                       "--cache", str(work / "c-bin.redb"), "--base-url", sandbox.base_url,
                       "--per-second", UNLIMITED, "--per-minute", UNLIMITED, "--per-day",
                       UNLIMITED, "--concurrency", "8", "--yes", "--quiet"]
-            runs["prospeo enrich -o parquet"] = measure(binary, env)
-            for mode, extra in [("enrich", []), ("enrich_to", [str(work / "py.parquet")])]:
+            for mode, extra in [] if runs is None else [
+                ("binary", []), ("enrich", []), ("enrich_to", [str(work / "py.parquet")])
+            ]:
+                if mode == "binary":
+                    runs["prospeo enrich -o parquet"] = measure(binary, env)
+                    continue
                 cache = str(work / f"c-{mode}.redb")
                 argv = [sys.executable, "-c", PYTHON_ENRICH, mode, sandbox.base_url, cache,
                         str(leads), *extra]
                 runs[f"prospeo.{mode}"] = measure(argv, env)
-            for name, (cpu, wall, peak, out) in runs.items():
+            for name, (cpu, wall, peak, out) in (runs or {}).items():
                 print(f"{name:<34} {cpu:>8.2f} {wall:>8.2f} {peak:>8.1f}  {out.strip()}")
-            base = runs["prospeo enrich -o parquet"][0]
-            for name in ("prospeo.enrich", "prospeo.enrich_to"):
-                print(f"{name} CPU / binary CPU: {runs[name][0] / base:.3f}")
+            if runs:
+                base = runs["prospeo enrich -o parquet"][0]
+                for name in ("prospeo.enrich", "prospeo.enrich_to"):
+                    print(f"{name} CPU / binary CPU: {runs[name][0] / base:.3f}")
+            if args.only == "cpu":
+                memory_rows = []
 
             peaks = []
             for rows in memory_rows:

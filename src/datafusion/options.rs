@@ -1009,7 +1009,10 @@ mod tests {
             .unwrap();
         let line = options.to_string();
         assert!(!line.contains("s3cr3t") && !line.contains("user"), "{line}");
-        assert!(line.contains("base_url=https://proxy.example:8443/prospeo"), "{line}");
+        assert!(
+            line.contains("base_url=https://proxy.example:8443/prospeo"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -38,6 +38,16 @@ const LEADS: &[Lead] = &[
     (6, " eva ", "KIEGLER", "", "intercom.com", "US"),
 ];
 
+/// The statuses of [`LEADS`], in order.
+const LEADS_STATUSES: [&str; 6] = [
+    "matched",
+    "matched",
+    "not_matched",
+    "invalid_datapoints",
+    "matched",
+    "matched",
+];
+
 fn leads_batch(leads: &[Lead]) -> RecordBatch {
     let text = |f: fn(&Lead) -> &'static str| -> Arc<dyn Array> {
         Arc::new(StringArray::from(
@@ -157,17 +167,7 @@ async fn a_local_parquet_file_is_enriched_row_for_row_in_order() {
         column_strings(&batches, "lead_id"),
         ["1", "2", "3", "4", "5", "6"]
     );
-    assert_eq!(
-        column_strings(&batches, "prospeo_status"),
-        [
-            "matched",
-            "matched",
-            "not_matched",
-            "invalid_datapoints",
-            "matched",
-            "matched"
-        ]
-    );
+    assert_eq!(column_strings(&batches, "prospeo_status"), LEADS_STATUSES);
     assert_eq!(
         column_strings(&batches, "prospeo_person_person_id"),
         [EVA_ID, NICOLAS_ID, "NULL", "NULL", OMAR_ID, EVA_ID]
@@ -234,17 +234,7 @@ async fn a_csv_with_messy_headers_and_a_glob_of_files() {
         &format!("SELECT lead_id, prospeo_status FROM enrich_person('{glob}') ORDER BY lead_id"),
     )
     .await;
-    assert_eq!(
-        column_strings(&batches, "prospeo_status"),
-        [
-            "matched",
-            "matched",
-            "not_matched",
-            "invalid_datapoints",
-            "matched",
-            "matched"
-        ]
-    );
+    assert_eq!(column_strings(&batches, "prospeo_status"), LEADS_STATUSES);
     // A single CSV file too.
     let one = format!("{}/part-1.csv", dir.path().display());
     let (_, batches) = run(
@@ -1261,17 +1251,7 @@ async fn enrich_person_answers_across_the_ffi_boundary_in_input_order() {
         ["1", "2", "3", "4", "5", "6"],
         "input order, without ORDER BY"
     );
-    assert_eq!(
-        column_strings(&batches, "prospeo_status"),
-        [
-            "matched",
-            "matched",
-            "not_matched",
-            "invalid_datapoints",
-            "matched",
-            "matched"
-        ]
-    );
+    assert_eq!(column_strings(&batches, "prospeo_status"), LEADS_STATUSES);
     assert_eq!(sandbox.stats().key(ALPHA).records_submitted, 5);
 }
 
@@ -1298,17 +1278,7 @@ async fn an_input_with_schema_metadata_keeps_it_and_is_enriched() {
         "SELECT lead_id, prospeo_status FROM enrich_person('crm_leads') ORDER BY lead_id",
     )
     .await;
-    assert_eq!(
-        column_strings(&batches, "prospeo_status"),
-        [
-            "matched",
-            "matched",
-            "not_matched",
-            "invalid_datapoints",
-            "matched",
-            "matched"
-        ]
-    );
+    assert_eq!(column_strings(&batches, "prospeo_status"), LEADS_STATUSES);
     let df = ctx
         .sql("SELECT * FROM enrich_person('crm_leads')")
         .await
