@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod coordinator;
 pub mod datafusion;
 pub mod datapoints;
 pub mod error;

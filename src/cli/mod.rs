@@ -2,6 +2,7 @@
 
 mod account;
 mod cache;
+mod coordinator;
 mod enrich;
 mod options;
 mod progress;
@@ -86,6 +87,9 @@ pub enum Command {
     /// --cache PATH or PROSPEO_CACHE says otherwise. It holds personal data (names, emails,
     /// mobiles): `prospeo cache clear` deletes the file.
     Cache(cache::CacheArgs),
+    /// Set up or inspect the coordinator: the PostgreSQL database through which workers on one
+    /// key share pacing, claims and answers.
+    Coordinator(coordinator::CoordinatorArgs),
 }
 
 /// Where the API is and which key to use: the options `enrich`, `sql` and `account` share.
@@ -143,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Account(args) => account::run(args).await,
         Command::Sandbox(args) => sandbox::run(*args).await,
         Command::Cache(args) => cache::run(args).await,
+        Command::Coordinator(args) => coordinator::run(args).await,
     }
 }
 
