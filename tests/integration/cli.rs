@@ -46,7 +46,8 @@ pub(crate) fn command(args: &[String], env: &[(String, String)]) -> std::process
         command.env("PROSPEO_CACHE", dir.path().join(format!("cache-{n}.redb")));
     }
     for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") {
+        // Nothing of the developer's: object stores, PostgreSQL passwords, a coordinator.
+        if k.starts_with("AWS_") || k.starts_with("PG") || k == "PROSPEO_COORDINATOR" {
             command.env_remove(k);
         }
     }
