@@ -21,6 +21,10 @@ use tokio_postgres::NoTls;
 
 use crate::error::{Error, Result};
 
+mod pacing;
+
+pub use pacing::Booking;
+
 /// Environment variable of the coordinator's URL.
 pub const ENV_COORDINATOR: &str = "PROSPEO_COORDINATOR";
 
@@ -294,6 +298,14 @@ impl Coordinator {
     /// Connects (the password from libpq's places). An unreachable server or a refused login is
     /// an error that names the server (never a password) and says what to check.
     pub async fn connect(url: &CoordinatorUrl) -> Result<Coordinator> {
+        Coordinator::connect_with_password(url, password_for(url)).await
+    }
+
+    /// [`Coordinator::connect`] with a password from elsewhere (a secrets manager, a test).
+    pub async fn connect_with_password(
+        url: &CoordinatorUrl,
+        password: Option<String>,
+    ) -> Result<Coordinator> {
         let mut config = tokio_postgres::Config::new();
         config
             .user(&url.user)
@@ -302,7 +314,7 @@ impl Coordinator {
             .dbname(&url.database)
             .application_name("prospeo")
             .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(password) = password_for(url) {
+        if let Some(password) = password {
             config.password(password);
         }
         let unreachable = |e: &dyn fmt::Display| {
@@ -347,10 +359,11 @@ impl Coordinator {
             INSERT INTO {SCHEMA}.schema_version (version)
                 SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM {SCHEMA}.schema_version);
             CREATE TABLE IF NOT EXISTS {SCHEMA}.send_log (
+                id bigserial PRIMARY KEY,
                 key_id text NOT NULL,
                 sent_at timestamptz NOT NULL DEFAULT clock_timestamp(),
                 records integer NOT NULL,
-                worker uuid
+                worker text
             );
             CREATE INDEX IF NOT EXISTS send_log_key_time ON {SCHEMA}.send_log (key_id, sent_at);
             CREATE TABLE IF NOT EXISTS {SCHEMA}.key_state (
@@ -362,7 +375,7 @@ impl Coordinator {
                 out_of_credits_at timestamptz
             );
             CREATE TABLE IF NOT EXISTS {SCHEMA}.workers (
-                worker uuid PRIMARY KEY,
+                worker text PRIMARY KEY,
                 key_id text NOT NULL,
                 host text NOT NULL,
                 pid integer NOT NULL,
@@ -372,7 +385,7 @@ impl Coordinator {
             CREATE TABLE IF NOT EXISTS {SCHEMA}.claims (
                 key_id text NOT NULL,
                 record_key bytea NOT NULL,
-                worker uuid NOT NULL,
+                worker text NOT NULL,
                 lease_until timestamptz NOT NULL,
                 PRIMARY KEY (key_id, record_key)
             );

@@ -140,3 +140,103 @@ async fn a_stopped_coordinator_or_a_newer_schema_is_a_clear_error() {
     assert!(message.contains("cannot be reached"), "{message}");
     assert!(!message.contains(pg.password()), "{message}");
 }
+
+async fn connected(pg: &TestPostgres) -> datafusion_prospeo::coordinator::Coordinator {
+    use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl};
+    let url = CoordinatorUrl::parse(&pg.url()).unwrap();
+    Coordinator::connect_with_password(&url, Some(pg.password().to_string()))
+        .await
+        .unwrap()
+}
+
+fn key() -> datafusion_prospeo::coordinator::KeyId {
+    datafusion_prospeo::coordinator::KeyId::of(
+        &datafusion_prospeo::api::ApiKey::new("coordinator-test-key").unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_booking_at_once_never_overbook_a_shared_window() {
+    use datafusion_prospeo::api::RateLimits;
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    connected(&pg).await.init().await.unwrap();
+    let limits = RateLimits::new(30, 1_000, 1_000_000);
+    // Four workers, each with its own connection, book 15 requests of 10 records at once.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = pg.url();
+            let password = pg.password().to_string();
+            tokio::spawn(async move {
+                use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl};
+                let url = CoordinatorUrl::parse(&url).unwrap();
+                let mut coordinator = Coordinator::connect_with_password(&url, Some(password))
+                    .await
+                    .unwrap();
+                let mut waits = Vec::new();
+                for _ in 0..15 {
+                    let booking = coordinator
+                        .reserve(&key(), 10, &limits, &format!("worker-{w}"))
+                        .await
+                        .unwrap();
+                    waits.push(booking.wait);
+                }
+                waits
+            })
+        })
+        .collect();
+    let mut longest = std::time::Duration::ZERO;
+    for worker in workers {
+        longest = longest.max(worker.await.unwrap().into_iter().max().unwrap());
+    }
+    // 600 records at 30 a second: the last booking is about 19 s out, not sooner.
+    assert!(longest.as_secs_f64() > 18.0, "{longest:?}");
+    // No one-second window of the bookings holds more than 30 records.
+    let worst = pg.psql(
+        "SELECT max(s) FROM (
+            SELECT (SELECT sum(records) FROM prospeo_coordinator.send_log b
+                    WHERE b.sent_at > a.sent_at - interval '1 second' AND b.sent_at <= a.sent_at) AS s
+            FROM prospeo_coordinator.send_log a) windows",
+    );
+    assert_eq!(worst.trim(), "30", "the fullest one-second window");
+    let booked = pg.psql("SELECT count(*), sum(records) FROM prospeo_coordinator.send_log");
+    assert_eq!(booked.trim(), "60|600");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_booking_frees_its_records_and_a_block_holds_every_worker() {
+    use datafusion_prospeo::api::RateLimits;
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let mut coordinator = connected(&pg).await;
+    coordinator.init().await.unwrap();
+    let limits = RateLimits::new(30, 1_000, 1_000_000);
+    let first = coordinator.reserve(&key(), 30, &limits, "a").await.unwrap();
+    assert!(first.wait.as_secs_f64() < 0.5, "{first:?}");
+    let second = coordinator.reserve(&key(), 30, &limits, "a").await.unwrap();
+    assert!(
+        second.wait.as_secs_f64() > 0.9,
+        "the second waits for the window: {second:?}"
+    );
+    coordinator.release(&second).await.unwrap();
+    coordinator.release(&first).await.unwrap();
+    let again = coordinator.reserve(&key(), 30, &limits, "a").await.unwrap();
+    assert!(
+        again.wait.as_secs_f64() < 0.5,
+        "released records are free: {again:?}"
+    );
+    coordinator.release(&again).await.unwrap();
+
+    // A block one worker learnt (a 429 until a reset) holds every worker of the key.
+    coordinator
+        .block_for(&key(), std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut other = connected(&pg).await;
+    let blocked = other.reserve(&key(), 1, &limits, "b").await.unwrap();
+    assert!(blocked.wait.as_secs_f64() > 29.0, "{blocked:?}");
+    // A request that can never fit a window is refused, not booked.
+    assert!(other.reserve(&key(), 31, &limits, "b").await.is_err());
+}
