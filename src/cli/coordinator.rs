@@ -13,7 +13,7 @@ pub struct CoordinatorArgs {
     /// The coordinator: postgres://user@host[:port]/database (also PROSPEO_COORDINATOR). The
     /// password comes from PGPASSWORD, a PGPASSFILE or ~/.pgpass, never from the URL.
     #[arg(long, env = ENV_COORDINATOR, global = true, hide_env_values = true)]
-    pub coordinator: Option<String>,
+    pub coordinator: Option<Hidden>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,14 +30,31 @@ pub enum CoordinatorCommand {
     },
 }
 
+/// A URL as given, which may hold a password (refused when parsed): never shown by `Debug`.
+#[derive(Clone)]
+pub struct Hidden(String);
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Hidden(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<url>")
+    }
+}
+
 pub async fn run(args: CoordinatorArgs) -> Result<u8, CliError> {
-    let Some(text) = args.coordinator.as_deref() else {
+    let Some(Hidden(text)) = args.coordinator.as_ref() else {
         return Err(CliError::BadInput(format!(
             "no coordinator: give --coordinator postgres://user@host/database or set {ENV_COORDINATOR}"
         )));
     };
     let url = CoordinatorUrl::parse(text).map_err(api_error)?;
-    let coordinator = Coordinator::connect(&url).await.map_err(api_error)?;
+    let mut coordinator = Coordinator::connect(&url).await.map_err(api_error)?;
     match args.command {
         CoordinatorCommand::Init => {
             coordinator.init().await.map_err(api_error)?;

@@ -34,6 +34,10 @@ pub const SCHEMA: &str = "prospeo_coordinator";
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
 
+/// The first half of every advisory lock this crate takes (its own keyspace in a shared
+/// database): "PRSP".
+pub(crate) const LOCK_CLASS: i32 = 0x5052_5350;
+
 /// How long connecting may take before the coordinator counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +63,13 @@ impl CoordinatorUrl {
         let url = url::Url::parse(text.trim()).map_err(|_| invalid("not a URL"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid("the scheme is not postgres://"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            // Parameters (a password, sslmode) are not taken from the URL: a password does not
+            // belong in it, and this build connects without TLS.
+            return Err(Error::Config(
+                "prospeo.coordinator: the URL holds parameters (after `?`), which are not read: give a password in PGPASSWORD, a PGPASSFILE or ~/.pgpass; this build connects without TLS (a coordinator on loopback or a private network)".into(),
+            ));
         }
         if url.password().is_some() {
             // The message names no part of the URL: the password is in it.
@@ -313,7 +324,9 @@ impl Coordinator {
             .port(url.port)
             .dbname(&url.database)
             .application_name("prospeo")
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         if let Some(password) = password {
             config.password(password);
         }
@@ -331,6 +344,17 @@ impl Coordinator {
                 tracing::warn!(error = %e, "the coordinator's connection ended");
             }
         });
+        // A worker that hangs inside a transaction (stopped, cut off) must not hold a key's
+        // lock for the TCP keepalive's two hours: the server ends its transaction, and waits
+        // for a lock or a statement are bounded.
+        client
+            .batch_execute(
+                "SET idle_in_transaction_session_timeout = '10s';
+                 SET lock_timeout = '30s';
+                 SET statement_timeout = '30s';",
+            )
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(Coordinator {
             url: url.clone(),
             client,
@@ -348,10 +372,53 @@ impl Coordinator {
 
     /// Creates the schema and its tables when missing (idempotent; several workers may run it
     /// at once). Refuses a database whose schema is newer than this build knows.
-    pub async fn init(&self) -> Result<()> {
+    pub async fn init(&mut self) -> Result<()> {
+        let url = self.url.clone();
+        let failed = |e: tokio_postgres::Error| {
+            Error::Config(format!(
+                "the coordinator {url}: cannot create its tables: {e}"
+            ))
+        };
+        let transaction = self.client.transaction().await.map_err(failed)?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
+            .await
+            .map_err(failed)?;
+        // The version first: a newer schema is left as it is.
+        let exists: bool = transaction
+            .query_one(
+                &format!("SELECT to_regclass('{SCHEMA}.schema_version') IS NOT NULL"),
+                &[],
+            )
+            .await
+            .map_err(failed)?
+            .get(0);
+        let version: Option<i32> = if exists {
+            transaction
+                .query_one(
+                    &format!("SELECT max(version) FROM {SCHEMA}.schema_version"),
+                    &[],
+                )
+                .await
+                .map_err(failed)?
+                .get(0)
+        } else {
+            None
+        };
+        match version {
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(Error::Config(format!(
+                    "the coordinator {url} has schema version {version}, newer than this build knows ({SCHEMA_VERSION}): upgrade prospeo on this machine"
+                )));
+            }
+            Some(version) if version == SCHEMA_VERSION => {
+                transaction.commit().await.map_err(failed)?;
+                return Ok(());
+            }
+            _ => {}
+        }
         let ddl = format!(
             "
-            SELECT pg_advisory_xact_lock(hashtext('{SCHEMA}'));
             CREATE SCHEMA IF NOT EXISTS {SCHEMA};
             CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_version (
                 version integer NOT NULL
@@ -365,7 +432,8 @@ impl Coordinator {
                 records integer NOT NULL,
                 worker text
             );
-            CREATE INDEX IF NOT EXISTS send_log_key_time ON {SCHEMA}.send_log (key_id, sent_at);
+            CREATE INDEX IF NOT EXISTS send_log_key_time
+                ON {SCHEMA}.send_log (key_id, sent_at, id) INCLUDE (records);
             CREATE TABLE IF NOT EXISTS {SCHEMA}.key_state (
                 key_id text PRIMARY KEY,
                 per_second bigint,
@@ -396,11 +464,8 @@ impl Coordinator {
             );
             "
         );
-        let transaction = format!("BEGIN; {ddl} COMMIT;");
-        self.client
-            .batch_execute(&transaction)
-            .await
-            .map_err(|e| self.failed("cannot create its tables", e))?;
+        transaction.batch_execute(&ddl).await.map_err(failed)?;
+        transaction.commit().await.map_err(failed)?;
         self.check_version().await.map(|_| ())
     }
 
@@ -465,11 +530,11 @@ impl Coordinator {
                     )
                     SELECT k.key_id,
                         (SELECT coalesce(sum(records), 0) FROM {SCHEMA}.send_log s
-                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '1 second')::bigint,
+                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '1 second' AND s.sent_at <= clock_timestamp())::bigint,
                         (SELECT coalesce(sum(records), 0) FROM {SCHEMA}.send_log s
-                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '1 minute')::bigint,
+                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '60 seconds' AND s.sent_at <= clock_timestamp())::bigint,
                         (SELECT coalesce(sum(records), 0) FROM {SCHEMA}.send_log s
-                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '1 day')::bigint,
+                            WHERE s.key_id = k.key_id AND s.sent_at > clock_timestamp() - interval '86400 seconds' AND s.sent_at <= clock_timestamp())::bigint,
                         (SELECT count(*) FROM {SCHEMA}.workers w
                             WHERE w.key_id = k.key_id AND w.lease_until > clock_timestamp()),
                         (SELECT count(*) FROM {SCHEMA}.claims c
@@ -525,6 +590,12 @@ mod tests {
         let message = refused.to_string();
         assert!(message.contains("PGPASSWORD"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
+        let refused =
+            CoordinatorUrl::parse("postgres://etl@db/warehouse?password=hunter2&sslmode=require")
+                .unwrap_err()
+                .to_string();
+        assert!(refused.contains("PGPASSWORD"), "{refused}");
+        assert!(!refused.contains("hunter2"), "{refused}");
         for bad in ["mysql://etl@db/x", "db.internal", "postgres:///x"] {
             assert!(CoordinatorUrl::parse(bad).is_err(), "{bad}");
         }

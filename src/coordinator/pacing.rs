@@ -8,7 +8,11 @@
 //! for the records, books them at that moment, and returns how long to wait for it, measured on
 //! the server's clock (workers' clocks may disagree). A request that was not processed
 //! releases its booking; an answered one moves its booking to the answer's time (the vendor
-//! counted the records somewhere between send and answer), which never lets a window overbook.
+//! counted the records somewhere between send and answer). Each window is taken a margin
+//! longer than the vendor's (5%, at least 50 ms) for the delay between a booked moment and the
+//! vendor's count. Known limits, for the client that will use this: a confirmed booking moved
+//! later can crowd a window that later bookings were computed against, and a worker that sends
+//! late keeps its earlier slot; the 429 handling (a block for every worker) is the backstop.
 
 use std::time::Duration;
 
@@ -28,12 +32,14 @@ pub struct Booking {
 }
 
 /// The windows, longest last: (its length in seconds, its limit).
-fn windows(limits: &RateLimits) -> [(i64, i64); 3] {
+fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    // The vendor's window plus a margin for the delay between a booked moment and its count.
+    let with_margin = |seconds: f64| seconds + (seconds * 0.05).max(0.05);
     [
-        (1, clamp(limits.per_second)),
-        (60, clamp(limits.per_minute)),
-        (86_400, clamp(limits.per_day)),
+        (with_margin(1.0), clamp(limits.per_second)),
+        (with_margin(60.0), clamp(limits.per_minute)),
+        (with_margin(86_400.0), clamp(limits.per_day)),
     ]
 }
 
@@ -59,8 +65,8 @@ impl Coordinator {
         let transaction = self.client.transaction().await.map_err(failed)?;
         transaction
             .execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&key.as_str()],
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&crate::coordinator::LOCK_CLASS, &key.as_str()],
             )
             .await
             .map_err(failed)?;
@@ -68,7 +74,7 @@ impl Coordinator {
         let learnt = transaction
             .query_opt(
                 &format!(
-                    "SELECT per_second, per_minute, per_day, greatest(blocked_until, clock_timestamp()) - clock_timestamp() FROM {SCHEMA}.key_state WHERE key_id = $1"
+                    "SELECT per_second, per_minute, per_day FROM {SCHEMA}.key_state WHERE key_id = $1"
                 ),
                 &[&key.as_str()],
             )
@@ -83,9 +89,14 @@ impl Coordinator {
             }
         }
         let records_i = i64::from(records);
-        if let Some((seconds, limit)) = windows.iter().find(|(_, limit)| records_i > *limit) {
+        let records_i32 = i32::try_from(records).map_err(|_| {
+            Error::Config(format!(
+                "the coordinator {url}: a request of {records} records is too large"
+            ))
+        })?;
+        if let Some((_, limit)) = windows.iter().find(|(_, limit)| records_i > *limit) {
             return Err(Error::Config(format!(
-                "the coordinator {url}: a request of {records} records cannot fit a {seconds} s window of {limit} records"
+                "the coordinator {url}: a request of {records} records cannot fit a window of {limit} records"
             )));
         }
         // Seconds from now (server clock) to the earliest allowed moment: after the latest
@@ -106,6 +117,7 @@ impl Coordinator {
         // Move the moment forward until every window has room; each step only frees room, so
         // a few rounds settle it.
         let mut at = start;
+        let mut settled = false;
         for _ in 0..8 {
             let mut latest = at;
             for (seconds, limit) in windows {
@@ -130,7 +142,7 @@ impl Coordinator {
                         &[
                             &key.as_str(),
                             &at,
-                            &(seconds as f64),
+                            &seconds,
                             &records_i,
                             &limit,
                         ],
@@ -141,9 +153,15 @@ impl Coordinator {
                 latest = latest.max(fits_at);
             }
             if latest <= at {
+                settled = true;
                 break;
             }
             at = latest;
+        }
+        if !settled {
+            return Err(Error::Config(format!(
+                "the coordinator {url}: the shared windows kept moving while booking; try again"
+            )));
         }
         let id: i64 = transaction
             .query_one(
@@ -152,7 +170,7 @@ impl Coordinator {
                      VALUES ($1, clock_timestamp() + make_interval(secs => $2), $3, $4)
                      RETURNING id"
                 ),
-                &[&key.as_str(), &at, &(records as i32), &worker],
+                &[&key.as_str(), &at, &records_i32, &worker],
             )
             .await
             .map_err(failed)?
@@ -204,8 +222,22 @@ impl Coordinator {
     }
 
     /// No worker of `key` sends for `duration` (a 429 said a window is used up until then).
-    pub async fn block_for(&self, key: &KeyId, duration: Duration) -> Result<()> {
-        self.client
+    /// Bookings already made inside the block are not moved: a worker checks the block before
+    /// it sends (the client's part).
+    pub async fn block_for(&mut self, key: &KeyId, duration: Duration) -> Result<()> {
+        let url = self.url.clone();
+        let failed =
+            |e: tokio_postgres::Error| Error::Config(format!("the coordinator {url}: {e}"));
+        // Under the key's lock: a reservation in progress sees the block or finishes first.
+        let transaction = self.client.transaction().await.map_err(failed)?;
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&crate::coordinator::LOCK_CLASS, &key.as_str()],
+            )
+            .await
+            .map_err(failed)?;
+        transaction
             .execute(
                 &format!(
                     "INSERT INTO {SCHEMA}.key_state (key_id, blocked_until)
@@ -216,7 +248,7 @@ impl Coordinator {
                 &[&key.as_str(), &duration.as_secs_f64()],
             )
             .await
-            .map(|_| ())
-            .map_err(|e| Error::Config(format!("the coordinator {}: {e}", self.url)))
+            .map_err(failed)?;
+        transaction.commit().await.map_err(failed)
     }
 }

@@ -97,12 +97,18 @@ enum ServerUser {
 
 impl TestPostgres {
     /// Starts a private server; `None` (with a line on stderr saying why) only when no
-    /// PostgreSQL binaries exist on this machine — callers then skip. Any other failure panics
+    /// PostgreSQL binaries exist on this machine — callers then skip (unless
+    /// `PROSPEO_REQUIRE_POSTGRES` is set, as CI sets it: then it panics). Any other failure panics
     /// with the server's log.
     pub fn start() -> Option<TestPostgres> {
         let bin = match Binaries::find() {
             Ok(bin) => bin,
             Err(why) => {
+                // CI has them (`.ci/run` installs them): there, a missing server is a failure.
+                assert!(
+                    std::env::var_os("PROSPEO_REQUIRE_POSTGRES").is_none(),
+                    "PROSPEO_REQUIRE_POSTGRES is set but no PostgreSQL server binaries were found: {why}"
+                );
                 eprintln!("postgres: no PostgreSQL server binaries, skipping: {why}");
                 return None;
             }
