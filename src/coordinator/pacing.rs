@@ -43,6 +43,20 @@ fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     ]
 }
 
+/// Takes `key`'s lock until `transaction` ends: its reservations and blocks queue on it.
+async fn lock_key(
+    transaction: &tokio_postgres::Transaction<'_>,
+    key: &KeyId,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&crate::coordinator::LOCK_CLASS, &key.as_str()],
+        )
+        .await
+        .map(|_| ())
+}
+
 impl Coordinator {
     /// Books `records` records of `key` in the shared windows under `limits` (the lower of
     /// these and any the vendor reported to a worker of the key); the booking says how long to
@@ -63,13 +77,7 @@ impl Coordinator {
         };
         let url = self.url.clone();
         let transaction = self.client.transaction().await.map_err(failed)?;
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&crate::coordinator::LOCK_CLASS, &key.as_str()],
-            )
-            .await
-            .map_err(failed)?;
+        lock_key(&transaction, key).await.map_err(failed)?;
         // The limits every worker of the key learnt from the vendor bind here too.
         let learnt = transaction
             .query_opt(
@@ -230,13 +238,7 @@ impl Coordinator {
             |e: tokio_postgres::Error| Error::Config(format!("the coordinator {url}: {e}"));
         // Under the key's lock: a reservation in progress sees the block or finishes first.
         let transaction = self.client.transaction().await.map_err(failed)?;
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&crate::coordinator::LOCK_CLASS, &key.as_str()],
-            )
-            .await
-            .map_err(failed)?;
+        lock_key(&transaction, key).await.map_err(failed)?;
         transaction
             .execute(
                 &format!(
