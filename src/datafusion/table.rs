@@ -183,14 +183,26 @@ impl EnrichFunction {
         let mut options = self.foreign.clone().unwrap_or_default();
         host_options(host, &mut options)?;
         for (key, value) in literal {
-            if key.trim().eq_ignore_ascii_case("map") {
-                options.set_map(value.split(','))?;
-            } else {
-                options.set(key, value)?;
-            }
+            options.set(key, value)?;
         }
         let private = Arc::new(private_state(host));
-        let (provider, description) = resolve_input(name, &private, input, &options, true)?;
+        self.table(name, &private, input, options, Some(Arc::clone(&private)))
+    }
+
+    /// The table over `input` read with `state`; `private` is a foreign host's own session
+    /// (then each query gets a client of its own, so the response cache is open only while one
+    /// runs; a local session shares one across its queries).
+    fn table(
+        &self,
+        name: &str,
+        state: &SessionState,
+        input: &str,
+        options: EnrichOptions,
+        private: Option<Arc<SessionState>>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let (provider, description) =
+            resolve_input(name, state, input, &options, private.is_some())?;
+        let clients = private.is_none().then(|| self.clients.clone());
         let table = EnrichTable::try_new(
             self.endpoint,
             provider,
@@ -199,11 +211,11 @@ impl EnrichFunction {
             ClientSource {
                 fixed: self.client.clone(),
                 template: self.template.clone(),
-                clients: None,
+                clients,
             },
         )?;
         Ok(Arc::new(EnrichTable {
-            private: Some(private),
+            private,
             runtime: self.runtime.clone(),
             ..table
         }))
@@ -301,33 +313,7 @@ impl TableFunctionImpl for EnrichFunction {
                 ))
             })?,
         };
-        let (provider, description) =
-            resolve_input(name, state, &input, &options, private.is_some())?;
-        // A foreign host's queries each get a client of their own (the response cache is open
-        // only while one runs); a local session shares one across its queries.
-        let clients = if private.is_some() {
-            None
-        } else {
-            Some(self.clients.clone())
-        };
-        EnrichTable::try_new(
-            self.endpoint,
-            provider,
-            description,
-            options,
-            ClientSource {
-                fixed: self.client.clone(),
-                template: self.template.clone(),
-                clients,
-            },
-        )
-        .map(|t| {
-            Arc::new(EnrichTable {
-                private,
-                runtime: self.runtime.clone(),
-                ..t
-            }) as Arc<dyn TableProvider>
-        })
+        self.table(name, state, &input, options, private.clone())
     }
 }
 
