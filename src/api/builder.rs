@@ -10,6 +10,7 @@ use crate::api::client::Client;
 use crate::api::pacing::{Pacer, QuotaLimiter};
 use crate::api::plan::{Plan, RateLimits};
 use crate::cache::ResponseCache;
+use crate::coordinator::CoordinatorUrl;
 use crate::error::{Error, Result};
 
 /// The vendor's API.
@@ -111,6 +112,9 @@ pub struct ClientBuilder {
     pub(super) cache: Option<ResponseCache>,
     pub(super) cache_ttl: Option<Duration>,
     pub(super) pacer: Option<Arc<dyn Pacer>>,
+    pub(super) coordinator: Option<CoordinatorUrl>,
+    pub(super) coordinator_lease: Duration,
+    pub(super) coordinator_wait: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -132,6 +136,9 @@ impl Default for ClientBuilder {
             cache: None,
             cache_ttl: None,
             pacer: None,
+            coordinator: None,
+            coordinator_lease: Duration::from_secs(30),
+            coordinator_wait: Duration::from_secs(60),
         }
     }
 }
@@ -277,6 +284,34 @@ impl ClientBuilder {
             Some(pacer) => pacer.clone(),
             None => Arc::new(QuotaLimiter::new(self.limits)),
         }
+    }
+
+    /// Share pacing, claims and answers with every other worker of the key through this
+    /// PostgreSQL database (see [`crate::coordinator`]). The answers are then kept there, not
+    /// in [`ClientBuilder::cache`].
+    pub fn coordinator(mut self, url: Option<CoordinatorUrl>) -> Self {
+        self.coordinator = url;
+        self
+    }
+
+    /// How long this worker's claims outlive its last heartbeat (default 30 s; heartbeats
+    /// come every third of it): what a killed worker's records wait before another worker
+    /// takes them over.
+    pub fn coordinator_lease(mut self, lease: Duration) -> Self {
+        self.coordinator_lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long a lost coordinator is waited for before the records not yet sent are
+    /// deferred (default 60 s).
+    pub fn coordinator_wait(mut self, wait: Duration) -> Self {
+        self.coordinator_wait = wait;
+        self
+    }
+
+    /// The coordinator set, if any.
+    pub fn configured_coordinator(&self) -> Option<&CoordinatorUrl> {
+        self.coordinator.as_ref()
     }
 
     /// Seed of the backoff jitter (tests and benchmarks fix it).

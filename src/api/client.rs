@@ -24,11 +24,13 @@ use super::retry::{self, Attempt, Decision, Progress};
 use super::tally::{AtomicTotals, Tally};
 use super::wire::{EnrichFlags, MAX_BULK_RECORDS};
 use crate::cache::{CacheKey, ResponseCache};
+use crate::coordinator::{Booking, KeyId, Shared};
 use crate::datapoints::Datapoints;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 
 mod settle;
+mod shared;
 
 // These lived here first; their public paths stay.
 pub use super::builder::{
@@ -55,6 +57,10 @@ struct ClientInner {
     /// The job's `max_credits`, against the worst case of the requests in flight.
     budget: Arc<CreditBudget>,
     rng: Mutex<SplitMix64>,
+    /// The coordinator every worker of the key shares pacing, claims and answers through.
+    shared: Option<Arc<Shared>>,
+    /// The key's limits the vendor last reported (shared with the coordinator when they change).
+    reported_limits: Mutex<[Option<u64>; 3]>,
     settings: ClientBuilder,
 }
 
@@ -87,6 +93,12 @@ pub(crate) struct Ask {
 /// and its key (made once).
 type Claimed = (usize, Datapoints, CacheKey);
 
+/// Room for one request: in this process's pacer, or in the key's shared windows.
+enum Slot {
+    Local(Reservation),
+    Shared(Booking),
+}
+
 /// What sending one request came to.
 enum Sent {
     /// Every record has its outcome.
@@ -112,8 +124,18 @@ impl Client {
         http: reqwest::Client,
         cache: ResponseCache,
     ) -> Client {
+        let shared = settings.coordinator.clone().map(|url| {
+            Shared::new(
+                url,
+                KeyId::of(&api_key),
+                settings.coordinator_lease,
+                settings.coordinator_wait,
+            )
+        });
         Client {
             inner: Arc::new(ClientInner {
+                shared,
+                reported_limits: Mutex::new([None; 3]),
                 cache,
                 pending: Arc::default(),
                 vendor: Vendor::new(http, base_url, api_key),
@@ -225,6 +247,8 @@ impl Client {
             endpoint,
             flags: endpoint.flags(flags),
         };
+        // An unreachable coordinator stops the job before anything is sent.
+        self.coordinator_ready().await?;
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
         // Claim every valid record's key: the first claim of a key answers it, later ones
         // (in this call or any other) wait for that answer.
@@ -306,6 +330,11 @@ impl Client {
         let mut batch = BatchOutcome::default();
         let mut answered = Vec::with_capacity(mine.len());
         if mine.is_empty() {
+            return Ok((answered, batch));
+        }
+        if let Some(shared) = self.shared().cloned() {
+            self.answer_shared(&shared, mine, &mut claims, ask, &mut batch, &mut answered)
+                .await?;
             return Ok((answered, batch));
         }
         // Answers already in the response cache cost nothing and send nothing.
@@ -438,8 +467,12 @@ impl Client {
                 .settings
                 .batch_timeout
                 .saturating_sub(started.elapsed());
-            let reservation = match self.pace(n, patience, tally).await {
-                Ok(reservation) => reservation,
+            let paced = match self.shared() {
+                Some(shared) => self.pace_shared(shared, n, patience, tally).await,
+                None => self.pace(n, patience, tally).await.map(Slot::Local),
+            };
+            let slot = match paced {
+                Ok(slot) => slot,
                 Err(sent) => return Ok(sent),
             };
             // Held until the answer is in the cache: `wait_idle` then means "every answer that
@@ -459,13 +492,13 @@ impl Client {
                 (&inner.stopped, DeferReason::InsufficientCredits),
             ] {
                 if flag.load(Ordering::SeqCst) {
-                    inner.pacer.release(reservation);
+                    self.release(slot).await;
                     return Ok(self.deferred(tally, n, reason, None));
                 }
             }
             attempts += 1;
             inner.totals.count(tally, |t| t.requests += 1);
-            let attempt = self.exchange(ask.endpoint, &body, reservation).await;
+            let attempt = self.exchange(ask.endpoint, &body, slot).await;
             inner.totals.count(tally, |t| {
                 t.rate_limited += u64::from(attempt.is_rate_limited())
             });
@@ -498,8 +531,14 @@ impl Client {
                     let resume = Moment::now().after(after);
                     match every_caller {
                         // The pacer holds the next send until `resume`, and that wait counts
-                        // as time waiting for quota.
-                        Some(window) => inner.pacer.block_until(resume, window),
+                        // as time waiting for quota; so do the shared windows, for every
+                        // worker of the key.
+                        Some(window) => {
+                            inner.pacer.block_until(resume, window);
+                            if let Some(shared) = self.shared() {
+                                shared.block_for(after).await;
+                            }
+                        }
                         None => tokio::time::sleep_until(resume.instant.into()).await,
                     }
                 }
@@ -546,24 +585,38 @@ impl Client {
 
     /// One attempt on the wire; settles its reservation: counted when the server processed the
     /// request, released otherwise (failed requests do not count, reference).
-    async fn exchange(
-        &self,
-        endpoint: Endpoint,
-        body: &bytes::Bytes,
-        reservation: Reservation,
-    ) -> Attempt {
+    async fn exchange(&self, endpoint: Endpoint, body: &bytes::Bytes, slot: Slot) -> Attempt {
         let pacer = &self.inner.pacer;
         let exchange = self.inner.vendor.post_bulk(endpoint, body).await;
-        match exchange.attempt {
-            Attempt::Answered(_) | Attempt::Lost(_) => {
-                pacer.confirm(reservation, exchange.answered_at)
+        let processed = matches!(exchange.attempt, Attempt::Answered(_) | Attempt::Lost(_));
+        match (slot, processed) {
+            (Slot::Local(reservation), true) => pacer.confirm(reservation, exchange.answered_at),
+            (Slot::Shared(booking), true) => {
+                if let Some(shared) = self.shared() {
+                    shared.confirm(&booking).await;
+                }
             }
-            _ => pacer.release(reservation),
+            (slot, false) => self.release(slot).await,
         }
         if let Some(quota) = &exchange.quota {
             pacer.observe(exchange.answered_at, quota);
+            if let Some(shared) = self.shared() {
+                self.share_limits(shared, quota).await;
+            }
         }
         exchange.attempt
+    }
+
+    /// Frees a slot that was not used.
+    async fn release(&self, slot: Slot) {
+        match slot {
+            Slot::Local(reservation) => self.inner.pacer.release(reservation),
+            Slot::Shared(booking) => {
+                if let Some(shared) = self.shared() {
+                    shared.release(&booking).await;
+                }
+            }
+        }
     }
 
     /// The random part of a backoff, in `[0, 1)`.

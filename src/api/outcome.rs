@@ -52,6 +52,9 @@ pub enum DeferReason {
     Budget,
     /// The job was stopped ([`Client::stop_sending`](crate::api::Client::stop_sending)) before the record was sent.
     Stopped,
+    /// The coordinator (`prospeo.coordinator`) was lost and did not return in time: sending on
+    /// this worker's pacing alone would overrun the quota other workers share.
+    CoordinatorUnavailable,
 }
 
 impl fmt::Display for DeferReason {
@@ -62,6 +65,9 @@ impl fmt::Display for DeferReason {
             DeferReason::InsufficientCredits => "the account has no credits left",
             DeferReason::Budget => "the job's credit budget is spent",
             DeferReason::Stopped => "the job was stopped before it was sent",
+            DeferReason::CoordinatorUnavailable => {
+                "the coordinator was unreachable, so it was not sent (a re-run sends it)"
+            }
         })
     }
 }

@@ -245,6 +245,17 @@ impl EncodedEntry {
         &self.0
     }
 
+    /// Bytes as stored (e.g. read from the coordinator's `answers` table); [`EncodedEntry::decode`]
+    /// checks them.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        EncodedEntry(bytes)
+    }
+
+    /// The stored bytes, taken.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// The entry these bytes hold; `Err` says why they do not decode.
     pub fn decode(&self) -> std::result::Result<CacheEntry, String> {
         CacheEntry::decode(&self.0)

@@ -85,6 +85,12 @@ impl CacheKey {
         &self.0
     }
 
+    /// A key as stored elsewhere (the coordinator's `answers.record_key`): the bytes of
+    /// [`CacheKey::as_bytes`], taken as they are.
+    pub(crate) fn from_stored(bytes: Vec<u8>) -> Self {
+        CacheKey(bytes)
+    }
+
     /// The endpoint the key belongs to; `None` when the first byte names none this version
     /// knows.
     pub fn endpoint(&self) -> Option<Endpoint> {

@@ -15,7 +15,8 @@ use redb::{
 use serde::Serialize;
 
 use super::codec::{
-    BIT_MOBILE_REVEALED, CacheEntry, EncodedEntry, STATUS_MATCHED, STATUS_NOT_MATCHED, ValueHeader,
+    BIT_MOBILE_REVEALED, CacheEntry, EncodedEntry, STATUS_MATCHED, STATUS_NOT_MATCHED,
+    VALUE_HEADER_LEN, ValueHeader,
 };
 use super::file::{TemporaryFile, create_private_dirs, describe, is_redb_file, open_private};
 use super::key::CacheKey;
@@ -62,6 +63,38 @@ pub struct CacheStats {
     pub newest: Option<SystemTime>,
     /// Size of the cache file; `None` for a temporary store.
     pub file_bytes: Option<u64>,
+}
+
+impl CacheStats {
+    /// How much of a value [`CacheStats::count`] reads: its header (a value cut to this length
+    /// counts the same as the whole of it).
+    pub(crate) const HEADER_BYTES: usize = VALUE_HEADER_LEN;
+
+    /// Counts one stored value (its header only, not its JSON); a value whose header does not
+    /// decode counts as unreadable.
+    pub(crate) fn count(&mut self, value: &[u8]) {
+        self.entries += 1;
+        let Ok(header) = ValueHeader::decode(value) else {
+            self.unreadable += 1;
+            return;
+        };
+        match header.status {
+            STATUS_MATCHED => self.matched += 1,
+            STATUS_NOT_MATCHED => self.not_matched += 1,
+            _ => self.invalid_datapoints += 1,
+        }
+        if header.bits & BIT_MOBILE_REVEALED != 0 {
+            self.with_revealed_mobile += 1;
+        }
+        self.oldest = Some(
+            self.oldest
+                .map_or(header.stored_at, |t| t.min(header.stored_at)),
+        );
+        self.newest = Some(
+            self.newest
+                .map_or(header.stored_at, |t| t.max(header.stored_at)),
+        );
+    }
 }
 
 /// The persistent store of answers. Clone is cheap (the database is shared); Send + Sync.
@@ -418,29 +451,7 @@ impl ResponseCache {
         let table = txn.open_table(RESPONSES).map_err(|e| self.fail(e))?;
         for item in table.iter().map_err(|e| self.fail(e))? {
             let (_, value) = item.map_err(|e| self.fail(e))?;
-            stats.entries += 1;
-            let Ok(header) = ValueHeader::decode(value.value()) else {
-                stats.unreadable += 1;
-                continue;
-            };
-            match header.status {
-                STATUS_MATCHED => stats.matched += 1,
-                STATUS_NOT_MATCHED => stats.not_matched += 1,
-                _ => stats.invalid_datapoints += 1,
-            }
-            if header.bits & BIT_MOBILE_REVEALED != 0 {
-                stats.with_revealed_mobile += 1;
-            }
-            stats.oldest = Some(
-                stats
-                    .oldest
-                    .map_or(header.stored_at, |t| t.min(header.stored_at)),
-            );
-            stats.newest = Some(
-                stats
-                    .newest
-                    .map_or(header.stored_at, |t| t.max(header.stored_at)),
-            );
+            stats.count(value.value());
         }
         Ok(stats)
     }

@@ -1,5 +1,6 @@
 //! `prospeo cache`: what the response cache holds, deleting it, and exporting it (Parquet by
-//! default).
+//! default): the local file's, or with `--coordinator` the answers the coordinator's workers
+//! share (its `answers` table), in the same formats.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,13 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion_prospeo::api::RecordOutcome;
 use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache, remove_file};
+use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl, ENV_COORDINATOR};
+use datafusion_prospeo::datafusion::options::ENV_CACHE;
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
 use datafusion_prospeo::{Datapoint, Error};
 
-use super::CliError;
 use super::output::{Output, OutputFormat};
+use super::{CliError, api_error};
 
 /// Entries per exported batch: memory stays bounded whatever the cache's size.
 const EXPORT_PAGE: usize = 8192;
@@ -36,15 +39,86 @@ pub struct CacheArgs {
     /// The cache file (also PROSPEO_CACHE). Default: `prospeo/responses.redb` in the platform's
     /// cache directory (`~/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on
     /// Windows).
-    #[arg(long, value_name = "PATH", env = "PROSPEO_CACHE", global = true)]
+    #[arg(
+        long,
+        value_name = "PATH",
+        global = true,
+        conflicts_with = "coordinator"
+    )]
     pub cache: Option<PathBuf>,
+    /// The answers the coordinator's workers share instead of a file:
+    /// postgres://user@host[:port]/database (also PROSPEO_COORDINATOR; when both it and
+    /// PROSPEO_CACHE are set, say which with --cache or --coordinator). The password comes from
+    /// PGPASSWORD, a PGPASSFILE or ~/.pgpass, never from the URL.
+    #[arg(long, value_name = "URL", global = true)]
+    pub coordinator: Option<HiddenUrl>,
+}
+
+/// A coordinator URL as given, which may hold a password (refused when parsed): never shown by
+/// `Debug`.
+#[derive(Clone)]
+pub struct HiddenUrl(String);
+
+impl std::str::FromStr for HiddenUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(HiddenUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for HiddenUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<url>")
+    }
+}
+
+/// Which cache a command works on.
+enum Target {
+    /// The local file.
+    File(PathBuf),
+    /// The coordinator's answers.
+    Coordinator(CoordinatorUrl),
+}
+
+impl Target {
+    /// A flag names the cache; else one of PROSPEO_CACHE and PROSPEO_COORDINATOR (both is
+    /// ambiguous); else the default file. A URL holding a password is refused here, before
+    /// anything connects.
+    fn resolve(cache: Option<PathBuf>, coordinator: Option<HiddenUrl>) -> Result<Self, CliError> {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let url = |text: &str| {
+            CoordinatorUrl::parse(text)
+                .map(Target::Coordinator)
+                .map_err(api_error)
+        };
+        match (cache, coordinator) {
+            (Some(_), Some(_)) => Err(CliError::BadInput(
+                "--cache and --coordinator name two caches: give one".into(),
+            )),
+            (Some(path), None) => Ok(Target::File(path)),
+            (None, Some(HiddenUrl(text))) => url(&text),
+            (None, None) => match (env(ENV_CACHE), env(ENV_COORDINATOR)) {
+                (Some(_), Some(_)) => Err(CliError::BadInput(format!(
+                    "both {ENV_CACHE} and {ENV_COORDINATOR} are set: say which cache with --cache PATH or --coordinator URL"
+                ))),
+                (Some(path), None) => Ok(Target::File(PathBuf::from(path))),
+                (None, Some(text)) => url(&text.to_string_lossy()),
+                (None, None) => ResponseCache::default_path().map(Target::File).ok_or_else(|| {
+                    CliError::BadInput(
+                        "this platform has no cache directory: give the cache file with --cache PATH"
+                            .into(),
+                    )
+                }),
+            },
+        }
+    }
 }
 
 /// What to do with the cache.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Count the stored answers by status, the revealed mobiles, the oldest and newest answer,
-    /// and the file's size.
+    /// and the file's size (with --coordinator, the stored answers' bytes).
     Stats {
         /// Print the counts as one JSON object.
         #[arg(long)]
@@ -54,7 +128,8 @@ pub enum CacheCommand {
     /// the next run pays again for what it sends.
     ///
     /// A missing file is not an error. A file that is not a response cache is not deleted, nor
-    /// is a cache another prospeo process has open.
+    /// is a cache another prospeo process has open. With --coordinator, every answer the
+    /// workers share is deleted (the tables stay), and how many is said.
     Clear,
     /// Write every stored answer to a Parquet file (zstd), one row per answer.
     ///
@@ -77,14 +152,9 @@ pub enum CacheCommand {
 }
 
 pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
-    let path = match args.cache {
-        Some(path) => path,
-        None => ResponseCache::default_path().ok_or_else(|| {
-            CliError::BadInput(
-                "this platform has no cache directory: give the cache file with --cache PATH"
-                    .into(),
-            )
-        })?,
+    let path = match Target::resolve(args.cache, args.coordinator)? {
+        Target::File(path) => path,
+        Target::Coordinator(url) => return run_coordinator(&url, args.command).await,
     };
     if let CacheCommand::Export {
         output,
@@ -131,13 +201,78 @@ fn stats(path: &Path, json: bool) -> Result<u8, CliError> {
         println!("No response cache at {}", path.display());
         return Ok(0);
     };
-    print_stats(path, &stats);
+    print_stats(&path.display(), &stats);
     Ok(0)
 }
 
-fn print_stats(path: &Path, s: &CacheStats) {
+/// `prospeo cache` on the coordinator's answers: connected and its schema checked first (a
+/// missing or newer schema is an error that says what to do, exit 2).
+async fn run_coordinator(url: &CoordinatorUrl, command: CacheCommand) -> Result<u8, CliError> {
+    let coordinator = Coordinator::connect(url).await.map_err(api_error)?;
+    coordinator.check_version().await.map_err(api_error)?;
+    match command {
+        CacheCommand::Stats { json } => {
+            let stats = coordinator.answer_stats().await.map_err(api_error)?;
+            if json {
+                let mut value =
+                    serde_json::to_value(&stats).map_err(|e| CliError::Failure(e.to_string()))?;
+                value["coordinator"] = url.to_string().into();
+                value["exists"] = true.into();
+                println!("{value}");
+            } else {
+                print_stats(url, &stats);
+            }
+        }
+        CacheCommand::Clear => {
+            let removed = coordinator.clear_answers().await.map_err(api_error)?;
+            if removed > 0 {
+                println!("Removed {removed} answers from the coordinator {url}");
+            } else {
+                println!("No answers in the coordinator {url}: nothing to remove");
+            }
+        }
+        CacheCommand::Export {
+            output,
+            output_format,
+        } => {
+            let target = export_target(&output, output_format)?;
+            let export = Export::new();
+            let schema = export.schema.clone();
+            // The writer pulls a page when it wants the next batch: one page in memory at a
+            // time, and a failed read ends the stream with an error (nothing is committed).
+            let (export, coordinator) = (&export, &coordinator);
+            let pages = futures::stream::try_unfold(Some(None), move |state| async move {
+                let Some(mut after): Option<Option<CacheKey>> = state else {
+                    return Ok(None);
+                };
+                loop {
+                    let page = coordinator
+                        .answers_after(after.as_ref(), EXPORT_PAGE)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    if page.entries.is_empty() {
+                        match page.next {
+                            // A full page of answers that do not decode: read on.
+                            Some(next) => {
+                                after = Some(next);
+                                continue;
+                            }
+                            None => return Ok(None),
+                        }
+                    }
+                    let batch = export.batch(&page.entries)?;
+                    return Ok(Some((batch, page.next.map(Some))));
+                }
+            });
+            write_export(target, &output, schema, pages).await?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_stats(name: &dyn std::fmt::Display, s: &CacheStats) {
     let time = |t: Option<SystemTime>| t.map_or("-".to_string(), datafusion_prospeo::time::rfc3339);
-    println!("cache                 {}", path.display());
+    println!("cache                 {name}");
     if let Some(bytes) = s.file_bytes {
         println!("size                  {}", human_bytes(bytes));
     }
@@ -199,9 +334,7 @@ async fn export(path: &Path, output: &str, format: Option<OutputFormat>) -> Resu
             "{output} is the cache itself: export to another file"
         )));
     }
-    let format = format
-        .or(Some(OutputFormat::Parquet).filter(|_| OutputFormat::from_target(output).is_none()));
-    let target = Output::resolve(output, format, &Arc::new(RuntimeEnv::default()))?;
+    let target = export_target(output, format)?;
     let cache = {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || ResponseCache::open(&path))
@@ -209,7 +342,6 @@ async fn export(path: &Path, output: &str, format: Option<OutputFormat>) -> Resu
             .map_err(|e| CliError::Failure(format!("the cache command stopped: {e}")))?
             .map_err(failure)?
     };
-    let open = target.open().await?;
     let export = Export::new();
     let schema = export.schema.clone();
     // Pages are read on a blocking thread and handed over two at a time; an error is sent down
@@ -233,12 +365,31 @@ async fn export(path: &Path, output: &str, format: Option<OutputFormat>) -> Resu
     let stream = futures::stream::unfold(received, |mut received| async move {
         received.recv().await.map(|batch| (batch, received))
     });
+    let written = write_export(target, output, schema, stream).await;
+    let _ = reader.await;
+    written
+}
+
+/// Where the export goes: `output`, Parquet unless its extension or `format` says otherwise.
+fn export_target(output: &str, format: Option<OutputFormat>) -> Result<Output, CliError> {
+    let format = format
+        .or(Some(OutputFormat::Parquet).filter(|_| OutputFormat::from_target(output).is_none()));
+    Output::resolve(output, format, &Arc::new(RuntimeEnv::default()))
+}
+
+/// Writes the export's batches to `target` (named `output`), committed only when complete,
+/// like `prospeo enrich`'s output.
+async fn write_export(
+    target: Output,
+    output: &str,
+    schema: SchemaRef,
+    batches: impl futures::Stream<Item = Result<RecordBatch, DataFusionError>>,
+) -> Result<u8, CliError> {
+    let open = target.open().await?;
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let written = open.write(schema, stream, interrupted).await;
-    let _ = reader.await;
-    let rows = written?;
+    let rows = open.write(schema, batches, interrupted).await?;
     eprintln!("Wrote {rows} cached answers to {output}");
     Ok(0)
 }

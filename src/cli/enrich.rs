@@ -150,7 +150,13 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
         None
     };
     let client = build_client(&args, &job.options, sandbox.as_ref())?;
-    if talk && let Some(path) = job.options.cache_file().map_err(api_error)? {
+    // An unreachable coordinator stops the job here, before anything is paid.
+    client.coordinator_ready().await.map_err(api_error)?;
+    if let Some(url) = client.settings().configured_coordinator() {
+        if talk {
+            eprintln!("Coordinator: {url} (pacing, claims and answers shared)");
+        }
+    } else if talk && let Some(path) = job.options.cache_file().map_err(api_error)? {
         eprintln!("Response cache: {}", path.display());
     }
 

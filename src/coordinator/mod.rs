@@ -21,9 +21,15 @@ use tokio_postgres::NoTls;
 
 use crate::error::{Error, Result};
 
+mod answers;
+mod claims;
 mod pacing;
+mod shared;
 
-pub use pacing::Booking;
+pub use answers::AnswerPage;
+pub use claims::{ClaimState, Clearance};
+pub use pacing::{Booking, Reserved};
+pub use shared::{Shared, SharedError};
 
 /// Environment variable of the coordinator's URL.
 pub const ENV_COORDINATOR: &str = "PROSPEO_COORDINATOR";
@@ -40,6 +46,15 @@ pub(crate) const LOCK_CLASS: i32 = 0x5052_5350;
 
 /// How long connecting may take before the coordinator counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A database error with the server's message (tokio-postgres's own text says only "db
+/// error" for those).
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
 
 /// Where the coordinator is: `postgres://user@host[:port]/database`. A password never comes in
 /// it (it would end up in shell histories, process lists and logs): it comes from `PGPASSWORD`,
@@ -367,7 +382,11 @@ impl Coordinator {
     }
 
     fn failed(&self, what: &str, e: tokio_postgres::Error) -> Error {
-        Error::Config(format!("the coordinator {}: {what}: {e}", self.url))
+        Error::Config(format!(
+            "the coordinator {}: {what}: {}",
+            self.url,
+            describe(&e)
+        ))
     }
 
     /// Creates the schema and its tables when missing (idempotent; several workers may run it

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use crate::api::RateLimits;
+use crate::api::plan::QuotaWindow;
 use crate::coordinator::{Coordinator, KeyId, SCHEMA};
 use crate::error::{Error, Result};
 
@@ -43,6 +44,9 @@ fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     ]
 }
 
+/// The windows' names, in the order of [`windows`].
+const WINDOWS: [QuotaWindow; 3] = [QuotaWindow::Second, QuotaWindow::Minute, QuotaWindow::Day];
+
 /// Takes `key`'s lock until `transaction` ends: its reservations and blocks queue on it.
 async fn lock_key(
     transaction: &tokio_postgres::Transaction<'_>,
@@ -57,6 +61,20 @@ async fn lock_key(
         .map(|_| ())
 }
 
+/// What a reservation came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reserved {
+    /// Booked: send after the booking's wait.
+    Booked(Booking),
+    /// Not booked: the records would wait `wait`, longer than allowed, for `window`.
+    TooLong {
+        /// The wait.
+        wait: Duration,
+        /// The window that holds the records longest (a block counts as the minute's).
+        window: QuotaWindow,
+    },
+}
+
 impl Coordinator {
     /// Books `records` records of `key` in the shared windows under `limits` (the lower of
     /// these and any the vendor reported to a worker of the key); the booking says how long to
@@ -69,10 +87,29 @@ impl Coordinator {
         limits: &RateLimits,
         worker: &str,
     ) -> Result<Booking> {
+        match self
+            .reserve_within(key, records, limits, worker, None)
+            .await?
+        {
+            Reserved::Booked(booking) => Ok(booking),
+            Reserved::TooLong { .. } => unreachable!("no wait is too long without a bound"),
+        }
+    }
+
+    /// [`Coordinator::reserve`], booking nothing when the wait would pass `max_wait`.
+    pub async fn reserve_within(
+        &mut self,
+        key: &KeyId,
+        records: u32,
+        limits: &RateLimits,
+        worker: &str,
+        max_wait: Option<Duration>,
+    ) -> Result<Reserved> {
         let failed = |e: tokio_postgres::Error| {
             Error::Config(format!(
-                "the coordinator {}: a reservation failed: {e}",
-                self.url
+                "the coordinator {}: a reservation failed: {}",
+                self.url,
+                crate::coordinator::describe(&e)
             ))
         };
         let url = self.url.clone();
@@ -102,9 +139,11 @@ impl Coordinator {
                 "the coordinator {url}: a request of {records} records is too large"
             ))
         })?;
-        if let Some((_, limit)) = windows.iter().find(|(_, limit)| records_i > *limit) {
+        // A request larger than a window's limit fits when it is alone in the window (the
+        // vendor admits it then, as the local pacer does).
+        if windows.iter().any(|(_, limit)| *limit < 1) {
             return Err(Error::Config(format!(
-                "the coordinator {url}: a request of {records} records cannot fit a window of {limit} records"
+                "the coordinator {url}: a limit of the key is 0: nothing can be sent"
             )));
         }
         // Seconds from now (server clock) to the earliest allowed moment: after the latest
@@ -126,9 +165,11 @@ impl Coordinator {
         // a few rounds settle it.
         let mut at = start;
         let mut settled = false;
+        // The window that moved the moment last (a block or the queue: the minute's).
+        let mut binding = QuotaWindow::Minute;
         for _ in 0..8 {
             let mut latest = at;
-            for (seconds, limit) in windows {
+            for ((seconds, limit), window) in windows.into_iter().zip(WINDOWS) {
                 // The oldest bookings that must leave the window before the records fit, and
                 // the moment the last of them leaves.
                 let row = transaction
@@ -151,14 +192,17 @@ impl Coordinator {
                             &key.as_str(),
                             &at,
                             &seconds,
-                            &records_i,
+                            &records_i.min(limit),
                             &limit,
                         ],
                     )
                     .await
                     .map_err(failed)?;
                 let fits_at: f64 = row.get(0);
-                latest = latest.max(fits_at);
+                if fits_at > latest {
+                    latest = fits_at;
+                    binding = window;
+                }
             }
             if latest <= at {
                 settled = true;
@@ -170,6 +214,14 @@ impl Coordinator {
             return Err(Error::Config(format!(
                 "the coordinator {url}: the shared windows kept moving while booking; try again"
             )));
+        }
+        let wait = Duration::from_secs_f64(at.max(0.0));
+        if max_wait.is_some_and(|max| wait > max) {
+            // Nothing booked: the transaction ends without a change.
+            return Ok(Reserved::TooLong {
+                wait,
+                window: binding,
+            });
         }
         let id: i64 = transaction
             .query_one(
@@ -194,11 +246,7 @@ impl Coordinator {
             .await
             .map_err(failed)?;
         transaction.commit().await.map_err(failed)?;
-        Ok(Booking {
-            id,
-            records,
-            wait: Duration::from_secs_f64(at.max(0.0)),
-        })
+        Ok(Reserved::Booked(Booking { id, records, wait }))
     }
 
     /// The booked request was not processed (a network error before the server read it, a
@@ -211,7 +259,13 @@ impl Coordinator {
             )
             .await
             .map(|_| ())
-            .map_err(|e| Error::Config(format!("the coordinator {}: {e}", self.url)))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "the coordinator {}: {}",
+                    self.url,
+                    crate::coordinator::describe(&e)
+                ))
+            })
     }
 
     /// The booked request was answered now: its records count from now (never earlier than
@@ -226,7 +280,7 @@ impl Coordinator {
             )
             .await
             .map(|_| ())
-            .map_err(|e| Error::Config(format!("the coordinator {}: {e}", self.url)))
+            .map_err(|e| Error::Config(format!("the coordinator {}: {}", self.url, crate::coordinator::describe(&e))))
     }
 
     /// No worker of `key` sends for `duration` (a 429 said a window is used up until then).
@@ -234,8 +288,12 @@ impl Coordinator {
     /// it sends (the client's part).
     pub async fn block_for(&mut self, key: &KeyId, duration: Duration) -> Result<()> {
         let url = self.url.clone();
-        let failed =
-            |e: tokio_postgres::Error| Error::Config(format!("the coordinator {url}: {e}"));
+        let failed = |e: tokio_postgres::Error| {
+            Error::Config(format!(
+                "the coordinator {url}: {}",
+                crate::coordinator::describe(&e)
+            ))
+        };
         // Under the key's lock: a reservation in progress sees the block or finishes first.
         let transaction = self.client.transaction().await.map_err(failed)?;
         lock_key(&transaction, key).await.map_err(failed)?;

@@ -17,6 +17,7 @@ use crate::api::ClientBuilder;
 use crate::api::plan::{Plan, RateLimits};
 use crate::api::wire::EnrichFlags;
 use crate::cache::ResponseCache;
+use crate::coordinator::CoordinatorUrl;
 use crate::datapoints::Datapoint;
 use crate::error::Error;
 use crate::mapping::parse_mapping_arg;
@@ -138,6 +139,12 @@ pub enum OptionKey {
     CachePath,
     /// `cache_ttl`
     CacheTtl,
+    /// `coordinator`
+    Coordinator,
+    /// `coordinator_lease_secs`
+    CoordinatorLeaseSecs,
+    /// `coordinator_wait_secs`
+    CoordinatorWaitSecs,
 }
 
 /// What is fixed about an option (see [`OptionKey::spec`]).
@@ -165,7 +172,7 @@ pub struct OptionSpec {
 
 impl OptionKey {
     /// Every option, in the order `SHOW ALL` and EXPLAIN list them.
-    pub const ALL: [OptionKey; 20] = [
+    pub const ALL: [OptionKey; 23] = [
         OptionKey::OnlyVerifiedEmail,
         OptionKey::EnrichMobile,
         OptionKey::OnlyVerifiedMobile,
@@ -186,6 +193,9 @@ impl OptionKey {
         OptionKey::Cache,
         OptionKey::CachePath,
         OptionKey::CacheTtl,
+        OptionKey::Coordinator,
+        OptionKey::CoordinatorLeaseSecs,
+        OptionKey::CoordinatorWaitSecs,
     ];
 
     /// Everything fixed about this option.
@@ -360,6 +370,30 @@ impl OptionKey {
                 "DURATION",
                 "ask again for cached answers older than this, e.g. 30d, 12h (never by default)",
             )),
+            OptionKey::Coordinator => client(value(
+                "coordinator",
+                "coordinator",
+                "URL",
+                "share pacing, claims and answers with every worker of the key: postgres://user@host/db (PROSPEO_COORDINATOR; the password from PGPASSWORD or ~/.pgpass)",
+            )),
+            OptionKey::CoordinatorLeaseSecs => client(OptionSpec {
+                aliases: &["coordinator-lease-secs"],
+                ..value(
+                    "coordinator_lease_secs",
+                    "coordinator-lease",
+                    "DURATION",
+                    "how long a stopped worker's claims last before others take them over (30s)",
+                )
+            }),
+            OptionKey::CoordinatorWaitSecs => client(OptionSpec {
+                aliases: &["coordinator-wait-secs"],
+                ..value(
+                    "coordinator_wait_secs",
+                    "coordinator-wait",
+                    "DURATION",
+                    "how long a lost coordinator is waited for before the rest is deferred (60s)",
+                )
+            }),
         }
     }
 
@@ -453,6 +487,12 @@ pub struct EnrichOptions {
     pub cache_path: Option<String>,
     /// Cached answers older than this are asked again; never when unset.
     pub cache_ttl: Option<Duration>,
+    /// The coordinator shared with every worker of the key; `PROSPEO_COORDINATOR` when unset.
+    pub coordinator: Option<CoordinatorUrl>,
+    /// How long this worker's claims outlive its last heartbeat.
+    pub coordinator_lease: Duration,
+    /// How long a lost coordinator is waited for.
+    pub coordinator_wait: Duration,
 }
 
 impl Default for EnrichOptions {
@@ -478,6 +518,9 @@ impl Default for EnrichOptions {
             cache: true,
             cache_path: None,
             cache_ttl: None,
+            coordinator: None,
+            coordinator_lease: Duration::from_secs(30),
+            coordinator_wait: Duration::from_secs(60),
         }
     }
 }
@@ -670,6 +713,30 @@ impl EnrichOptions {
                 })?
             }
             OptionKey::Map => self.set_map(value.split(','))?,
+            OptionKey::Coordinator => {
+                let url = value.trim();
+                // The parse error never echoes the value: it may hold a password.
+                self.coordinator = match url {
+                    "" => None,
+                    url => Some(CoordinatorUrl::parse(url)?),
+                };
+            }
+            OptionKey::CoordinatorLeaseSecs | OptionKey::CoordinatorWaitSecs => {
+                let lease = key == OptionKey::CoordinatorLeaseSecs;
+                let expected = match lease {
+                    true => "a duration of at least 1s: seconds, or e.g. 30s, 2m",
+                    false => "a duration: seconds, or e.g. 60s, 5m",
+                };
+                let duration =
+                    parse_duration(value).map_err(|_| bad_value(key, value, expected))?;
+                match lease {
+                    true if duration < Duration::from_secs(1) => {
+                        return Err(bad_value(key, value, expected));
+                    }
+                    true => self.coordinator_lease = duration,
+                    false => self.coordinator_wait = duration,
+                }
+            }
         }
         Ok(())
     }
@@ -724,10 +791,20 @@ impl EnrichOptions {
                 self.max_credits
                     .map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
             )
-            .cache_ttl(self.cache_ttl);
+            .cache_ttl(self.cache_ttl)
+            .coordinator_lease(self.coordinator_lease)
+            .coordinator_wait(self.coordinator_wait);
+        let coordinator = self.coordinator_url()?;
+        let shared = coordinator.is_some();
+        builder = builder.coordinator(coordinator);
         let base_url = builder.configured_base_url().to_string();
-        if let Some(path) = self.cache_file_for(&base_url)? {
+        // With a coordinator, the answers are kept there: no cache file is opened (several
+        // workers on one machine would lock each other out of it).
+        if let Some(path) = self.cache_file_for(&base_url)?.filter(|_| !shared) {
+            // Only when the file was not chosen: a path given is the user's choice.
             if !is_vendor(&base_url)
+                && self.cache_path.is_none()
+                && std::env::var_os(ENV_CACHE).is_none_or(|p| p.is_empty())
                 && ResponseCache::default_path()
                     .is_some_and(|vendor| vendor != path && vendor.exists())
             {
@@ -739,6 +816,17 @@ impl EnrichOptions {
             builder = builder.cache(shared_cache(&path)?);
         }
         Ok(builder)
+    }
+
+    /// The coordinator: `coordinator`, else `PROSPEO_COORDINATOR`; `None` without either.
+    pub fn coordinator_url(&self) -> Result<Option<CoordinatorUrl>, Error> {
+        if let Some(url) = &self.coordinator {
+            return Ok(Some(url.clone()));
+        }
+        match std::env::var(crate::coordinator::ENV_COORDINATOR) {
+            Ok(url) if !url.trim().is_empty() => CoordinatorUrl::parse(url.trim()).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The response cache file: `cache_path`, else `PROSPEO_CACHE`, else the platform's cache
@@ -825,6 +913,9 @@ impl EnrichOptions {
             OptionKey::Cache => Some(self.cache.to_string()),
             OptionKey::CachePath => opt(&self.cache_path),
             OptionKey::CacheTtl => self.cache_ttl.map(format_duration),
+            OptionKey::Coordinator => opt(&self.coordinator),
+            OptionKey::CoordinatorLeaseSecs => Some(format_duration(self.coordinator_lease)),
+            OptionKey::CoordinatorWaitSecs => Some(format_duration(self.coordinator_wait)),
             OptionKey::Map => (!self.map.is_empty()).then(|| {
                 self.map
                     .iter()

@@ -80,6 +80,18 @@ pub struct KeyStats {
     pub mobile_reveals: u64,
     /// Distinct people this key has been charged for.
     pub people_charged: u64,
+    /// Records asked again: records of this key's successful enrich requests (not those
+    /// refused by the rate limits, a fault before processing, or a lack of credits) whose
+    /// datapoints an earlier successful request of this key had already carried, matched or
+    /// not (records below the minimum count neither way): what workers sent twice, whatever
+    /// the identifier. "The same datapoints": the record without its `identifier`, normalised
+    /// as the client normalises it for de-duplication and caching ([`Datapoints::normalized`]:
+    /// trimmed, inner blanks collapsed, emails case-folded, LinkedIn URLs and websites made
+    /// canonical; names keep their case), per endpoint (a person record and a company record
+    /// are never the same). A record repeated within one request is not counted: nothing had
+    /// answered it yet.
+    #[serde(default)]
+    pub asked_again: u64,
     /// Rate-limit answers sent (429, or 200 with a rate-limit code).
     pub rate_limited: u64,
     /// Error answers by `error_code`, injected faults included.
@@ -139,6 +151,8 @@ struct KeyState {
     enriched: HashMap<usize, bool>,
     /// Companies this key has enriched through `/bulk-enrich-company`.
     companies_enriched: HashSet<usize>,
+    /// The records this key has had answered, by [`record_hash`]: what `asked_again` counts.
+    answered: HashSet<u64>,
     stats: KeyStats,
 }
 
@@ -173,6 +187,7 @@ impl Shared {
                     quota: QuotaWindows::new(k.effective_limits()),
                     enriched: HashMap::new(),
                     companies_enriched: HashSet::new(),
+                    answered: HashSet::new(),
                     stats: KeyStats {
                         remaining_credits: k.credits,
                         ..Default::default()
@@ -602,6 +617,7 @@ fn serve_enrich(
 
     // Commit: charge, remember who was enriched, count the records.
     state.quota.record(now, records.len() as u64);
+    count_asked_again(state, &records, endpoint);
     state.credits -= outcome.total_cost;
     state.used_credits += outcome.total_cost;
     let stats = &mut state.stats;
@@ -674,6 +690,37 @@ fn serve_enrich(
             }))
         }
     })
+}
+
+/// Counts the records of a processed request that earlier requests of this key already had
+/// answered (`asked_again`), then remembers this request's. Records below the minimum are
+/// neither counted nor remembered.
+fn count_asked_again(state: &mut KeyState, records: &[(String, Datapoints)], endpoint: Endpoint) {
+    let hashes: Vec<u64> = records
+        .iter()
+        .filter_map(|(_, datapoints)| {
+            let normalized = datapoints.normalized();
+            let valid = match endpoint {
+                Endpoint::Company => normalized.meets_company_minimum(),
+                Endpoint::Bulk | Endpoint::Single => normalized.meets_minimum(),
+            };
+            valid.then(|| record_hash(endpoint, &normalized))
+        })
+        .collect();
+    let again = hashes.iter().filter(|h| state.answered.contains(h)).count();
+    state.stats.asked_again += again as u64;
+    state.answered.extend(hashes);
+}
+
+/// A record's identity for `asked_again`: its normalised datapoints (the record without its
+/// `identifier`) and whether it asks for a person or a company. SipHash with fixed keys: the
+/// same record hashes the same for the life of the sandbox.
+fn record_hash(endpoint: Endpoint, normalized: &Datapoints) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (endpoint == Endpoint::Company).hash(&mut hasher);
+    normalized.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One charged (or free) match.

@@ -247,6 +247,375 @@ async fn a_released_booking_frees_its_records_and_a_block_holds_every_worker() {
         "t",
         "booked after the block: {blocked:?}"
     );
-    // A request that can never fit a window is refused, not booked.
-    assert!(other.reserve(&key(), 31, &limits, "b").await.is_err());
+    // A request larger than the per-second limit is booked alone in its second, as the
+    // vendor admits it.
+    let big = other.reserve(&key(), 31, &limits, "b").await.unwrap();
+    let alone = pg.psql(&format!(
+        "SELECT (SELECT sent_at FROM prospeo_coordinator.send_log WHERE id = {}) - (SELECT sent_at FROM prospeo_coordinator.send_log WHERE id = {}) >= interval '1 second'",
+        big.id, blocked.id
+    ));
+    assert_eq!(alone.trim(), "t", "booked alone in its second: {big:?}");
+}
+
+/// Runs `prospeo cache ARGS` with `env` (never the developer's ~/.pgpass; the harness gives
+/// every run a cache file of its own through PROSPEO_CACHE unless `env` names one).
+async fn cache(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut all = vec!["cache".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PGPASSFILE") {
+        env.push(("PGPASSFILE".into(), "/nonexistent/pgpass".into()));
+    }
+    prospeo_with(all, env).await
+}
+
+/// Stdout and stderr of a run, which must never hold the coordinator's password.
+fn without_password(out: &std::process::Output, password: &str) -> (String, String) {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(out),
+    );
+    assert!(!stdout.contains(password), "{stdout}");
+    assert!(!stderr.contains(password), "{stderr}");
+    (stdout, stderr)
+}
+
+/// `n` answers of every kind (a match with a revealed mobile, matches without, not matched,
+/// invalid), stored at distinct times, keyed by distinct emails.
+fn cache_answers(
+    n: usize,
+) -> Vec<(
+    datafusion_prospeo::cache::CacheKey,
+    datafusion_prospeo::cache::CacheEntry,
+)> {
+    use datafusion_prospeo::Datapoints;
+    use datafusion_prospeo::api::wire::{EnrichFlags, Person};
+    use datafusion_prospeo::cache::{CacheEntry, CacheKey, CachedAnswer};
+    let revealed: Person = serde_json::from_value(serde_json::json!({
+        "first_name": "Eva",
+        "email": {"email": "eva@intercom.com", "revealed": true},
+        "mobile": {"mobile": "+15550100", "revealed": true}
+    }))
+    .unwrap();
+    let masked: Person = serde_json::from_value(serde_json::json!({
+        "first_name": "Nicolas", "email": {"email": "nicolas@example.com", "revealed": true}
+    }))
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let datapoints = Datapoints {
+                email: Some(format!("p{i:05}@intercom.com")),
+                first_name: Some("Eva".to_string()),
+                ..Datapoints::default()
+            };
+            let (answer, mobile_requested, cost) = match i % 10 {
+                0 => (
+                    CachedAnswer::Matched {
+                        person: Some(revealed.clone()),
+                        company: None,
+                        free_enrichment: false,
+                    },
+                    true,
+                    10,
+                ),
+                1..=3 => (
+                    CachedAnswer::Matched {
+                        person: Some(masked.clone()),
+                        company: None,
+                        free_enrichment: i % 2 == 0,
+                    },
+                    false,
+                    1,
+                ),
+                4 => (CachedAnswer::InvalidDatapoints, false, 0),
+                _ => (CachedAnswer::NotMatched, false, 0),
+            };
+            let flags = EnrichFlags {
+                only_verified_email: i % 3 == 0,
+                ..EnrichFlags::default()
+            };
+            let entry = CacheEntry {
+                answer,
+                stored_at: std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_millis(1_700_000_000_000 + i as u64 * 7),
+                mobile_requested,
+                cost,
+            };
+            (CacheKey::new(&datapoints, flags), entry)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_commands_read_export_and_clear_the_coordinators_answers_as_the_files() {
+    use datafusion_prospeo::cache::{CacheKey, EncodedEntry, ResponseCache};
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.url();
+    let password = pg.password();
+    let env = [("PGPASSWORD", password)];
+
+    // Not set up yet: refused with what to do, exit 2.
+    let out = cache(&["stats", "--coordinator", &url], &env).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (_, message) = without_password(&out, password);
+    assert!(message.contains("prospeo coordinator init"), "{message}");
+
+    let mut coordinator = connected(&pg).await;
+    coordinator.init().await.unwrap();
+
+    // Empty: every count zero, the coordinator named by its URL (no password in it).
+    let out = cache(&["stats", "--json", "--coordinator", &url], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    let stats: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["coordinator"], url.as_str());
+    assert_eq!(stats["exists"], true);
+    assert_eq!(stats["entries"], 0);
+    assert_eq!(stats["file_bytes"], 0);
+    assert_eq!(stats["oldest"], Value::Null);
+    let out = cache(&["clear", "--coordinator", &url], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    assert!(stdout.contains("nothing to remove"), "{stdout}");
+
+    // The same answers in the coordinator and in a cache file; more than a page of each walk
+    // (stats and clear read 10,000 rows a statement, export 8,192 answers a batch). A key put
+    // twice keeps its later answer, as in the file.
+    let entries = cache_answers(10_050);
+    let encoded: Vec<(CacheKey, EncodedEntry)> = entries
+        .iter()
+        .map(|(key, entry)| (key.clone(), entry.encode()))
+        .collect();
+    let overwritten = (
+        entries[7].0.clone(),
+        entries[0].1.encode(), // a different answer, replaced by the put below
+    );
+    coordinator
+        .put_answers(std::slice::from_ref(&overwritten))
+        .await
+        .unwrap();
+    coordinator.put_answers(&encoded).await.unwrap();
+    // Within one put, the last answer of a key wins too.
+    coordinator
+        .put_answers(&[overwritten.clone(), encoded[7].clone()])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("responses.redb");
+    let local = ResponseCache::open(&file).unwrap();
+    local.put_many(&entries).unwrap();
+    let file_stats = local.stats().unwrap();
+    drop(local);
+    let file_arg = file.display().to_string();
+
+    let out = cache(&["stats", "--json", "--coordinator", &url], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    let mut stats: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["entries"], 10_050);
+    assert_eq!(stats["matched"], 4 * 1_005);
+    assert_eq!(stats["not_matched"], 5 * 1_005);
+    assert_eq!(stats["invalid_datapoints"], 1_005);
+    assert_eq!(stats["with_revealed_mobile"], 1_005);
+    assert_eq!(stats["unreadable"], 0);
+    let value_bytes = pg.psql("SELECT sum(octet_length(value)) FROM prospeo_coordinator.answers");
+    assert_eq!(
+        stats["file_bytes"].as_u64().unwrap().to_string(),
+        value_bytes.trim()
+    );
+    // Every count as the file's, the oldest and newest too.
+    let mut from_file = serde_json::to_value(&file_stats).unwrap();
+    for value in [&mut stats, &mut from_file] {
+        let object = value.as_object_mut().unwrap();
+        for name in ["coordinator", "path", "exists", "file_bytes"] {
+            object.remove(name);
+        }
+    }
+    assert_eq!(stats, from_file);
+    let out = cache(&["stats", "--coordinator", &url], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    assert!(
+        stdout.contains(&format!("cache                 {url}\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("entries                    10050"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("revealed mobiles            1005"),
+        "{stdout}"
+    );
+
+    // The export equals the file's, row for row, in every format's columns.
+    let from_coordinator = dir.path().join("coordinator.parquet");
+    let out = cache(
+        &[
+            "export",
+            &from_coordinator.display().to_string(),
+            "--coordinator",
+            &url,
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, message) = without_password(&out, password);
+    assert!(message.contains("Wrote 10050 cached answers"), "{message}");
+    let from_file = dir.path().join("file.parquet");
+    let out = cache(
+        &[
+            "export",
+            &from_file.display().to_string(),
+            "--cache",
+            &file_arg,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let concat = |path: &std::path::Path| {
+        let batches = crate::cli::read_parquet(path);
+        datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+    };
+    let (coordinator_rows, file_rows) = (concat(&from_coordinator), concat(&from_file));
+    assert_eq!(coordinator_rows.num_rows(), 10_050);
+    assert_eq!(coordinator_rows, file_rows);
+
+    // The library's walk: key order, bounded pages, every answer once.
+    let mut pages = Vec::new();
+    coordinator
+        .for_each_answer_page(4_000, |page| {
+            pages.push(page.to_vec());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4_000, 4_000, 2_050]
+    );
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(pages.concat(), sorted);
+
+    // A value another version wrote counts as unreadable, and is not exported.
+    pg.psql("INSERT INTO prospeo_coordinator.answers (record_key, value) VALUES ('\\x0102'::bytea, '\\x63'::bytea)");
+    let out = cache(&["stats", "--json", "--coordinator", &url], &env).await;
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&stats["entries"], &stats["unreadable"]),
+        (&10_051.into(), &1.into())
+    );
+    let out = cache(
+        &[
+            "export",
+            &from_coordinator.display().to_string(),
+            "--coordinator",
+            &url,
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(concat(&from_coordinator).num_rows(), 10_050);
+
+    // PROSPEO_COORDINATOR names it too; with PROSPEO_CACHE as well, which one is asked.
+    let out = cache(
+        &["stats", "--json"],
+        &[
+            ("PGPASSWORD", password),
+            ("PROSPEO_COORDINATOR", &url),
+            ("PROSPEO_CACHE", ""),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["entries"], 10_051);
+    let out = cache(
+        &["stats"],
+        &[
+            ("PGPASSWORD", password),
+            ("PROSPEO_COORDINATOR", &url),
+            ("PROSPEO_CACHE", &file_arg),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--coordinator"), "{}", stderr(&out));
+    // A flag beats the other's variable.
+    let out = cache(
+        &["stats", "--json", "--cache", &file_arg],
+        &[("PROSPEO_COORDINATOR", &url)],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["path"], file_arg.as_str());
+
+    // Clear deletes every answer, says how many, and leaves the file alone.
+    let out = cache(&["clear", "--coordinator", &url], &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    assert!(
+        stdout.contains(&format!("Removed 10051 answers from the coordinator {url}")),
+        "{stdout}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM prospeo_coordinator.answers")
+            .trim(),
+        "0"
+    );
+    assert!(file.exists());
+    let out = cache(&["stats", "--json", "--coordinator", &url], &env).await;
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["entries"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_commands_refuse_a_password_in_the_url_and_two_caches_at_once() {
+    // Refused before anything connects: no server needed.
+    let secret = "hunter2-not-a-real-one";
+    for command in [
+        &["stats"][..],
+        &["export", "/nonexistent/out.parquet"],
+        &["clear"],
+    ] {
+        let mut args = command.to_vec();
+        let url = format!("postgres://prospeo:{secret}@127.0.0.1:1/prospeo");
+        args.extend(["--coordinator", &url]);
+        let out = cache(&args, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let (_, message) = without_password(&out, secret);
+        assert!(message.contains("PGPASSWORD"), "{message}");
+        // The same from the variable.
+        let out = cache(
+            command,
+            &[("PROSPEO_COORDINATOR", &url), ("PROSPEO_CACHE", "")],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        without_password(&out, secret);
+    }
+    let out = cache(
+        &[
+            "clear",
+            "--cache",
+            "/nonexistent/responses.redb",
+            "--coordinator",
+            &format!("postgres://prospeo:{secret}@127.0.0.1:1/prospeo"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (_, message) = without_password(&out, secret);
+    assert!(message.contains("cannot be used with"), "{message}");
 }

@@ -1401,3 +1401,172 @@ fn the_sandbox_help_documents_every_flag() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. Records asked again (`asked_again`)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_same_person_asked_in_two_requests_is_asked_again_once() {
+    let sandbox = start(config()).await;
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1"), nicolas("2")]))
+        .await
+        .assert_ok();
+    assert_eq!(sandbox.stats().key(ALPHA).asked_again, 0);
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1")]))
+        .await
+        .assert_ok();
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.asked_again, 1);
+    assert_eq!(stats.records, 3);
+    // The stats endpoint carries it too.
+    let over_http = stats_over_http(&sandbox).await;
+    assert_eq!(over_http["keys"][ALPHA]["asked_again"], 1);
+    assert_eq!(parse_stats(over_http), sandbox.stats());
+}
+
+#[tokio::test]
+async fn asked_again_ignores_the_identifier_and_normalises_the_datapoints() {
+    let sandbox = start(config()).await;
+    post_bulk(
+        &sandbox,
+        ALPHA_KEY,
+        &bulk(vec![eva("a"), nicolas("b"), stranger("c"), invalid("d")]),
+    )
+    .await
+    .assert_ok();
+    // Other identifiers, and the same datapoints written otherwise: the email in capitals with
+    // blanks around it, the name with extra inner spaces, the website as a URL. The stranger
+    // matched nobody and still counts (it was answered); the invalid record never counts.
+    let messy = vec![
+        json!({
+            "identifier": "x1", "full_name": "  Eva   Kiegler ", "company_website": "intercom.com"
+        }),
+        json!({"identifier": "x2", "email": format!("  {} ", NICOLAS_EMAIL.to_uppercase())}),
+        json!({"identifier": "x3", "email": "nobody@nowhere.example"}),
+        json!({"identifier": "x4", "full_name": "Brandon Stering"}),
+    ];
+    let reply = post_bulk(&sandbox, ALPHA_KEY, &bulk(messy)).await;
+    reply.assert_ok();
+    assert_eq!(reply.matched_ids(), set(&["x1", "x2"]));
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!(stats.asked_again, 3);
+    assert_eq!(stats.invalid, 2);
+}
+
+#[tokio::test]
+async fn different_persons_or_other_datapoints_are_not_asked_again() {
+    let sandbox = start(config()).await;
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1"), nicolas("2")]))
+        .await
+        .assert_ok();
+    post_bulk(
+        &sandbox,
+        ALPHA_KEY,
+        &bulk(vec![nicole("1"), omar("2"), stranger("3")]),
+    )
+    .await
+    .assert_ok();
+    // Eva again, but through her LinkedIn URL: the same person, other datapoints. The sandbox
+    // counts what was asked, not whom it found (a re-enrichment is still free).
+    let by_linkedin = json!({"identifier": "4", "linkedin_url": EVA_LINKEDIN});
+    let reply = post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![by_linkedin])).await;
+    reply.assert_ok();
+    assert_eq!(reply.matched("4")["free_enrichment"], true);
+    // The same person twice within one request: nothing had answered the first yet.
+    post_bulk(
+        &sandbox,
+        ALPHA_KEY,
+        &bulk(vec![strangers_from(7, 1)[0].clone(), {
+            let mut again = strangers_from(7, 1)[0].clone();
+            again["identifier"] = json!("again");
+            again
+        }]),
+    )
+    .await
+    .assert_ok();
+    // A company, then a person at that company: two questions (two endpoints).
+    post_raw(
+        &sandbox,
+        "/bulk-enrich-company",
+        Some(ALPHA_KEY),
+        &json!({"data": [{"identifier": "c", "company_name": "Globex"}]}).to_string(),
+    )
+    .await
+    .assert_ok();
+    let omar_at_globex = json!({
+        "identifier": "p", "first_name": "Omar", "last_name": "Haddad", "company_name": "Globex"
+    });
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![omar_at_globex]))
+        .await
+        .assert_ok();
+    assert_eq!(sandbox.stats().key(ALPHA).asked_again, 0);
+    // The company asked again is counted, on its own endpoint.
+    post_raw(
+        &sandbox,
+        "/bulk-enrich-company",
+        Some(ALPHA_KEY),
+        &json!({"data": [{"identifier": "c2", "company_name": "  Globex "}]}).to_string(),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(sandbox.stats().key(ALPHA).asked_again, 1);
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_is_not_asked_again_and_answers_nothing() {
+    // Two records a minute.
+    let sandbox = start(config_with_limits(50, 2, 10_000)).await;
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1")]))
+        .await
+        .assert_ok();
+    let limited = post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1"), nicolas("2")])).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!((stats.rate_limited, stats.asked_again), (1, 0));
+
+    sandbox.advance_clock(Duration::from_secs(60));
+    // Nicolas was only in the refused request: nothing answered him, so he is not asked again;
+    // Eva is.
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1"), nicolas("2")]))
+        .await
+        .assert_ok();
+    assert_eq!(sandbox.stats().key(ALPHA).asked_again, 1);
+}
+
+#[tokio::test]
+async fn a_fault_before_processing_is_not_asked_again() {
+    let sandbox = start(with_faults(Faults {
+        internal_error_rate: 1.0,
+        ..Faults::default()
+    }))
+    .await;
+    for _ in 0..2 {
+        post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1")]))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "INTERNAL_ERROR");
+    }
+    let stats = sandbox.stats().key(ALPHA);
+    assert_eq!((stats.faults.internal_error, stats.asked_again), (2, 0));
+}
+
+#[tokio::test]
+async fn asked_again_is_counted_per_key() {
+    let sandbox = start(config()).await;
+    post_bulk(&sandbox, ALPHA_KEY, &bulk(vec![eva("1"), nicolas("2")]))
+        .await
+        .assert_ok();
+    // Beta asks the same: a first time for beta.
+    post_bulk(&sandbox, BETA_KEY, &bulk(vec![eva("1"), nicolas("2")]))
+        .await
+        .assert_ok();
+    let stats = sandbox.stats();
+    assert_eq!(stats.key(ALPHA).asked_again, 0);
+    assert_eq!(stats.key(BETA).asked_again, 0);
+    post_bulk(&sandbox, BETA_KEY, &bulk(vec![nicolas("3")]))
+        .await
+        .assert_ok();
+    let stats = sandbox.stats();
+    assert_eq!(stats.key(ALPHA).asked_again, 0);
+    assert_eq!(stats.key(BETA).asked_again, 1);
+}

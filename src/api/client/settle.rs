@@ -40,7 +40,11 @@ impl Client {
             return;
         }
         let count = entries.len() as u64;
-        let Err(error) = store_answers(&self.inner.cache, entries).await else {
+        let stored = match self.shared() {
+            Some(shared) => self.store_shared(shared, entries).await,
+            None => store_answers(&self.inner.cache, entries).await,
+        };
+        let Err(error) = stored else {
             return;
         };
         self.inner.totals.count(tally, |t| t.cache_errors += count);
@@ -102,6 +106,9 @@ impl Client {
             Settle::OutOfCredits => {
                 inner.stopped.store(true, Ordering::SeqCst);
                 tracing::warn!("the account is out of credits: no more records are sent");
+                if let Some(shared) = self.shared() {
+                    shared.out_of_credits().await;
+                }
                 self.deferred(tally, n, DeferReason::InsufficientCredits, None)
             }
             Settle::Fail { reason, charged } => {
@@ -122,6 +129,9 @@ impl Client {
             } => {
                 let resume = Moment::now().after(after);
                 inner.pacer.block_until(resume, window);
+                if let Some(shared) = self.shared() {
+                    shared.block_for(after).await;
+                }
                 self.deferred(tally, n, reason, Some(resume.wall))
             }
         })

@@ -1,0 +1,356 @@
+//! The client's side of the coordinator (see [`crate::coordinator`]): records claimed across
+//! workers before they are sent, answers another worker paid for taken at cost 0, sends paced
+//! in the key's shared windows, and what one worker learns shared with every other.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Ask, Claimed, Client, Sent, Slot};
+use crate::api::dedup::Claims;
+use crate::api::outcome::{BatchOutcome, DeferReason, RecordOutcome};
+use crate::api::pacing::QuotaHeaders;
+use crate::api::plan::QuotaWindow;
+use crate::api::tally::Tally;
+use crate::cache::{CacheKey, EncodedEntry};
+use crate::coordinator::{ClaimState, Clearance, Reserved, Shared, SharedError};
+use crate::error::Result;
+
+/// Longest pause between two looks at records another worker is asking for.
+const MAX_POLL: Duration = Duration::from_secs(1);
+
+/// What the coordinator said about a record this call holds locally.
+enum Found {
+    /// Another worker's answer (cost 0).
+    Answered(RecordOutcome),
+    /// This worker asks for it.
+    Mine,
+    /// Another live worker is asking for it.
+    Held,
+}
+
+impl Client {
+    /// The coordinator, when the client has one.
+    pub(super) fn shared(&self) -> Option<&Arc<Shared>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// Connects to the coordinator now, when the client has one: an unreachable coordinator,
+    /// a missing or newer schema, is an error before anything is sent. Calls to
+    /// [`Client::enrich`] do this themselves; a job calls it first to fail early.
+    pub async fn coordinator_ready(&self) -> Result<()> {
+        let Some(shared) = self.shared() else {
+            return Ok(());
+        };
+        match shared.ready().await {
+            Ok(()) => {
+                shared.start_heartbeat();
+                Ok(())
+            }
+            Err(SharedError::Fatal(e)) => Err(e),
+            // Connected once and lost since: the records are deferred, not an error.
+            Err(SharedError::Unavailable) => Ok(()),
+        }
+    }
+
+    /// Answers the records this call claimed through the coordinator: answers stored by any
+    /// worker are taken at cost 0; the rest is claimed, and sent when this worker holds the
+    /// claim, or waited for while another worker holds it (bounded by the batch timeout; the
+    /// claim is taken over when that worker's lease runs out).
+    pub(super) async fn answer_shared(
+        &self,
+        shared: &Shared,
+        mine: Vec<Claimed>,
+        claims: &mut Claims,
+        ask: Ask,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + self.inner.settings.batch_timeout;
+        let mut open = mine;
+        let mut pause = Duration::from_millis(100);
+        let mut first = true;
+        while !open.is_empty() {
+            if !first {
+                if Instant::now() >= deadline {
+                    // Another worker held them all this time (waiting for quota, most likely).
+                    let outcome = RecordOutcome::Deferred {
+                        reason: DeferReason::RateLimited,
+                        retry_at: None,
+                    };
+                    for (i, _, key) in open {
+                        self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
+                    }
+                    break;
+                }
+                tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+                pause = (pause * 2).min(MAX_POLL);
+            }
+            first = false;
+            let found = match self.look_up(shared, &open, ask).await {
+                Ok(found) => found,
+                Err(error) => {
+                    let outcome = self.coordinator_failed(error)?;
+                    for (i, _, key) in open {
+                        self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
+                    }
+                    break;
+                }
+            };
+            let mut to_send = Vec::new();
+            let mut held = Vec::new();
+            for (record, found) in open.into_iter().zip(found) {
+                match found {
+                    Found::Answered(outcome) => {
+                        let (i, _, key) = &record;
+                        let totals = &self.inner.totals;
+                        totals.count(&mut batch.tally, |t| t.cached += 1);
+                        totals.settle(&mut batch.tally, std::slice::from_ref(&outcome));
+                        claims.publish(key, &outcome);
+                        answered.push((*i, outcome));
+                    }
+                    Found::Mine => to_send.push(record),
+                    Found::Held => held.push(record),
+                }
+            }
+            // This worker's own records go before it waits for anyone's: no two workers wait
+            // on each other.
+            self.send_all(shared, &to_send, ask, claims, batch, answered)
+                .await?;
+            open = held;
+        }
+        Ok(())
+    }
+
+    /// What the coordinator holds for `records`: a stored answer that serves them, else a
+    /// claim (and a second look after claiming: an answer stored just before the claim is
+    /// seen, and the claim released).
+    async fn look_up(
+        &self,
+        shared: &Shared,
+        records: &[Claimed],
+        ask: Ask,
+    ) -> std::result::Result<Vec<Found>, SharedError> {
+        let keys: Vec<Vec<u8>> = records
+            .iter()
+            .map(|(_, _, key)| key.as_bytes().to_vec())
+            .collect();
+        let mut found: Vec<Option<Found>> = self
+            .serving(shared.answers(&keys).await?, ask)
+            .into_iter()
+            .map(|o| o.map(Found::Answered))
+            .collect();
+        let unanswered: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        let wanted: Vec<Vec<u8>> = unanswered.iter().map(|&i| keys[i].clone()).collect();
+        let states = shared.claim(&wanted).await?;
+        let claimed: Vec<usize> = unanswered
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| **state == ClaimState::Mine)
+            .map(|(&i, _)| i)
+            .collect();
+        for (&i, state) in unanswered.iter().zip(&states) {
+            if *state == ClaimState::Held {
+                found[i] = Some(Found::Held);
+            }
+        }
+        let claimed_keys: Vec<Vec<u8>> = claimed.iter().map(|&i| keys[i].clone()).collect();
+        let second = self.serving(shared.answers(&claimed_keys).await?, ask);
+        let mut release = Vec::new();
+        for (&i, outcome) in claimed.iter().zip(second) {
+            found[i] = Some(match outcome {
+                Some(outcome) => {
+                    release.push(keys[i].clone());
+                    Found::Answered(outcome)
+                }
+                None => Found::Mine,
+            });
+        }
+        shared.store_and_release(&[], &release).await?;
+        Ok(found
+            .into_iter()
+            .map(|f| f.unwrap_or(Found::Mine))
+            .collect())
+    }
+
+    /// The stored values that answer a request with the call's flags now, as outcomes.
+    fn serving(&self, values: Vec<Option<Vec<u8>>>, ask: Ask) -> Vec<Option<RecordOutcome>> {
+        let now = SystemTime::now();
+        let ttl = self.inner.settings.cache_ttl;
+        values
+            .into_iter()
+            .map(|value| {
+                let entry = EncodedEntry::from_bytes(value?).decode().ok()?;
+                entry
+                    .serves(ask.flags, ttl, now)
+                    .then(|| entry.into_outcome())
+            })
+            .collect()
+    }
+
+    /// Sends the records this worker holds, 50 to a request; releases the claims of those that
+    /// end failed or deferred (the answered ones were released as they were stored).
+    async fn send_all(
+        &self,
+        shared: &Shared,
+        records: &[Claimed],
+        ask: Ask,
+        claims: &mut Claims,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+    ) -> Result<()> {
+        for chunk in records.chunks(self.max_request_records()) {
+            let mut answer = self.send_request(chunk, ask, 0).await?;
+            let outcomes = std::mem::take(&mut answer.records);
+            let mut unsettled = Vec::new();
+            let mut name_only = 0;
+            for ((i, prepared, key), outcome) in chunk.iter().zip(outcomes) {
+                let settled = !matches!(
+                    outcome,
+                    RecordOutcome::Failed { .. } | RecordOutcome::Deferred { .. }
+                );
+                if !settled {
+                    unsettled.push(key.as_bytes().to_vec());
+                }
+                name_only += u64::from(settled && ask.endpoint.name_only(prepared));
+                claims.publish(key, &outcome);
+                answered.push((*i, outcome));
+            }
+            self.inner
+                .totals
+                .count(&mut answer.tally, |t| t.name_only += name_only);
+            batch.absorb(answer);
+            // Another worker may ask for these now.
+            if let Err(e) = shared.store_and_release(&[], &unsettled).await {
+                tracing::debug!("claims were not released (their lease ends them): {e:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The record at `i` settled without being sent, counted and handed to its waiters.
+    fn settle_one(
+        &self,
+        claims: &mut Claims,
+        (i, key): (usize, &CacheKey),
+        outcome: RecordOutcome,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+    ) {
+        self.inner
+            .totals
+            .settle(&mut batch.tally, std::slice::from_ref(&outcome));
+        claims.publish(key, &outcome);
+        answered.push((i, outcome));
+    }
+
+    /// A shared operation failed: a lost coordinator defers the records; one never reached is
+    /// the job's error.
+    fn coordinator_failed(&self, error: SharedError) -> Result<RecordOutcome> {
+        match error {
+            SharedError::Unavailable => Ok(RecordOutcome::Deferred {
+                reason: DeferReason::CoordinatorUnavailable,
+                retry_at: None,
+            }),
+            SharedError::Fatal(e) => Err(e),
+        }
+    }
+
+    /// Waits for the key's shared windows to admit `n` records, at most `patience`; checks
+    /// right before sending that no worker met a block or the credits' end meanwhile.
+    pub(super) async fn pace_shared(
+        &self,
+        shared: &Shared,
+        n: usize,
+        patience: Duration,
+        tally: &mut Tally,
+    ) -> std::result::Result<Slot, Sent> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let patience = inner.settings.max_quota_wait.min(patience);
+        let unavailable =
+            |tally: &mut Tally| self.deferred(tally, n, DeferReason::CoordinatorUnavailable, None);
+        // A block another worker met moves the booking; a few rounds at most.
+        for _ in 0..16 {
+            let left = patience.saturating_sub(started.elapsed());
+            let booking = match shared.reserve(n as u32, &inner.settings.limits, left).await {
+                Ok(Reserved::Booked(booking)) => booking,
+                Ok(Reserved::TooLong { wait, window }) => {
+                    let reason = match window {
+                        QuotaWindow::Day => DeferReason::DailyQuota,
+                        _ => DeferReason::RateLimited,
+                    };
+                    let retry_at = SystemTime::now() + wait;
+                    return Err(self.deferred(tally, n, reason, Some(retry_at)));
+                }
+                Err(_) => return Err(unavailable(tally)),
+            };
+            inner.totals.count(tally, |t| {
+                t.quota_wait_ms += booking.wait.as_millis() as u64
+            });
+            tokio::time::sleep(booking.wait).await;
+            match shared.clearance().await {
+                Ok(Clearance::Clear) => return Ok(Slot::Shared(booking)),
+                Ok(Clearance::Blocked(_)) => shared.release(&booking).await,
+                Ok(Clearance::OutOfCredits) => {
+                    shared.release(&booking).await;
+                    inner
+                        .stopped
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Err(self.deferred(tally, n, DeferReason::InsufficientCredits, None));
+                }
+                Err(_) => {
+                    shared.release(&booking).await;
+                    return Err(unavailable(tally));
+                }
+            }
+        }
+        Err(self.deferred(tally, n, DeferReason::RateLimited, None))
+    }
+
+    /// Shares the key's limits a response reported, when they changed.
+    pub(super) async fn share_limits(&self, shared: &Shared, quota: &QuotaHeaders) {
+        let reported = [quota.second_limit, quota.minute_limit, quota.day_limit];
+        if reported.iter().all(Option::is_none) {
+            return;
+        }
+        {
+            let mut last = self
+                .inner
+                .reported_limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *last == reported {
+                return;
+            }
+            *last = reported;
+        }
+        shared.learn_limits(reported).await;
+    }
+
+    /// Stores answers in the coordinator and releases their claims (one transaction); the
+    /// error says why not.
+    pub(super) async fn store_shared(
+        &self,
+        shared: &Shared,
+        entries: Vec<(CacheKey, EncodedEntry)>,
+    ) -> std::result::Result<(), String> {
+        let keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|(key, _)| key.as_bytes().to_vec())
+            .collect();
+        let values: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .into_iter()
+            .zip(&keys)
+            .map(|((_, value), key)| (key.clone(), value.into_bytes()))
+            .collect();
+        shared
+            .store_and_release(&values, &keys)
+            .await
+            .map_err(|e| match e {
+                SharedError::Unavailable => {
+                    format!("the coordinator {} was unreachable", shared.url())
+                }
+                SharedError::Fatal(e) => e.to_string(),
+            })
+    }
+}
