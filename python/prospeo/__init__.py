@@ -22,7 +22,19 @@ Options (keyword arguments, named as the SQL options and CLI flags): ``only_veri
 for the default file, a path, or ``False``); ``cache_ttl`` (``"30d"`` or a ``timedelta``);
 ``base_url``; ``request_timeout``; ``prefix``; ``format``, ``csv_has_header``,
 ``csv_delimiter``, ``csv_quote`` for files; ``mapping`` (``{"Work Email": "email", "Notes":
-None}``); ``api_key_file``; ``sandbox``; ``progress``; ``strict``.
+None}``); ``api_key_file``; ``sandbox``; ``progress``; ``strict``; ``coordinator``
+(``"postgres://user@host:port/db"``, else ``PROSPEO_COORDINATOR``), ``coordinator_lease_secs``
+(default ``"30s"``) and ``coordinator_wait_secs`` (default ``"60s"``), each a duration string or
+a ``timedelta``.
+
+Many workers on one key (parallel Airflow tasks, notebooks, threads, pods) behave as one client
+through a PostgreSQL coordinator: ``coordinator=`` (or ``PROSPEO_COORDINATOR``) names the
+database, whose schema ``prospeo coordinator init`` creates once. They share pacing, claims on
+the people being asked for and the answers (stored in the coordinator's ``answers`` table: no
+cache file is opened), so no record is sent twice and an answer another worker paid for costs 0.
+The password never goes in the URL (that is refused, without echoing it): it comes from
+``PGPASSWORD``, a ``PGPASSFILE`` or ``~/.pgpass``. An unreachable coordinator at the start is an
+error before anything is sent.
 """
 
 from __future__ import annotations

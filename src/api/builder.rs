@@ -10,7 +10,7 @@ use crate::api::client::Client;
 use crate::api::pacing::{Pacer, QuotaLimiter};
 use crate::api::plan::{Plan, RateLimits};
 use crate::cache::ResponseCache;
-use crate::coordinator::CoordinatorUrl;
+use crate::coordinator::{CoordinatorPassword, CoordinatorUrl};
 use crate::error::{Error, Result};
 
 /// The vendor's API.
@@ -113,6 +113,7 @@ pub struct ClientBuilder {
     pub(super) cache_ttl: Option<Duration>,
     pub(super) pacer: Option<Arc<dyn Pacer>>,
     pub(super) coordinator: Option<CoordinatorUrl>,
+    pub(super) coordinator_password: Option<CoordinatorPassword>,
     pub(super) coordinator_lease: Duration,
     pub(super) coordinator_wait: Duration,
 }
@@ -137,6 +138,7 @@ impl Default for ClientBuilder {
             cache_ttl: None,
             pacer: None,
             coordinator: None,
+            coordinator_password: None,
             coordinator_lease: Duration::from_secs(30),
             coordinator_wait: Duration::from_secs(60),
         }
@@ -291,6 +293,13 @@ impl ClientBuilder {
     /// in [`ClientBuilder::cache`].
     pub fn coordinator(mut self, url: Option<CoordinatorUrl>) -> Self {
         self.coordinator = url;
+        self
+    }
+
+    /// The coordinator's password, from a program (a secrets manager); without it, libpq's
+    /// places (`PGPASSWORD`, `PGPASSFILE`, `~/.pgpass`).
+    pub fn coordinator_password(mut self, password: CoordinatorPassword) -> Self {
+        self.coordinator_password = Some(password);
         self
     }
 

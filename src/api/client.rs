@@ -127,6 +127,8 @@ impl Client {
         let shared = settings.coordinator.clone().map(|url| {
             Shared::new(
                 url,
+                settings.coordinator_password.clone(),
+                &base_url,
                 KeyId::of(&api_key),
                 settings.coordinator_lease,
                 settings.coordinator_wait,

@@ -208,8 +208,11 @@ fn stats(path: &Path, json: bool) -> Result<u8, CliError> {
 /// `prospeo cache` on the coordinator's answers: connected and its schema checked first (a
 /// missing or newer schema is an error that says what to do, exit 2).
 async fn run_coordinator(url: &CoordinatorUrl, command: CacheCommand) -> Result<u8, CliError> {
-    let coordinator = Coordinator::connect(url).await.map_err(api_error)?;
+    let mut coordinator = Coordinator::connect(url).await.map_err(api_error)?;
     coordinator.check_version().await.map_err(api_error)?;
+    // The answers of the API PROSPEO_BASE_URL names, else the vendor's (as the default cache
+    // file is the vendor's).
+    coordinator.set_api(datafusion_prospeo::ClientBuilder::from_env().configured_base_url());
     match command {
         CacheCommand::Stats { json } => {
             let stats = coordinator.answer_stats().await.map_err(api_error)?;

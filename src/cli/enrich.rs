@@ -201,6 +201,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             // Nothing more is sent; answers already on their way are still counted.
             client.stop_sending();
             client.wait_idle(Duration::from_secs(30)).await;
+            client.leave_coordinator().await;
             let totals = client.totals();
             if matches!(e, CliError::Interrupted) {
                 eprintln!(
@@ -216,6 +217,7 @@ pub async fn run(args: EnrichArgs, global: &GlobalArgs) -> Result<u8, CliError> 
             return Err(e);
         }
     };
+    client.leave_coordinator().await;
     if let Some(sandbox) = sandbox {
         let _ = sandbox.stop().await;
     }

@@ -56,9 +56,9 @@ impl Coordinator {
                 self.client
                     .query(
                         &format!(
-                            "SELECT {columns} FROM {SCHEMA}.answers ORDER BY record_key LIMIT $1"
+                            "SELECT {columns} FROM {SCHEMA}.answers WHERE api = $2 ORDER BY record_key LIMIT $1"
                         ),
-                        &[&limit],
+                        &[&limit, &self.api],
                     )
                     .await
             }
@@ -66,9 +66,9 @@ impl Coordinator {
                 self.client
                     .query(
                         &format!(
-                            "SELECT {columns} FROM {SCHEMA}.answers WHERE record_key > $1 ORDER BY record_key LIMIT $2"
+                            "SELECT {columns} FROM {SCHEMA}.answers WHERE api = $3 AND record_key > $1 ORDER BY record_key LIMIT $2"
                         ),
-                        &[&after, &limit],
+                        &[&after, &limit, &self.api],
                     )
                     .await
             }
@@ -183,8 +183,8 @@ impl Coordinator {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let filter = match &after {
-                None => "",
-                Some(_) => "WHERE record_key > $2",
+                None => "WHERE api = $2",
+                Some(_) => "WHERE api = $2 AND record_key > $3",
             };
             let sql = format!(
                 "WITH doomed AS (
@@ -192,15 +192,19 @@ impl Coordinator {
                     ORDER BY record_key LIMIT $1
                  ), gone AS (
                     DELETE FROM {SCHEMA}.answers
-                    WHERE record_key IN (SELECT record_key FROM doomed)
+                    WHERE api = $2 AND record_key IN (SELECT record_key FROM doomed)
                     RETURNING 1
                  )
                  SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM doomed),
                         (SELECT record_key FROM doomed ORDER BY record_key DESC LIMIT 1)"
             );
             let row = match &after {
-                None => self.client.query_one(&sql, &[&limit]).await,
-                Some(after) => self.client.query_one(&sql, &[&limit, after]).await,
+                None => self.client.query_one(&sql, &[&limit, &self.api]).await,
+                Some(after) => {
+                    self.client
+                        .query_one(&sql, &[&limit, &self.api, after])
+                        .await
+                }
             }
             .map_err(|e| self.answers_failed("cannot delete its answers", e))?;
             let gone: i64 = row.get(0);
@@ -231,9 +235,9 @@ impl Coordinator {
             .map(|(_, entry)| entry)
             .collect();
         let sql = format!(
-            "INSERT INTO {SCHEMA}.answers (record_key, value)
-             SELECT k, v FROM unnest($1::bytea[], $2::bytea[]) AS a(k, v)
-             ON CONFLICT (record_key) DO UPDATE
+            "INSERT INTO {SCHEMA}.answers (api, record_key, value)
+             SELECT $3, k, v FROM unnest($1::bytea[], $2::bytea[]) AS a(k, v)
+             ON CONFLICT (api, record_key) DO UPDATE
                 SET value = excluded.value, stored_at = clock_timestamp()"
         );
         for chunk in kept.chunks(PUT_ROWS) {
@@ -242,7 +246,7 @@ impl Coordinator {
                 .map(|(key, value)| (key.as_bytes(), value.as_bytes()))
                 .unzip();
             self.client
-                .execute(&sql, &[&keys, &values])
+                .execute(&sql, &[&keys, &values, &self.api])
                 .await
                 .map_err(|e| self.answers_failed("cannot store answers", e))?;
         }

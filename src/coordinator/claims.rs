@@ -83,9 +83,9 @@ impl Coordinator {
             .client
             .query(
                 &format!(
-                    "SELECT record_key, value FROM {SCHEMA}.answers WHERE record_key = ANY($1::bytea[])"
+                    "SELECT record_key, value FROM {SCHEMA}.answers WHERE api = $2 AND record_key = ANY($1::bytea[])"
                 ),
-                &[&records],
+                &[&records, &self.api],
             )
             .await
             .map_err(|e| self.failed("cannot read answers", e))?;
@@ -121,12 +121,12 @@ impl Coordinator {
             transaction
                 .execute(
                     &format!(
-                        "INSERT INTO {SCHEMA}.answers (record_key, value)
-                         SELECT k, v FROM unnest($1::bytea[], $2::bytea[]) AS a(k, v)
-                         ON CONFLICT (record_key) DO UPDATE
+                        "INSERT INTO {SCHEMA}.answers (api, record_key, value)
+                         SELECT $3, k, v FROM unnest($1::bytea[], $2::bytea[]) AS a(k, v)
+                         ON CONFLICT (api, record_key) DO UPDATE
                             SET value = excluded.value, stored_at = clock_timestamp()"
                     ),
-                    &[&keys, &values],
+                    &[&keys, &values, &self.api],
                 )
                 .await
                 .map_err(failed)?;

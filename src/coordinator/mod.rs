@@ -176,6 +176,41 @@ impl fmt::Debug for CoordinatorUrl {
     }
 }
 
+/// The API a stored answer is of: `vendor` for the vendor's, else a hash of the base URL (a
+/// sandbox's answers must never answer for the vendor; the URL may carry credentials, so it is
+/// not stored).
+pub fn api_id(base_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if crate::datafusion::options::is_vendor(base_url) {
+        return "vendor".into();
+    }
+    let digest = Sha256::digest(base_url.trim().trim_end_matches('/').as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("api-{hex}")
+}
+
+/// A coordinator password given by a program (a secrets manager's) rather than libpq's places.
+/// Never shown: `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CoordinatorPassword(String);
+
+impl CoordinatorPassword {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Self {
+        CoordinatorPassword(password.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CoordinatorPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CoordinatorPassword(<redacted>)")
+    }
+}
+
 /// The password for `url` from libpq's places: `PGPASSWORD`, else the first matching line of
 /// `PGPASSFILE` (or `~/.pgpass`), which must not be readable by group or others (libpq ignores
 /// such a file too).
@@ -278,6 +313,8 @@ impl fmt::Display for KeyId {
 pub struct Coordinator {
     url: CoordinatorUrl,
     client: tokio_postgres::Client,
+    /// The API whose answers this connection reads and writes (see [`api_id`]).
+    api: String,
 }
 
 impl fmt::Debug for Coordinator {
@@ -373,7 +410,14 @@ impl Coordinator {
         Ok(Coordinator {
             url: url.clone(),
             client,
+            api: "vendor".into(),
         })
+    }
+
+    /// Reads and writes the answers of the API at `base_url` (the vendor's by default): a
+    /// sandbox's answers never answer for the vendor, as with the cache files.
+    pub fn set_api(&mut self, base_url: &str) {
+        self.api = api_id(base_url);
     }
 
     /// The database's address.
@@ -477,9 +521,11 @@ impl Coordinator {
                 PRIMARY KEY (key_id, record_key)
             );
             CREATE TABLE IF NOT EXISTS {SCHEMA}.answers (
-                record_key bytea PRIMARY KEY,
+                api text NOT NULL,
+                record_key bytea NOT NULL,
                 value bytea NOT NULL,
-                stored_at timestamptz NOT NULL DEFAULT clock_timestamp()
+                stored_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (api, record_key)
             );
             "
         );

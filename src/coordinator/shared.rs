@@ -16,7 +16,7 @@ use tokio::sync::MutexGuard;
 
 use super::claims::{ClaimState, Clearance};
 use super::pacing::Reserved;
-use super::{Booking, Coordinator, CoordinatorUrl, KeyId};
+use super::{Booking, Coordinator, CoordinatorPassword, CoordinatorUrl, KeyId, password_for};
 use crate::api::RateLimits;
 use crate::error::Error;
 
@@ -37,6 +37,9 @@ const LOST: u8 = 2;
 /// The coordinator as one client of one key uses it.
 pub struct Shared {
     url: CoordinatorUrl,
+    password: Option<CoordinatorPassword>,
+    /// The API whose answers are shared.
+    base_url: String,
     key: KeyId,
     worker: String,
     lease: Duration,
@@ -84,7 +87,16 @@ macro_rules! on_connection {
 impl Shared {
     /// A handle for `key`'s worker; connects on first use. `lease`: how long this worker's
     /// claims outlive its last heartbeat; `patience`: how long a lost coordinator is waited for.
-    pub fn new(url: CoordinatorUrl, key: KeyId, lease: Duration, patience: Duration) -> Arc<Self> {
+    /// `password`: given by the program; `None`, libpq's places. `base_url`: the API whose
+    /// answers are shared.
+    pub fn new(
+        url: CoordinatorUrl,
+        password: Option<CoordinatorPassword>,
+        base_url: &str,
+        key: KeyId,
+        lease: Duration,
+        patience: Duration,
+    ) -> Arc<Self> {
         let worker = format!(
             "{}:{}:{:08x}",
             super::claims::host_name(),
@@ -93,6 +105,8 @@ impl Shared {
         );
         Arc::new(Shared {
             url,
+            password,
+            base_url: base_url.to_string(),
             key,
             worker,
             lease: lease.max(Duration::from_secs(1)),
@@ -193,7 +207,12 @@ impl Shared {
 
     /// Connects, checks the schema, records this worker and starts its heartbeat.
     async fn connect(&self) -> crate::error::Result<Coordinator> {
-        let coordinator = Coordinator::connect(&self.url).await?;
+        let password = match &self.password {
+            Some(password) => Some(password.expose().to_string()),
+            None => password_for(&self.url),
+        };
+        let mut coordinator = Coordinator::connect_with_password(&self.url, password).await?;
+        coordinator.set_api(&self.base_url);
         coordinator.check_version().await?;
         coordinator
             .heartbeat(&self.key, &self.worker, self.lease)
@@ -327,6 +346,19 @@ impl Shared {
             answers,
             release
         ))
+    }
+}
+
+impl Shared {
+    /// This worker is done: its claims are released and its row removed now, rather than when
+    /// its lease runs out. Best effort (a lost coordinator lets the lease end them).
+    pub async fn leave(&self) {
+        let guard = self.connection.lock().await;
+        if let Some(coordinator) = guard.as_ref()
+            && let Err(e) = coordinator.leave(&self.key, &self.worker).await
+        {
+            tracing::debug!("{e}; the lease ends this worker's claims");
+        }
     }
 }
 

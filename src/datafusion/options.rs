@@ -968,7 +968,7 @@ pub fn default_cache_file(base_url: &str) -> Option<PathBuf> {
 
 /// Whether `base_url` is the vendor's API (`https://api.prospeo.io`, any case, port 443, no
 /// path).
-fn is_vendor(base_url: &str) -> bool {
+pub(crate) fn is_vendor(base_url: &str) -> bool {
     let (Ok(url), Ok(vendor)) = (
         url::Url::parse(base_url.trim()),
         url::Url::parse(crate::api::client::DEFAULT_BASE_URL),

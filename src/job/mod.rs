@@ -357,7 +357,27 @@ impl Job {
             input: self.input.clone(),
             ..Default::default()
         };
-        let cache = options.open_cache()?;
+        // Answers are looked up where the run would find them: the coordinator's, else the
+        // cache file's.
+        let coordinator = match options.coordinator_url()? {
+            Some(url) => {
+                let mut coordinator = crate::coordinator::Coordinator::connect(&url).await?;
+                coordinator.check_version().await?;
+                let base_url = match &options.base_url {
+                    Some(url) => url.clone(),
+                    None => crate::api::ClientBuilder::from_env()
+                        .configured_base_url()
+                        .to_string(),
+                };
+                coordinator.set_api(&base_url);
+                Some(coordinator)
+            }
+            None => None,
+        };
+        let cache = match coordinator {
+            Some(_) => None,
+            None => options.open_cache()?,
+        };
         let flags = endpoint.flags(options.flags());
         let now = std::time::SystemTime::now();
         let mut seen = HashSet::new();
@@ -382,18 +402,25 @@ impl Job {
                 }
             }
             let keys: Vec<CacheKey> = first_seen.iter().map(|(key, _)| key.clone()).collect();
-            let served: Vec<bool> = match &cache {
-                Some(cache) => cache
+            let entries: Vec<Option<crate::cache::CacheEntry>> = match (&coordinator, &cache) {
+                (Some(coordinator), _) => {
+                    let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+                    coordinator
+                        .answers(&keys)
+                        .await?
+                        .into_iter()
+                        .map(|value| crate::cache::EncodedEntry::from_bytes(value?).decode().ok())
+                        .collect()
+                }
+                (None, Some(cache)) => cache
                     .get_many(&keys)
-                    .map_err(|e| JobError::Failure(e.to_string()))?
-                    .iter()
-                    .map(|e| {
-                        e.as_ref()
-                            .is_some_and(|e| e.serves(flags, options.cache_ttl, now))
-                    })
-                    .collect(),
-                None => vec![false; keys.len()],
+                    .map_err(|e| JobError::Failure(e.to_string()))?,
+                (None, None) => vec![None; keys.len()],
             };
+            let served = entries.iter().map(|e| {
+                e.as_ref()
+                    .is_some_and(|e| e.serves(flags, options.cache_ttl, now))
+            });
             for ((_, name_only), served) in first_seen.iter().zip(served) {
                 report.cached += u64::from(served);
                 report.name_only += u64::from(*name_only && !served);

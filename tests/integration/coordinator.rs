@@ -506,7 +506,7 @@ async fn cache_commands_read_export_and_clear_the_coordinators_answers_as_the_fi
     assert_eq!(pages.concat(), sorted);
 
     // A value another version wrote counts as unreadable, and is not exported.
-    pg.psql("INSERT INTO prospeo_coordinator.answers (record_key, value) VALUES ('\\x0102'::bytea, '\\x63'::bytea)");
+    pg.psql("INSERT INTO prospeo_coordinator.answers (api, record_key, value) VALUES ('vendor', '\\x0102'::bytea, '\\x63'::bytea)");
     let out = cache(&["stats", "--json", "--coordinator", &url], &env).await;
     let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -618,4 +618,103 @@ async fn cache_commands_refuse_a_password_in_the_url_and_two_caches_at_once() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let (_, message) = without_password(&out, secret);
     assert!(message.contains("cannot be used with"), "{message}");
+}
+
+/// Two clients of the library on one key, through the coordinator: overlapping records are
+/// asked once between them, each answer costs on its first asker only, and a third client finds
+/// every answer stored (nothing sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_the_library_share_claims_and_answers() {
+    use datafusion_prospeo::Datapoints;
+    use datafusion_prospeo::api::{ApiKey, Client, EnrichFlags, RecordOutcome, RecordStatus};
+    use datafusion_prospeo::coordinator::{CoordinatorPassword, CoordinatorUrl};
+
+    use crate::common::{ALPHA, ALPHA_KEY, config, eva, nicolas, omar, strangers_from};
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let out = coordinator(&pg.url(), &["init"], &[("PGPASSWORD", pg.password())]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sandbox = crate::common::start(config()).await;
+    let url = CoordinatorUrl::parse(&pg.url()).unwrap();
+    let client = || {
+        Client::builder()
+            .base_url(sandbox.base_url())
+            .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+            .coordinator(Some(url.clone()))
+            .coordinator_password(CoordinatorPassword::new(pg.password()))
+            .build()
+            .unwrap()
+    };
+    let records = |values: Vec<serde_json::Value>| -> Vec<Datapoints> {
+        values
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect()
+    };
+    // Nicolas and strangers 40..60 are in both.
+    let mut first = vec![eva("a-eva"), nicolas("a-nicolas")];
+    first.extend(strangers_from(0, 60));
+    let mut second = vec![nicolas("b-nicolas"), omar("b-omar")];
+    second.extend(strangers_from(40, 60));
+    let (first, second) = (records(first), records(second));
+    let (a, b) = (client(), client());
+    let flags = EnrichFlags::default();
+    let (answer_a, answer_b) =
+        tokio::join!(a.bulk_enrich(&first, flags), b.bulk_enrich(&second, flags));
+    let (answer_a, answer_b) = (answer_a.unwrap(), answer_b.unwrap());
+
+    let stats = sandbox.stats().key(ALPHA).clone();
+    assert_eq!(stats.asked_again, 0, "nothing asked twice: {stats:?}");
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    // Eva, Nicolas, Omar and strangers 0..100.
+    assert_eq!(stats.records, 3 + 100, "every distinct record asked once");
+    // Truthful statuses, in input order.
+    let statuses = |batch: &datafusion_prospeo::api::BatchOutcome| -> Vec<RecordStatus> {
+        batch.records.iter().map(RecordOutcome::status).collect()
+    };
+    let mut expected_a = vec![RecordStatus::Matched; 2];
+    expected_a.extend([RecordStatus::NotMatched; 60]);
+    assert_eq!(statuses(&answer_a), expected_a);
+    let mut expected_b = vec![RecordStatus::Matched; 2];
+    expected_b.extend([RecordStatus::NotMatched; 60]);
+    assert_eq!(statuses(&answer_b), expected_b);
+    // Nicolas is paid once, by whoever asked first.
+    let (cost_a, cost_b) = (answer_a.records[1].cost(), answer_b.records[0].cost());
+    assert!(
+        (cost_a == 0) != (cost_b == 0),
+        "one payer: {cost_a} {cost_b}"
+    );
+    let paid: i64 = answer_a
+        .records
+        .iter()
+        .chain(&answer_b.records)
+        .map(RecordOutcome::cost)
+        .sum();
+    assert_eq!(paid, stats.credits_charged);
+
+    // A third client finds every answer stored: nothing is sent, nothing is paid.
+    let c = client();
+    let answer_c = c.bulk_enrich(&first, flags).await.unwrap();
+    assert_eq!(statuses(&answer_c), expected_a);
+    assert_eq!(c.totals().requests, 0);
+    assert_eq!(answer_c.total_cost, 0);
+    assert_eq!(sandbox.stats().key(ALPHA).records, stats.records);
+
+    // Answers are kept per API: another server's (a sandbox's are never the vendor's) are not
+    // served from them.
+    let other = crate::common::start(config()).await;
+    let elsewhere = Client::builder()
+        .base_url(other.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+        .coordinator(Some(url.clone()))
+        .coordinator_password(CoordinatorPassword::new(pg.password()))
+        .build()
+        .unwrap();
+    let answer = elsewhere.bulk_enrich(&first, flags).await.unwrap();
+    assert_eq!(statuses(&answer), expected_a);
+    assert_eq!(other.stats().key(ALPHA).records, first.len() as u64);
+    other.stop().await.unwrap();
+    sandbox.stop().await.unwrap();
 }

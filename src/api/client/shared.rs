@@ -52,6 +52,14 @@ impl Client {
         }
     }
 
+    /// Tells the coordinator this worker is done (its claims go now, not when the lease ends).
+    /// Call it when no more records will be enriched; without a coordinator it does nothing.
+    pub async fn leave_coordinator(&self) {
+        if let Some(shared) = self.shared() {
+            shared.leave().await;
+        }
+    }
+
     /// Answers the records this call claimed through the coordinator: answers stored by any
     /// worker are taken at cost 0; the rest is claimed, and sent when this worker holds the
     /// claim, or waited for while another worker holds it (bounded by the batch timeout; the
