@@ -96,8 +96,13 @@ type Claimed = (usize, Datapoints, CacheKey);
 /// Room for one request: in this process's pacer, or in the key's shared windows.
 enum Slot {
     Local(Reservation),
-    Shared(Booking),
+    /// A booking, and when it is due by this process's clock.
+    Shared(Booking, Instant),
 }
+
+/// How late a shared booking may be sent: later, it may crowd windows other workers booked
+/// against, so it is booked again.
+const LATE: Duration = Duration::from_millis(75);
 
 /// What sending one request came to.
 enum Sent {
@@ -487,6 +492,14 @@ impl Client {
                     endpoint: ask.endpoint.path(),
                     reason: "the client was shut down".into(),
                 })?;
+            if let Slot::Shared(_, due) = &slot
+                && due.elapsed() > LATE
+            {
+                // Waiting for a slot made it late for its booking.
+                drop(permit);
+                self.release(slot).await;
+                continue;
+            }
             // Checked again at the last moment: the job may have been stopped, or the account
             // run dry, while this request waited for quota or a slot.
             for (flag, reason) in [
@@ -593,7 +606,7 @@ impl Client {
         let processed = matches!(exchange.attempt, Attempt::Answered(_) | Attempt::Lost(_));
         match (slot, processed) {
             (Slot::Local(reservation), true) => pacer.confirm(reservation, exchange.answered_at),
-            (Slot::Shared(booking), true) => {
+            (Slot::Shared(booking, _), true) => {
                 if let Some(shared) = self.shared() {
                     shared.confirm(&booking).await;
                 }
@@ -613,7 +626,7 @@ impl Client {
     async fn release(&self, slot: Slot) {
         match slot {
             Slot::Local(reservation) => self.inner.pacer.release(reservation),
-            Slot::Shared(booking) => {
+            Slot::Shared(booking, _) => {
                 if let Some(shared) = self.shared() {
                     shared.release(&booking).await;
                 }

@@ -9,10 +9,12 @@
 //! the server's clock (workers' clocks may disagree). A request that was not processed
 //! releases its booking; an answered one moves its booking to the answer's time (the vendor
 //! counted the records somewhere between send and answer). Each window is taken a margin
-//! longer than the vendor's (5%, at least 50 ms) for the delay between a booked moment and the
-//! vendor's count. Known limits, for the client that will use this: a confirmed booking moved
-//! later can crowd a window that later bookings were computed against, and a worker that sends
-//! late keeps its earlier slot; the 429 handling (a block for every worker) is the backstop.
+//! longer than the vendor's (100 ms, 1 s, 60 s) for the delay between a booked moment and the
+//! vendor's count. A request larger than a window's limit (50 records on 30 a second) is booked
+//! alone in that window, as the vendor admits it. The client sends a booking at most 75 ms
+//! late (later, it books again), and checks right before sending that no worker met a block
+//! meanwhile: a booking made before a block is not moved. The 429 handling (a block for every
+//! worker) is the backstop.
 
 use std::time::Duration;
 
@@ -35,12 +37,12 @@ pub struct Booking {
 /// The windows, longest last: (its length in seconds, its limit).
 fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    // The vendor's window plus a margin for the delay between a booked moment and its count.
-    let with_margin = |seconds: f64| seconds + (seconds * 0.05).max(0.05);
+    // The vendor's window plus a margin for the delay between a booked moment and its count
+    // (a send up to the client's lateness bound, 75 ms, after its booking, and the network).
     [
-        (with_margin(1.0), clamp(limits.per_second)),
-        (with_margin(60.0), clamp(limits.per_minute)),
-        (with_margin(86_400.0), clamp(limits.per_day)),
+        (1.1, clamp(limits.per_second)),
+        (61.0, clamp(limits.per_minute)),
+        (86_460.0, clamp(limits.per_day)),
     ]
 }
 

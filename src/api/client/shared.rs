@@ -295,9 +295,10 @@ impl Client {
             inner.totals.count(tally, |t| {
                 t.quota_wait_ms += booking.wait.as_millis() as u64
             });
-            tokio::time::sleep(booking.wait).await;
+            let due = Instant::now() + booking.wait;
+            tokio::time::sleep_until(due.into()).await;
             match shared.clearance().await {
-                Ok(Clearance::Clear) => return Ok(Slot::Shared(booking)),
+                Ok(Clearance::Clear) => return Ok(Slot::Shared(booking, due)),
                 Ok(Clearance::Blocked(_)) => shared.release(&booking).await,
                 Ok(Clearance::OutOfCredits) => {
                     shared.release(&booking).await;
