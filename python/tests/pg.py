@@ -274,7 +274,9 @@ class TestPostgres:
             ]
         )
         if out.returncode != 0:
-            raise RuntimeError(f"postgres: initdb failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+            raise RuntimeError(
+                f"postgres: initdb failed ({out.returncode}):\n{out.stdout}{out.stderr}"
+            )
         conf = self._data / "postgresql.conf"
         self._write_server_file(conf, conf.read_text() + "\ninclude 'prospeo-test.conf'\n")
         self._write_server_file(
@@ -317,9 +319,12 @@ class TestPostgres:
             why = self._start_server()
             if why is None:
                 return
-            new = self._log.read_bytes()[before:].decode(errors="replace") if self._log.exists() else ""
+            log = self._log.read_bytes() if self._log.exists() else b""
+            new = log[before:].decode(errors="replace")
             if "could not bind" not in new:
-                raise RuntimeError(f"postgres: start on port {self.port}: {why}\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"postgres: start on port {self.port}: {why}\n{self.log_tail()}"
+                )
             self.stop()  # nothing runs (the bind failed); try another port
             last = why
         raise RuntimeError(
@@ -374,7 +379,8 @@ def start() -> TestPostgres | None:
     except NoPostgres as why:
         if os.environ.get("PROSPEO_REQUIRE_POSTGRES"):
             raise RuntimeError(
-                f"PROSPEO_REQUIRE_POSTGRES is set but no PostgreSQL server binaries were found: {why}"
+                "PROSPEO_REQUIRE_POSTGRES is set but no PostgreSQL server binaries were found: "
+                f"{why}"
             ) from None
         return None
     pg = TestPostgres(bindir)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +36,9 @@ def postgres(cli: Path):
         pytest.skip("no PostgreSQL server binaries (set PROSPEO_PG_BINDIR, or install postgresql)")
     try:
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PROSPEO_COORDINATOR"
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PG") and k != "PROSPEO_COORDINATOR"
         }
         env["PGPASSWORD"] = server.password
         init = subprocess.run(
@@ -104,7 +107,9 @@ def test_answers_are_stored_in_the_coordinator_and_a_second_call_is_free(
     local_cache = tmp_path / "local-cache.redb"
     monkeypatch.setenv("PROSPEO_CACHE", str(local_cache))
 
-    first = prospeo.enrich(leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False)
+    first = prospeo.enrich(
+        leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False
+    )
     assert first.num_rows == leads_table.num_rows
     assert first["lead_id"].to_pylist() == leads_table["lead_id"].to_pylist(), "input order"
     assert statuses(first) == statuses(baseline)
@@ -114,7 +119,9 @@ def test_answers_are_stored_in_the_coordinator_and_a_second_call_is_free(
     assert stored_answers(postgres) > 0, "the answers are in the coordinator's table"
     assert not local_cache.exists(), "with a coordinator no cache file is opened"
 
-    second = prospeo.enrich(leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False)
+    second = prospeo.enrich(
+        leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False
+    )
     assert statuses(second) == statuses(first)
     assert second["lead_id"].to_pylist() == leads_table["lead_id"].to_pylist()
     assert cost(second) == 0
@@ -143,7 +150,9 @@ def test_the_environment_variable_alone_reaches_the_coordinator(
 
     # The option names the same database: the answers the environment's run stored.
     monkeypatch.delenv("PROSPEO_COORDINATOR")
-    again = prospeo.enrich(leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False)
+    again = prospeo.enrich(
+        leads_table, coordinator=coordinator, sandbox=fresh_sandbox, progress=False
+    )
     assert statuses(again) == statuses(first)
     assert cost(again) == 0
     assert requests(fresh_sandbox) == sent
@@ -179,8 +188,31 @@ def test_two_threads_with_overlapping_rows_send_no_record_twice(
             assert table["lead_id"].to_pylist() == leads_table["lead_id"].to_pylist()[start:stop]
             assert statuses(table) == statuses(baseline)[start:stop]
         assert stats["asked_again"] == 0, stats
+        # The two callers pace in one set of shared windows: the key is never over its limits.
         assert stats["rate_limited"] == 0, stats
         assert sum(cost(t) for t in outputs) == stats["credits_charged"] == cost(baseline)
+
+
+def test_the_lease_and_wait_take_a_timedelta(coordinator, baseline, leads_table, fresh_sandbox):
+    rows = leads_table.slice(0, 20)
+    table = prospeo.enrich(
+        rows,
+        coordinator=coordinator,
+        coordinator_lease_secs=timedelta(seconds=10),
+        coordinator_wait_secs=timedelta(minutes=2),
+        sandbox=fresh_sandbox,
+        progress=False,
+    )
+    assert statuses(table) == statuses(baseline)[:20]
+    # A lease under a second is refused before anything is sent.
+    with pytest.raises(prospeo.InputError, match="coordinator_lease_secs"):
+        prospeo.enrich(
+            rows,
+            coordinator=coordinator,
+            coordinator_lease_secs=timedelta(milliseconds=500),
+            sandbox=fresh_sandbox,
+            progress=False,
+        )
 
 
 def test_a_password_in_the_url_is_refused_without_echoing_it(postgres, fresh_sandbox, monkeypatch):
@@ -195,7 +227,9 @@ def test_a_password_in_the_url_is_refused_without_echoing_it(postgres, fresh_san
 
 
 def test_a_password_in_the_environments_url_is_refused_too(postgres, fresh_sandbox, monkeypatch):
-    monkeypatch.setenv("PROSPEO_COORDINATOR", f"postgres://prospeo:s3cret@127.0.0.1:{postgres.port}/prospeo")
+    monkeypatch.setenv(
+        "PROSPEO_COORDINATOR", f"postgres://prospeo:s3cret@127.0.0.1:{postgres.port}/prospeo"
+    )
     with pytest.raises(prospeo.ProspeoError) as info:
         prospeo.enrich(LEADS, sandbox=fresh_sandbox, progress=False)
     assert "s3cret" not in str(info.value)

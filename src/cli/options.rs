@@ -56,6 +56,11 @@ pub fn option_arg(key: OptionKey, taken: &[String]) -> Option<Arg> {
         )
         .help(help)
         .value_parser(move |value: &str| {
+            // A coordinator URL may hold a password, which clap would repeat in its error: it
+            // is checked when the options are applied, by a message that never echoes it.
+            if key == OptionKey::Coordinator {
+                return Ok(value.to_string());
+            }
             let mut scratch = EnrichOptions::default();
             let checked = if key == OptionKey::Map {
                 scratch.set_map([value])

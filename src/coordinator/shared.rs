@@ -78,7 +78,13 @@ macro_rules! on_connection {
             };
             match $op.await {
                 Ok(value) => break Ok(value),
-                Err(e) => shared.dropped(&mut guard, &e, &mut deadline),
+                Err(e) => {
+                    if let Err(gave_up) = shared.dropped(&mut guard, &e, &mut deadline) {
+                        break Err(gave_up);
+                    }
+                    drop(guard);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }};
@@ -194,15 +200,21 @@ impl Shared {
 
     /// An operation failed: the connection is dropped (and made again on the next try, until
     /// the patience runs out).
+    /// An operation that keeps failing on a connection that works (a statement the server
+    /// refuses) gives up at the same deadline as a lost connection.
     fn dropped(
         &self,
         guard: &mut MutexGuard<'_, Option<Coordinator>>,
         error: &Error,
         deadline: &mut Option<Instant>,
-    ) {
-        tracing::warn!("{error}; reconnecting");
+    ) -> Result<(), SharedError> {
         **guard = None;
-        deadline.get_or_insert_with(|| Instant::now() + self.patience);
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.patience);
+        if Instant::now() >= deadline {
+            return Err(self.give_up(error));
+        }
+        tracing::warn!("{error}; reconnecting");
+        Ok(())
     }
 
     /// Connects, checks the schema, records this worker and starts its heartbeat.

@@ -11,3 +11,4 @@ mod resume;
 mod s3;
 mod sandbox;
 mod sql;
+mod workers;
