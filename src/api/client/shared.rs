@@ -15,18 +15,16 @@ use crate::cache::{CacheKey, EncodedEntry};
 use crate::coordinator::{ClaimState, Clearance, Reserved, Shared, SharedError};
 use crate::error::Result;
 
+/// The record keys of `records`, as stored.
+fn keys_of(records: &[Claimed]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .map(|(_, _, key)| key.as_bytes().to_vec())
+        .collect()
+}
+
 /// Longest pause between two looks at records another worker is asking for.
 const MAX_POLL: Duration = Duration::from_secs(1);
-
-/// What the coordinator said about a record this call holds locally.
-enum Found {
-    /// Another worker's answer (cost 0).
-    Answered(RecordOutcome),
-    /// This worker asks for it.
-    Mine,
-    /// Another live worker is asking for it.
-    Held,
-}
 
 impl Client {
     /// The coordinator, when the client has one.
@@ -61,9 +59,11 @@ impl Client {
     }
 
     /// Answers the records this call claimed through the coordinator: answers stored by any
-    /// worker are taken at cost 0; the rest is claimed, and sent when this worker holds the
-    /// claim, or waited for while another worker holds it (bounded by the batch timeout; the
-    /// claim is taken over when that worker's lease runs out).
+    /// worker are taken at cost 0; the rest is claimed a request at a time, right before it is
+    /// sent (a worker holds claims only on records it is about to send), and sent when this
+    /// worker holds the claim; records another worker holds are looked at again after this
+    /// worker's own requests, until they are answered or their claim comes free (bounded by the
+    /// batch timeout; a dead worker's claim comes free when its lease runs out).
     pub(super) async fn answer_shared(
         &self,
         shared: &Shared,
@@ -76,108 +76,147 @@ impl Client {
         let deadline = Instant::now() + self.inner.settings.batch_timeout;
         let mut open = mine;
         let mut pause = Duration::from_millis(100);
-        let mut first = true;
-        while !open.is_empty() {
-            if !first {
-                if Instant::now() >= deadline {
-                    // Another worker held them all this time (waiting for quota, most likely).
-                    let outcome = RecordOutcome::Deferred {
-                        reason: DeferReason::RateLimited,
-                        retry_at: None,
-                    };
-                    for (i, _, key) in open {
-                        self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
-                    }
-                    break;
-                }
-                tokio::time::sleep(pause.min(deadline - Instant::now())).await;
-                pause = (pause * 2).min(MAX_POLL);
-            }
-            first = false;
-            let found = match self.look_up(shared, &open, ask).await {
-                Ok(found) => found,
-                Err(error) => {
-                    let outcome = self.coordinator_failed(error)?;
-                    for (i, _, key) in open {
-                        self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
-                    }
-                    break;
-                }
-            };
-            let mut to_send = Vec::new();
+        loop {
             let mut held = Vec::new();
-            for (record, found) in open.into_iter().zip(found) {
-                match found {
-                    Found::Answered(outcome) => {
-                        let (i, _, key) = &record;
-                        let totals = &self.inner.totals;
-                        totals.count(&mut batch.tally, |t| t.cached += 1);
-                        totals.settle(&mut batch.tally, std::slice::from_ref(&outcome));
-                        claims.publish(key, &outcome);
-                        answered.push((*i, outcome));
-                    }
-                    Found::Mine => to_send.push(record),
-                    Found::Held => held.push(record),
+            let round = self
+                .shared_round(shared, open, ask, claims, batch, answered, &mut held)
+                .await;
+            if let Err((error, unsettled)) = round {
+                let outcome = self.coordinator_failed(error)?;
+                for (i, _, key) in unsettled.into_iter().chain(held) {
+                    self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
                 }
+                return Ok(());
             }
-            // This worker's own records go before it waits for anyone's: no two workers wait
-            // on each other.
-            self.send_all(shared, &to_send, ask, claims, batch, answered)
-                .await?;
+            if held.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                // Another worker held them all this time (waiting for quota, most likely).
+                let outcome = RecordOutcome::Deferred {
+                    reason: DeferReason::RateLimited,
+                    retry_at: None,
+                };
+                for (i, _, key) in held {
+                    self.settle_one(claims, (i, &key), outcome.clone(), batch, answered);
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(pause.min(deadline - Instant::now())).await;
+            pause = (pause * 2).min(MAX_POLL);
             open = held;
+        }
+    }
+
+    /// One look at `records`: stored answers taken, the rest claimed and sent a request at a
+    /// time; those another worker holds go to `held`. On a coordinator error, the records not
+    /// settled yet come back with it.
+    #[allow(clippy::too_many_arguments)]
+    async fn shared_round(
+        &self,
+        shared: &Shared,
+        records: Vec<Claimed>,
+        ask: Ask,
+        claims: &mut Claims,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+        held: &mut Vec<Claimed>,
+    ) -> std::result::Result<(), (SharedError, Vec<Claimed>)> {
+        let stored = match shared.answers(&keys_of(&records)).await {
+            Ok(values) => self.serving(values, ask),
+            Err(e) => return Err((e, records)),
+        };
+        let mut rest = Vec::new();
+        for (record, outcome) in records.into_iter().zip(stored) {
+            match outcome {
+                Some(outcome) => self.take_stored(record, outcome, claims, batch, answered),
+                None => rest.push(record),
+            }
+        }
+        let size = self.max_request_records();
+        let mut rest = rest.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<Claimed> = rest.by_ref().take(size).collect();
+            let to_send = match self
+                .claim_chunk(shared, chunk, ask, claims, batch, answered, held)
+                .await
+            {
+                Ok(to_send) => to_send,
+                Err((e, chunk)) => return Err((e, chunk.into_iter().chain(rest).collect())),
+            };
+            if let Err(e) = self
+                .send_all(shared, &to_send, ask, claims, batch, answered)
+                .await
+            {
+                // The job's own error (an invalid key): the remaining records are not sent.
+                tracing::debug!("{e}");
+                return Err((SharedError::Fatal(e), rest.collect()));
+            }
         }
         Ok(())
     }
 
-    /// What the coordinator holds for `records`: a stored answer that serves them, else a
-    /// claim (and a second look after claiming: an answer stored just before the claim is
-    /// seen, and the claim released).
-    async fn look_up(
+    /// Claims `chunk`'s records; returns those this worker now holds and must send. Records
+    /// another worker holds go to `held`; an answer stored just before the claim (a second
+    /// look, after claiming) is taken and its claim released.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_chunk(
         &self,
         shared: &Shared,
-        records: &[Claimed],
+        chunk: Vec<Claimed>,
         ask: Ask,
-    ) -> std::result::Result<Vec<Found>, SharedError> {
-        let keys: Vec<Vec<u8>> = records
-            .iter()
-            .map(|(_, _, key)| key.as_bytes().to_vec())
-            .collect();
-        let mut found: Vec<Option<Found>> = self
-            .serving(shared.answers(&keys).await?, ask)
-            .into_iter()
-            .map(|o| o.map(Found::Answered))
-            .collect();
-        let unanswered: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
-        let wanted: Vec<Vec<u8>> = unanswered.iter().map(|&i| keys[i].clone()).collect();
-        let states = shared.claim(&wanted).await?;
-        let claimed: Vec<usize> = unanswered
-            .iter()
-            .zip(&states)
-            .filter(|(_, state)| **state == ClaimState::Mine)
-            .map(|(&i, _)| i)
-            .collect();
-        for (&i, state) in unanswered.iter().zip(&states) {
-            if *state == ClaimState::Held {
-                found[i] = Some(Found::Held);
+        claims: &mut Claims,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+        held: &mut Vec<Claimed>,
+    ) -> std::result::Result<Vec<Claimed>, (SharedError, Vec<Claimed>)> {
+        let states = match shared.claim(&keys_of(&chunk)).await {
+            Ok(states) => states,
+            Err(e) => return Err((e, chunk)),
+        };
+        let mut claimed = Vec::new();
+        for (record, state) in chunk.into_iter().zip(states) {
+            match state {
+                ClaimState::Mine => claimed.push(record),
+                ClaimState::Held => held.push(record),
             }
         }
-        let claimed_keys: Vec<Vec<u8>> = claimed.iter().map(|&i| keys[i].clone()).collect();
-        let second = self.serving(shared.answers(&claimed_keys).await?, ask);
+        let second = match shared.answers(&keys_of(&claimed)).await {
+            Ok(values) => self.serving(values, ask),
+            Err(e) => return Err((e, claimed)),
+        };
+        let mut to_send = Vec::new();
         let mut release = Vec::new();
-        for (&i, outcome) in claimed.iter().zip(second) {
-            found[i] = Some(match outcome {
+        for (record, outcome) in claimed.into_iter().zip(second) {
+            match outcome {
                 Some(outcome) => {
-                    release.push(keys[i].clone());
-                    Found::Answered(outcome)
+                    release.push(record.2.as_bytes().to_vec());
+                    self.take_stored(record, outcome, claims, batch, answered);
                 }
-                None => Found::Mine,
-            });
+                None => to_send.push(record),
+            }
         }
-        shared.store_and_release(&[], &release).await?;
-        Ok(found
-            .into_iter()
-            .map(|f| f.unwrap_or(Found::Mine))
-            .collect())
+        if let Err(e) = shared.store_and_release(&[], &release).await {
+            return Err((e, to_send));
+        }
+        Ok(to_send)
+    }
+
+    /// A record answered by a stored answer: counted as cached (cost 0) and handed to its
+    /// waiters.
+    fn take_stored(
+        &self,
+        (i, _, key): Claimed,
+        outcome: RecordOutcome,
+        claims: &mut Claims,
+        batch: &mut BatchOutcome,
+        answered: &mut Vec<(usize, RecordOutcome)>,
+    ) {
+        let totals = &self.inner.totals;
+        totals.count(&mut batch.tally, |t| t.cached += 1);
+        totals.settle(&mut batch.tally, std::slice::from_ref(&outcome));
+        claims.publish(&key, &outcome);
+        answered.push((i, outcome));
     }
 
     /// The stored values that answer a request with the call's flags now, as outcomes.
