@@ -475,7 +475,7 @@ impl Client {
                 .batch_timeout
                 .saturating_sub(started.elapsed());
             let paced = match self.shared() {
-                Some(shared) => self.pace_shared(shared, n, patience, tally).await,
+                Some(shared) => self.pace_shared(shared, records, patience, tally).await,
                 None => self.pace(n, patience, tally).await.map(Slot::Local),
             };
             let slot = match paced {

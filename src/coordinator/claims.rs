@@ -32,6 +32,9 @@ pub enum Clearance {
     Blocked(Duration),
     /// A worker met the account without credits after this job started.
     OutOfCredits,
+    /// Some of the records' claims are no longer this worker's: their lease ran out (the
+    /// coordinator was unreachable longer than it) and another worker took them over.
+    ClaimsLost,
 }
 
 impl Coordinator {
@@ -54,6 +57,7 @@ impl Coordinator {
                     "INSERT INTO {SCHEMA}.claims AS c (key_id, record_key, worker, lease_until)
                      SELECT $1, r, $2, clock_timestamp() + make_interval(secs => $4)
                      FROM unnest($3::bytea[]) AS r
+                     ORDER BY r
                      ON CONFLICT (key_id, record_key) DO UPDATE
                         SET worker = excluded.worker, lease_until = excluded.lease_until
                         WHERE c.worker = excluded.worker OR c.lease_until < clock_timestamp()
@@ -114,10 +118,12 @@ impl Coordinator {
         };
         let transaction = self.client.transaction().await.map_err(failed)?;
         if !answers.is_empty() {
-            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = answers
+            // One statement must not name a key twice: the last answer of a key is stored.
+            let last: std::collections::HashMap<&[u8], &[u8]> = answers
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_slice()))
-                .unzip();
+                .collect();
+            let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = last.into_iter().unzip();
             transaction
                 .execute(
                     &format!(
@@ -193,26 +199,42 @@ impl Coordinator {
             .map_err(|e| self.failed("cannot read its clock", e))
     }
 
-    /// Whether `key` may send now: not while a worker's block holds, nor when a worker met the
-    /// account without credits after `since` (seconds since the epoch, the database's clock).
-    pub async fn clearance(&self, key: &KeyId, since: f64) -> Result<Clearance> {
+    /// Whether `worker` may send `records` of `key` now: it still holds their claims (renewed
+    /// here: a lease that ran out while the coordinator was unreachable may have been taken
+    /// over), no worker's block holds, and no worker met the account without credits after
+    /// `since` (seconds since the epoch, the database's clock).
+    pub async fn clearance(
+        &self,
+        key: &KeyId,
+        since: f64,
+        worker: &str,
+        records: &[Vec<u8>],
+        lease: Duration,
+    ) -> Result<Clearance> {
         let row = self
             .client
-            .query_opt(
+            .query_one(
                 &format!(
-                    "SELECT greatest(extract(epoch FROM blocked_until - clock_timestamp())::float8, 0)::float8,
-                            coalesce(extract(epoch FROM out_of_credits_at)::float8 > $2::float8, false)
-                     FROM {SCHEMA}.key_state WHERE key_id = $1"
+                    "WITH renewed AS (
+                        UPDATE {SCHEMA}.claims SET lease_until = clock_timestamp() + make_interval(secs => $5)
+                        WHERE key_id = $1 AND worker = $3 AND record_key = ANY($4::bytea[])
+                        RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM renewed),
+                           (SELECT greatest(extract(epoch FROM blocked_until - clock_timestamp())::float8, 0)::float8
+                            FROM {SCHEMA}.key_state WHERE key_id = $1),
+                           coalesce((SELECT extract(epoch FROM out_of_credits_at)::float8 > $2::float8
+                                     FROM {SCHEMA}.key_state WHERE key_id = $1), false)"
                 ),
-                &[&key.as_str(), &since],
+                &[&key.as_str(), &since, &worker, &records, &lease.as_secs_f64()],
             )
             .await
             .map_err(|e| self.failed("cannot read the key's state", e))?;
-        let Some(row) = row else {
-            return Ok(Clearance::Clear);
-        };
-        let (blocked, out_of_credits): (Option<f64>, bool) = (row.get(0), row.get(1));
-        Ok(if out_of_credits {
+        let (held, blocked, out_of_credits): (i64, Option<f64>, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        Ok(if usize::try_from(held).unwrap_or(0) < records.len() {
+            Clearance::ClaimsLost
+        } else if out_of_credits {
             Clearance::OutOfCredits
         } else {
             match blocked {

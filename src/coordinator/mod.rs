@@ -378,7 +378,12 @@ impl Coordinator {
             .application_name("prospeo")
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            // A cut-off server is noticed in about 30 s, not after the system's keepalive
+            // defaults (minutes): a worker then stops sending rather than waiting on it.
+            .tcp_user_timeout(Duration::from_secs(30));
         if let Some(password) = password {
             config.password(password);
         }
@@ -439,7 +444,8 @@ impl Coordinator {
         let url = self.url.clone();
         let failed = |e: tokio_postgres::Error| {
             Error::Config(format!(
-                "the coordinator {url}: cannot create its tables: {e}"
+                "the coordinator {url}: cannot create its tables: {}",
+                describe(&e)
             ))
         };
         let transaction = self.client.transaction().await.map_err(failed)?;

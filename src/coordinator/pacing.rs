@@ -9,7 +9,7 @@
 //! the server's clock (workers' clocks may disagree). A request that was not processed
 //! releases its booking; an answered one moves its booking to the answer's time (the vendor
 //! counted the records somewhere between send and answer). Each window is taken a margin
-//! longer than the vendor's (100 ms, 1 s, 60 s) for the delay between a booked moment and the
+//! longer than the vendor's (150 ms, 1 s, 60 s) for the delay between a booked moment and the
 //! vendor's count. A request larger than a window's limit (50 records on 30 a second) is booked
 //! alone in that window, as the vendor admits it. The client sends a booking at most 75 ms
 //! late (later, it books again), and checks right before sending that no worker met a block
@@ -40,7 +40,7 @@ fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     // The vendor's window plus a margin for the delay between a booked moment and its count
     // (a send up to the client's lateness bound, 75 ms, after its booking, and the network).
     [
-        (1.1, clamp(limits.per_second)),
+        (1.15, clamp(limits.per_second)),
         (61.0, clamp(limits.per_minute)),
         (86_460.0, clamp(limits.per_day)),
     ]

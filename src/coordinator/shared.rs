@@ -30,6 +30,9 @@ pub enum SharedError {
     Fatal(Error),
 }
 
+/// Longest wait for one operation's answer (the server ends a statement after 30 s).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(35);
+
 const NEVER_CONNECTED: u8 = 0;
 const CONNECTED: u8 = 1;
 const LOST: u8 = 2;
@@ -76,7 +79,17 @@ macro_rules! on_connection {
             let Some($c) = guard.as_mut() else {
                 continue;
             };
-            match $op.await {
+            // A statement the server never answers (a silent network cut) counts as a lost
+            // connection; the server ends its own statements after 30 s.
+            let done = match tokio::time::timeout(OPERATION_TIMEOUT, $op).await {
+                Ok(done) => done,
+                Err(_) => Err(Error::Config(format!(
+                    "the coordinator {} did not answer in {} s",
+                    shared.url,
+                    OPERATION_TIMEOUT.as_secs()
+                ))),
+            };
+            match done {
                 Ok(value) => break Ok(value),
                 Err(e) => {
                     if let Err(gave_up) = shared.dropped(&mut guard, &e, &mut deadline) {
@@ -287,9 +300,16 @@ impl Shared {
 
     /// Whether to send now (checked right before sending: a block another worker met, or the
     /// credits' end).
-    pub async fn clearance(&self) -> Result<Clearance, SharedError> {
+    /// `records`: the record keys about to be sent, whose claims must still be this worker's.
+    pub async fn clearance(&self, records: &[Vec<u8>]) -> Result<Clearance, SharedError> {
         let since = self.since.get().copied().unwrap_or(f64::MAX);
-        on_connection!(self, |c| c.clearance(&self.key, since))
+        on_connection!(self, |c| c.clearance(
+            &self.key,
+            since,
+            &self.worker,
+            records,
+            self.lease
+        ))
     }
 
     /// The booked request was answered: its records count from now.
@@ -365,11 +385,16 @@ impl Shared {
     /// This worker is done: its claims are released and its row removed now, rather than when
     /// its lease runs out. Best effort (a lost coordinator lets the lease end them).
     pub async fn leave(&self) {
-        let guard = self.connection.lock().await;
-        if let Some(coordinator) = guard.as_ref()
-            && let Err(e) = coordinator.leave(&self.key, &self.worker).await
-        {
-            tracing::debug!("{e}; the lease ends this worker's claims");
+        let left = tokio::time::timeout(Duration::from_secs(5), async {
+            let guard = self.connection.lock().await;
+            match guard.as_ref() {
+                Some(coordinator) => coordinator.leave(&self.key, &self.worker).await,
+                None => Ok(()),
+            }
+        })
+        .await;
+        if !matches!(left, Ok(Ok(()))) {
+            tracing::debug!("this worker did not leave the coordinator; its lease ends its claims");
         }
     }
 }

@@ -718,3 +718,80 @@ async fn clients_of_the_library_share_claims_and_answers() {
     other.stop().await.unwrap();
     sandbox.stop().await.unwrap();
 }
+
+/// Claims: one holder at a time; another worker takes a claim over only when its lease ran out,
+/// and the first worker then learns, right before sending, that the records are no longer its.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_taken_over_only_after_its_lease_and_its_holder_learns_it_before_sending() {
+    use std::time::Duration;
+
+    use datafusion_prospeo::coordinator::{ClaimState, Clearance};
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let mut init = connected(&pg).await;
+    init.init().await.unwrap();
+    let (a, b) = (connected(&pg).await, connected(&pg).await);
+    let records = vec![b"person-1".to_vec(), b"person-2".to_vec()];
+    let since = a.server_now().await.unwrap();
+    let lease = Duration::from_secs(1);
+    assert_eq!(
+        a.claim(&key(), "a", &records, lease).await.unwrap(),
+        [ClaimState::Mine, ClaimState::Mine]
+    );
+    // Held while the lease runs; claiming again is the holder's own renewal.
+    assert_eq!(
+        b.claim(&key(), "b", &records[..1], lease).await.unwrap(),
+        [ClaimState::Held]
+    );
+    assert_eq!(
+        a.claim(&key(), "a", &records[..1], lease).await.unwrap(),
+        [ClaimState::Mine]
+    );
+    assert_eq!(
+        a.clearance(&key(), since, "a", &records, lease)
+            .await
+            .unwrap(),
+        Clearance::Clear
+    );
+    // The lease runs out (no heartbeat): the other worker takes the first record over. Waited
+    // for on the database's clock, bounded.
+    let mut taken = false;
+    for _ in 0..50 {
+        if b.claim(&key(), "b", &records[..1], lease).await.unwrap() == [ClaimState::Mine] {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the claim was taken over after its lease");
+    assert_eq!(
+        a.clearance(&key(), since, "a", &records, lease)
+            .await
+            .unwrap(),
+        Clearance::ClaimsLost
+    );
+    // The new holder stores the answer and releases its claim in one transaction.
+    let mut b = b;
+    b.store_and_release(
+        &key(),
+        "b",
+        &[(records[0].clone(), b"value".to_vec())],
+        &records[..1],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.answers(&records).await.unwrap(),
+        [Some(b"value".to_vec()), None]
+    );
+    let claims = pg.psql("SELECT string_agg(worker, ',') FROM prospeo_coordinator.claims");
+    assert_eq!(claims.trim(), "a", "only a's unanswered claim is left");
+    // An out-of-credits answer stops every worker that started before it.
+    a.out_of_credits(&key()).await.unwrap();
+    assert_eq!(
+        b.clearance(&key(), since, "b", &[], lease).await.unwrap(),
+        Clearance::OutOfCredits
+    );
+}

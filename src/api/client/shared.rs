@@ -307,11 +307,13 @@ impl Client {
     pub(super) async fn pace_shared(
         &self,
         shared: &Shared,
-        n: usize,
+        records: &[Claimed],
         patience: Duration,
         tally: &mut Tally,
     ) -> std::result::Result<Slot, Sent> {
         let inner = &self.inner;
+        let n = records.len();
+        let keys = keys_of(records);
         let started = Instant::now();
         let patience = inner.settings.max_quota_wait.min(patience);
         let unavailable =
@@ -336,8 +338,17 @@ impl Client {
             });
             let due = Instant::now() + booking.wait;
             tokio::time::sleep_until(due.into()).await;
-            match shared.clearance().await {
+            match shared.clearance(&keys).await {
                 Ok(Clearance::Clear) => return Ok(Slot::Shared(booking, due)),
+                Ok(Clearance::ClaimsLost) => {
+                    // Another worker asks for them now; a re-run finds its answers stored.
+                    shared.release(&booking).await;
+                    tracing::warn!(
+                        records = n,
+                        "this worker's claims ran out while the coordinator was unreachable; the records are left to the worker that took them over"
+                    );
+                    return Err(unavailable(tally));
+                }
                 Ok(Clearance::Blocked(_)) => shared.release(&booking).await,
                 Ok(Clearance::OutOfCredits) => {
                     shared.release(&booking).await;
