@@ -102,7 +102,7 @@ enum Slot {
 
 /// How late a shared booking may be sent: later, it may crowd windows other workers booked
 /// against, so it is booked again.
-const LATE: Duration = Duration::from_millis(75);
+const LATE: Duration = Duration::from_millis(120);
 
 /// What sending one request came to.
 enum Sent {

@@ -21,6 +21,7 @@ use datafusion_prospeo::datafusion::options::ENV_CACHE;
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
 use datafusion_prospeo::{Datapoint, Error};
 
+use super::coordinator::Hidden;
 use super::output::{Output, OutputFormat};
 use super::{CliError, api_error};
 
@@ -51,25 +52,7 @@ pub struct CacheArgs {
     /// PROSPEO_CACHE are set, say which with --cache or --coordinator). The password comes from
     /// PGPASSWORD, a PGPASSFILE or ~/.pgpass, never from the URL.
     #[arg(long, value_name = "URL", global = true)]
-    pub coordinator: Option<HiddenUrl>,
-}
-
-/// A coordinator URL as given, which may hold a password (refused when parsed): never shown by
-/// `Debug`.
-#[derive(Clone)]
-pub struct HiddenUrl(String);
-
-impl std::str::FromStr for HiddenUrl {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(HiddenUrl(s.to_string()))
-    }
-}
-
-impl std::fmt::Debug for HiddenUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<url>")
-    }
+    pub coordinator: Option<Hidden>,
 }
 
 /// Which cache a command works on.
@@ -84,7 +67,7 @@ impl Target {
     /// A flag names the cache; else one of PROSPEO_CACHE and PROSPEO_COORDINATOR (both is
     /// ambiguous); else the default file. A URL holding a password is refused here, before
     /// anything connects.
-    fn resolve(cache: Option<PathBuf>, coordinator: Option<HiddenUrl>) -> Result<Self, CliError> {
+    fn resolve(cache: Option<PathBuf>, coordinator: Option<Hidden>) -> Result<Self, CliError> {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let url = |text: &str| {
             CoordinatorUrl::parse(text)
@@ -96,7 +79,7 @@ impl Target {
                 "--cache and --coordinator name two caches: give one".into(),
             )),
             (Some(path), None) => Ok(Target::File(path)),
-            (None, Some(HiddenUrl(text))) => url(&text),
+            (None, Some(Hidden(text))) => url(&text),
             (None, None) => match (env(ENV_CACHE), env(ENV_COORDINATOR)) {
                 (Some(_), Some(_)) => Err(CliError::BadInput(format!(
                     "both {ENV_CACHE} and {ENV_COORDINATOR} are set: say which cache with --cache PATH or --coordinator URL"

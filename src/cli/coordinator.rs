@@ -32,7 +32,7 @@ pub enum CoordinatorCommand {
 
 /// A URL as given, which may hold a password (refused when parsed): never shown by `Debug`.
 #[derive(Clone)]
-pub struct Hidden(String);
+pub struct Hidden(pub(crate) String);
 
 impl std::str::FromStr for Hidden {
     type Err = std::convert::Infallible;

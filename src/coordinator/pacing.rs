@@ -11,7 +11,7 @@
 //! counted the records somewhere between send and answer). Each window is taken a margin
 //! longer than the vendor's (150 ms, 1 s, 60 s) for the delay between a booked moment and the
 //! vendor's count. A request larger than a window's limit (50 records on 30 a second) is booked
-//! alone in that window, as the vendor admits it. The client sends a booking at most 75 ms
+//! alone in that window, as the vendor admits it. The client sends a booking at most 120 ms
 //! late (later, it books again), and checks right before sending that no worker met a block
 //! meanwhile: a booking made before a block is not moved. The 429 handling (a block for every
 //! worker) is the backstop.
@@ -38,7 +38,7 @@ pub struct Booking {
 fn windows(limits: &RateLimits) -> [(f64, i64); 3] {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     // The vendor's window plus a margin for the delay between a booked moment and its count
-    // (a send up to the client's lateness bound, 75 ms, after its booking, and the network).
+    // (a send up to the client's lateness bound, 120 ms, after its booking, and the network).
     [
         (1.15, clamp(limits.per_second)),
         (61.0, clamp(limits.per_minute)),
