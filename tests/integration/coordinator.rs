@@ -795,3 +795,43 @@ async fn a_claim_is_taken_over_only_after_its_lease_and_its_holder_learns_it_bef
         Clearance::OutOfCredits
     );
 }
+
+/// A window the vendor's headers say is used up holds every worker of the key until its reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_window_a_worker_learns_of_holds_every_worker() {
+    use datafusion_prospeo::Datapoints;
+    use datafusion_prospeo::api::{ApiKey, Client, EnrichFlags};
+    use datafusion_prospeo::coordinator::{CoordinatorPassword, CoordinatorUrl};
+
+    use crate::common::{ALPHA_KEY, config_with_limits, strangers_from};
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let out = coordinator(&pg.url(), &["init"], &[("PGPASSWORD", pg.password())]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 20 records a minute: one request of 20 uses the minute up.
+    let sandbox = crate::common::start(config_with_limits(20, 20, 1_000)).await;
+    let client = Client::builder()
+        .base_url(sandbox.base_url())
+        .api_key(ApiKey::new(ALPHA_KEY).unwrap())
+        .coordinator(Some(CoordinatorUrl::parse(&pg.url()).unwrap()))
+        .coordinator_password(CoordinatorPassword::new(pg.password()))
+        .build()
+        .unwrap();
+    let records: Vec<Datapoints> = strangers_from(0, 20)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let answer = client
+        .bulk_enrich(&records, EnrichFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(answer.tally.records_sent, 20);
+    // Every worker of the key now waits for the minute's reset (about 60 s from now).
+    let blocked = pg.psql(
+        "SELECT extract(epoch FROM blocked_until - clock_timestamp()) > 30 FROM prospeo_coordinator.key_state",
+    );
+    assert_eq!(blocked.trim(), "t");
+    sandbox.stop().await.unwrap();
+}

@@ -366,8 +366,20 @@ impl Client {
         Err(self.deferred(tally, n, DeferReason::RateLimited, None))
     }
 
-    /// Shares the key's limits a response reported, when they changed.
+    /// Shares what a response's headers said about the key: its limits, when they changed, and
+    /// a window it says is used up (every worker holds until its reset).
     pub(super) async fn share_limits(&self, shared: &Shared, quota: &QuotaHeaders) {
+        // A window the vendor says is used up holds every worker until its reset.
+        let used_up = [
+            (quota.minute_left, quota.minute_reset_seconds),
+            (quota.day_left, quota.day_reset_seconds),
+        ]
+        .into_iter()
+        .filter_map(|(left, reset)| (left == Some(0)).then_some(reset?))
+        .max();
+        if let Some(seconds) = used_up.filter(|&s| s > 0) {
+            shared.block_for(Duration::from_secs(seconds)).await;
+        }
         let reported = [quota.second_limit, quota.minute_limit, quota.day_limit];
         if reported.iter().all(Option::is_none) {
             return;
