@@ -202,8 +202,10 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, unit: f64) -> Duration
 pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {
     // The usual answer is read once, straight into its type. Anything else (an error body, a
     // body that is not the documented answer) is read again as JSON: rare, and small.
-    let typed = serde_json::from_slice::<BulkEnrichResponse>(body)
+    // UTF-8 is checked once for the whole body (SIMD), not string by string.
+    let typed = simdutf8::basic::from_utf8(body)
         .ok()
+        .and_then(|text| serde_json::from_str::<BulkEnrichResponse>(text).ok())
         .filter(|response| !response.error);
     let json: Option<Value> = match typed {
         Some(_) => None,

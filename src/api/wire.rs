@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::datapoints::Datapoints;
 
+pub mod compact;
+
 /// Most records one bulk request may carry (reference: "1 to 50 records").
 pub const MAX_BULK_RECORDS: usize = 50;
 
@@ -289,6 +291,82 @@ macro_rules! wire_object {
                 }
             }
 
+            /// Fields, with the extra bit, fit the compact form's 64-bit bitmap.
+            const _: () = assert!([$(stringify!($field)),*].len() < 63);
+
+            impl $name {
+                // AccountInformation's is not used.
+                #[allow(dead_code)]
+                /// The compact form's field list: the object's name, then each field's name and
+                /// type, in order (see [`compact::schema_fingerprint`]).
+                pub(crate) const COMPACT_FIELDS: &'static [&'static str] = &[
+                    stringify!($name),
+                    $(concat!(stringify!($field), ":", stringify!($ty)),)*
+                ];
+            }
+
+            impl compact::Compact for $name {
+                fn put(&self, out: &mut compact::Writer) {
+                    let mut present = 0u64;
+                    let mut bit = 1u64;
+                    $(
+                        if self.$field.is_some() {
+                            present |= bit;
+                        }
+                        bit <<= 1;
+                    )*
+                    if !self.extra.is_empty() {
+                        present |= bit;
+                    }
+                    out.varint(present);
+                    $(
+                        if let Some(value) = &self.$field {
+                            compact::Compact::put(value, out);
+                        }
+                    )*
+                    if !self.extra.is_empty() {
+                        compact::put_extra(out, &self.extra);
+                    }
+                }
+
+                fn take(input: &mut compact::Reader<'_>) -> Result<Self, String> {
+                    let present = input.varint()?;
+                    let mut out = $name::default();
+                    let mut bit = 1u64;
+                    $(
+                        if present & bit != 0 {
+                            out.$field = Some(<$ty as compact::Compact>::take(input)?);
+                        }
+                        bit <<= 1;
+                    )*
+                    if present & !((bit << 1) - 1) != 0 {
+                        return Err(format!(
+                            "`{}` has fields this version does not know",
+                            stringify!($name)
+                        ));
+                    }
+                    if present & bit != 0 {
+                        // A field this version knows but the writer did not: read it as JSON
+                        // would have been.
+                        for (name, value) in compact::take_extra(input)? {
+                            match Field::from_name(&name) {
+                                $(
+                                    Some(Field::$field) => {
+                                        if out.$field.is_none() {
+                                            out.$field = <$ty as Loose>::from_value(value);
+                                        }
+                                    }
+                                )*
+                                None => {
+                                    out.extra.insert(name, value);
+                                }
+                            }
+                        }
+                    }
+                    Ok(out)
+                }
+            }
+
             impl<'de> Deserialize<'de> for $name {
                 fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                     deserializer.deserialize_map(ObjectVisitor::<$name>(PhantomData))
@@ -546,6 +624,32 @@ wire_object! {
         active_count: i64,
         active_titles: Vec<String>,
     }
+}
+
+/// The compact form's field lists of the person and company objects and every object inside
+/// them (see [`compact::schema_fingerprint`]).
+fn compact_schema() -> impl Iterator<Item = &'static str> {
+    [
+        Person::COMPACT_FIELDS,
+        PersonEmail::COMPACT_FIELDS,
+        PersonMobile::COMPACT_FIELDS,
+        PersonLocation::COMPACT_FIELDS,
+        JobHistoryEntry::COMPACT_FIELDS,
+        Company::COMPACT_FIELDS,
+        CompanyLocation::COMPACT_FIELDS,
+        CompanyEmailTech::COMPACT_FIELDS,
+        CompanyPhoneHq::COMPACT_FIELDS,
+        RevenueRange::COMPACT_FIELDS,
+        CompanyAttributes::COMPACT_FIELDS,
+        CompanyFunding::COMPACT_FIELDS,
+        FundingEvent::COMPACT_FIELDS,
+        CompanyTechnology::COMPACT_FIELDS,
+        Technology::COMPACT_FIELDS,
+        CompanyJobPostings::COMPACT_FIELDS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }
 
 /// A value read from JSON that tolerates the neighbouring types.
@@ -1094,6 +1198,79 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<Company>(&written).unwrap(),
             from_text
+        );
+    }
+
+    fn compact_read<T: compact::Compact>(bytes: &[u8]) -> Result<T, String> {
+        let mut input = compact::Reader::new(bytes)?;
+        let value = T::take(&mut input)?;
+        match input.is_empty() {
+            true => Ok(value),
+            false => Err("bytes are left".into()),
+        }
+    }
+
+    fn compact_round_trip<T: compact::Compact + PartialEq + fmt::Debug>(value: &T) -> T {
+        let mut out = compact::Writer::default();
+        value.put(&mut out);
+        let bytes = out.finish();
+        // Any cut of the bytes is an error, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(compact_read::<T>(&bytes[..cut]).is_err());
+        }
+        compact_read(&bytes).unwrap()
+    }
+
+    #[test]
+    fn the_compact_form_keeps_every_field_and_the_unknown_ones() {
+        let company = json!({
+            "company_id": "c1", "name": "Zoë & Co \"quoted\"", "type": "PRIVATE",
+            "employee_count": -42, "founded": 1999, "sic_codes": ["1", ""], "keywords": [],
+            "location": {"country": "FR", "zip": "75001"},
+            "attributes": {"is_b2b": true, "has_demo": false},
+            "revenue_range": {"min": i64::MIN, "max": i64::MAX},
+            "funding": {"funding_events": [{"amount": 100, "stage": "Seed"}, {}]},
+            "technology": {"technology_list": [{"name": "x"}]},
+            "brand_new": {"nested": [1, {"a": null}]}
+        });
+        let company: Company = serde_json::from_value(company).unwrap();
+        assert_eq!(compact_round_trip(&company), company);
+        let person = json!({
+            "person_id": "p1", "skills": ["Rust"],
+            "location": {"time_zone_offset": -7.5},
+            "mobile": {"revealed": true, "mobile": "+33 6"},
+            "job_history": [{"title": "CTO", "current": true, "start_year": 2020}],
+            "email": {"email": "a@b.co", "confidence": 0.9}
+        });
+        let person: Person = serde_json::from_value(person).unwrap();
+        assert_eq!(compact_round_trip(&person), person);
+        assert_eq!(compact_round_trip(&Person::default()), Person::default());
+        // A field an older version kept as unknown is read into its field by this one.
+        let mut older = Company::default();
+        older.extra.insert("name".into(), json!("Acme"));
+        older.extra.insert("founded".into(), json!("1999"));
+        older.extra.insert("later".into(), json!(1));
+        let read = compact_round_trip(&older);
+        assert_eq!(read.name.as_deref(), Some("Acme"));
+        assert_eq!(read.founded, Some(1999));
+        assert_eq!(read.extra.keys().collect::<Vec<_>>(), ["later"]);
+        // Fields a newer version wrote (bits past the extra bit) do not decode.
+        let mut newer = compact::Writer::default();
+        newer.varint(1 << 40);
+        assert!(compact_read::<CompanyLocation>(&newer.finish()).is_err());
+    }
+
+    /// Stored cache values name fields by their place in these lists: a field is only ever
+    /// added after the last one of its object, never moved, renamed or retyped. When this
+    /// fails, the lists changed: every cached match written before will be asked again (and
+    /// paid again) unless the codec learns to read the old lists.
+    #[test]
+    fn the_compact_field_lists_do_not_change() {
+        assert_eq!(
+            compact::schema_fingerprint(),
+            3_809_557_812,
+            "{:#?}",
+            compact_schema().collect::<Vec<_>>()
         );
     }
 

@@ -4,11 +4,15 @@
 //!
 //! Values are a 19-byte header — version, status, bits (mobile requested, free enrichment,
 //! mobile revealed), the time the answer arrived in Unix milliseconds, the credits it cost —
-//! followed, for a match, by the person and company objects as JSON, LZ4-compressed with a
-//! 4-byte length prefix (lz4_flex, pure Rust: about a third of the size, so that most values
-//! fit in one 4 KiB page). JSON keeps every field the vendor sent, including the ones this
-//! version does not know (`extra`). A value that does not decode (a newer or damaged format) is
-//! a cache miss, logged, never an error.
+//! followed, for a match, by the person and company objects.
+//!
+//! Version 2 (written now) keeps the objects in the wire model's compact binary form
+//! ([`crate::api::wire::compact`]): the form's 4-byte schema fingerprint, then the objects'
+//! length as 4 bytes and the objects LZ4-compressed (lz4_flex, pure Rust). Version 1 (still
+//! read) kept them as JSON, LZ4-compressed behind a 4-byte length. Either way every field the
+//! vendor sent is kept, including the ones this version does not know (`extra`). A value that
+//! does not decode (a newer or damaged format, another schema) is a cache miss, logged, never
+//! an error.
 //!
 //! A write encodes straight from the record's outcome ([`EncodedEntry::from_outcome`]): the
 //! person and company are serialised by reference, never copied first.
@@ -18,10 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::api::outcome::{Match, RecordOutcome};
+use crate::api::wire::compact::{self, Compact, Reader, Writer};
 use crate::api::wire::{Company, EnrichFlags, Person};
 
-/// Version of the value encoding.
-pub(super) const VALUE_VERSION: u8 = 1;
+/// Version of the value encoding written: the objects in the compact binary form.
+pub(super) const VALUE_VERSION: u8 = 2;
+/// The first version: the objects as JSON (still read).
+pub(super) const VALUE_VERSION_JSON: u8 = 1;
 /// Value header length: version, status, bits, stored_at (i64), cost (i64).
 pub(super) const VALUE_HEADER_LEN: usize = 3 + 8 + 8;
 pub(super) const STATUS_MATCHED: u8 = 1;
@@ -34,7 +41,7 @@ const BIT_FREE_ENRICHMENT: u8 = 0x02;
 /// Value bits: the stored person carries a revealed mobile (kept in the header so that
 /// `stats` need not parse the JSON).
 pub(super) const BIT_MOBILE_REVEALED: u8 = 0x04;
-/// Largest JSON payload a value may claim to decompress to: a corrupt length must not allocate
+/// Largest payload a value may claim to decompress to: a corrupt length must not allocate
 /// gigabytes.
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -185,12 +192,17 @@ impl CacheEntry {
         let payload = &bytes[VALUE_HEADER_LEN..];
         let answer = match header.status {
             STATUS_MATCHED => {
-                let json = decompress(payload)?;
-                let objects: StoredObjects = serde_json::from_slice(&json)
-                    .map_err(|e| format!("the person and company do not decode: {e}"))?;
+                let (person, company) = if header.version == VALUE_VERSION_JSON {
+                    let json = decompress(payload)?;
+                    let objects: StoredObjects = serde_json::from_slice(&json)
+                        .map_err(|e| format!("the person and company do not decode: {e}"))?;
+                    (objects.person, objects.company)
+                } else {
+                    decode_compact(payload)?
+                };
                 CachedAnswer::Matched {
-                    person: objects.person,
-                    company: objects.company,
+                    person,
+                    company,
                     free_enrichment: header.bits & BIT_FREE_ENRICHMENT != 0,
                 }
             }
@@ -297,20 +309,20 @@ fn encode(
         write_header(&mut out, status, bits, stored_at, cost);
         return EncodedEntry(out);
     };
-    // Person and Company are maps of strings, numbers and booleans: serialising them cannot
-    // fail. The buffer holds a usual answer's JSON without growing.
-    let mut json = Vec::with_capacity(JSON_CAPACITY);
-    serde_json::to_writer(&mut json, &StoredObjectsRef { person, company })
-        .expect("person and company objects serialise to JSON");
+    let mut objects = Writer::with_capacity(OBJECTS_CAPACITY);
+    put_object(&mut objects, person);
+    put_object(&mut objects, company);
+    let objects = objects.finish();
     // Compressed straight into the value (no intermediate block), then cut to its size.
-    let start = VALUE_HEADER_LEN + 4;
-    let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(json.len())];
+    let start = VALUE_HEADER_LEN + 8;
+    let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(objects.len())];
     let mut header = Vec::with_capacity(start);
     write_header(&mut header, status, bits, stored_at, cost);
-    header.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    header.extend_from_slice(&compact::schema_fingerprint().to_le_bytes());
+    header.extend_from_slice(&(objects.len() as u32).to_le_bytes());
     out[..start].copy_from_slice(&header);
-    let compressed = lz4_flex::block::compress_into(&json, &mut out[start..])
-        .expect("the buffer holds the largest LZ4 block of the JSON");
+    let compressed = lz4_flex::block::compress_into(&objects, &mut out[start..])
+        .expect("the buffer holds the largest LZ4 block of the objects");
     out.truncate(start + compressed);
     EncodedEntry(out)
 }
@@ -322,11 +334,43 @@ fn write_header(out: &mut Vec<u8>, status: u8, bits: u8, stored_at: SystemTime, 
     out.extend_from_slice(&cost.to_be_bytes());
 }
 
-/// Room for the JSON of a usual match (person and company: 5 to 7 KB), so that serialising
-/// it does not grow the buffer again and again.
-const JSON_CAPACITY: usize = 8 * 1024;
+/// Room for the compact form of a usual match (person and company: about 3 KB of text and
+/// less of structure), so that writing it does not grow the buffers again and again.
+const OBJECTS_CAPACITY: usize = 4 * 1024;
 
-/// The JSON of a match: a little-endian u32 length, then the LZ4 block.
+/// Appends an object by reference as `Option<T>`'s [`Compact::take`] reads it.
+fn put_object<T: Compact>(out: &mut Writer, object: Option<&T>) {
+    match object {
+        None => out.byte(0),
+        Some(object) => {
+            out.byte(1);
+            object.put(out);
+        }
+    }
+}
+
+/// The person and company of a version 2 value: the schema fingerprint, then what
+/// [`decompress`] reads.
+fn decode_compact(
+    payload: &[u8],
+) -> std::result::Result<(Option<Person>, Option<Company>), String> {
+    let Some((fingerprint, payload)) = payload.split_first_chunk::<4>() else {
+        return Err("the payload has no schema fingerprint".into());
+    };
+    if u32::from_le_bytes(*fingerprint) != compact::schema_fingerprint() {
+        return Err("the value was written under other field lists".into());
+    }
+    let objects = decompress(payload)?;
+    let mut input = Reader::new(&objects)?;
+    let person = <Option<Person> as Compact>::take(&mut input)?;
+    let company = <Option<Company> as Compact>::take(&mut input)?;
+    if !input.is_empty() {
+        return Err("bytes are left after the company".into());
+    }
+    Ok((person, company))
+}
+
+/// A little-endian u32 length, then the LZ4 block of that many bytes.
 fn decompress(payload: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let Some((len, block)) = payload.split_first_chunk::<4>() else {
         return Err("the payload has no length".into());
@@ -335,24 +379,15 @@ fn decompress(payload: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if len > MAX_PAYLOAD_BYTES {
         return Err(format!("the payload claims {len} bytes"));
     }
-    let json = lz4_flex::block::decompress(block, len)
+    let bytes = lz4_flex::block::decompress(block, len)
         .map_err(|e| format!("the payload does not decompress: {e}"))?;
-    if json.len() != len {
-        return Err(format!("the payload is {} bytes, not {len}", json.len()));
+    if bytes.len() != len {
+        return Err(format!("the payload is {} bytes, not {len}", bytes.len()));
     }
-    Ok(json)
+    Ok(bytes)
 }
 
-/// The person and company of a match, as stored (serialising side).
-#[derive(Serialize)]
-struct StoredObjectsRef<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    person: Option<&'a Person>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    company: Option<&'a Company>,
-}
-
-/// The person and company of a match, as stored (deserialising side).
+/// The person and company of a version 1 value (JSON).
 #[derive(Deserialize)]
 struct StoredObjects {
     #[serde(default)]
@@ -363,6 +398,7 @@ struct StoredObjects {
 
 /// The fixed part of a stored value: enough for `stats` without parsing the JSON.
 pub(super) struct ValueHeader {
+    pub(super) version: u8,
     pub(super) status: u8,
     pub(super) bits: u8,
     pub(super) stored_at: SystemTime,
@@ -374,8 +410,9 @@ impl ValueHeader {
         if bytes.len() < VALUE_HEADER_LEN {
             return Err(format!("{} bytes is too short for a value", bytes.len()));
         }
-        if bytes[0] != VALUE_VERSION {
-            return Err(format!("unknown value version {}", bytes[0]));
+        let version = bytes[0];
+        if version != VALUE_VERSION && version != VALUE_VERSION_JSON {
+            return Err(format!("unknown value version {version}"));
         }
         let status = bytes[1];
         if !matches!(
@@ -390,6 +427,7 @@ impl ValueHeader {
             i64::from_be_bytes(buf)
         };
         Ok(ValueHeader {
+            version,
             status,
             bits: bytes[2],
             stored_at: from_unix_millis(word(3)),
@@ -519,6 +557,54 @@ mod tests {
             retry_at: None,
         };
         assert_eq!(EncodedEntry::from_outcome(&deferred, flags, at(0)), None);
+    }
+
+    /// A value as version 1 wrote it: the objects as JSON.
+    fn version_1(entry: &CacheEntry) -> Vec<u8> {
+        let CachedAnswer::Matched {
+            person, company, ..
+        } = &entry.answer
+        else {
+            panic!("a match");
+        };
+        let json =
+            serde_json::to_vec(&serde_json::json!({"person": person, "company": company})).unwrap();
+        let mut value = entry.encode().into_bytes()[..VALUE_HEADER_LEN].to_vec();
+        value[0] = VALUE_VERSION_JSON;
+        value.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        value.extend_from_slice(&lz4_flex::block::compress(&json));
+        value
+    }
+
+    #[test]
+    fn values_written_as_json_by_version_1_still_read() {
+        let flags = EnrichFlags::default();
+        let entry =
+            CacheEntry::from_outcome(&matched(true, 10), flags, at(1_700_000_000_123)).unwrap();
+        let old = EncodedEntry::from_bytes(version_1(&entry));
+        assert_eq!(old.decode(), Ok(entry.clone()));
+        // Version 2 is smaller than the JSON it replaces.
+        assert!(entry.encode().as_bytes().len() < old.as_bytes().len());
+    }
+
+    #[test]
+    fn a_damaged_value_or_one_under_other_field_lists_does_not_decode() {
+        let flags = EnrichFlags::default();
+        let entry = CacheEntry::from_outcome(&matched(false, 10), flags, at(5)).unwrap();
+        let bytes = entry.encode().into_bytes();
+        let mut other_lists = bytes.clone();
+        other_lists[VALUE_HEADER_LEN] ^= 1;
+        assert!(EncodedEntry::from_bytes(other_lists).decode().is_err());
+        for cut in VALUE_HEADER_LEN..bytes.len() {
+            assert!(
+                EncodedEntry::from_bytes(bytes[..cut].to_vec())
+                    .decode()
+                    .is_err()
+            );
+        }
+        let mut newer = bytes;
+        newer[0] = VALUE_VERSION + 1;
+        assert!(EncodedEntry::from_bytes(newer).decode().is_err());
     }
 
     #[test]

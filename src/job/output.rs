@@ -24,6 +24,7 @@ use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
@@ -453,7 +454,7 @@ enum Encoding {
 }
 
 enum Encoder {
-    Parquet(Option<ArrowWriter<SharedBuffer>>),
+    Parquet(ParquetOutput),
     Csv(datafusion::arrow::csv::Writer<SharedBuffer>),
     Ndjson(datafusion::arrow::json::LineDelimitedWriter<SharedBuffer>),
     Arrow(datafusion::arrow::ipc::writer::FileWriter<SharedBuffer>),
@@ -462,15 +463,12 @@ enum Encoder {
 impl Encoder {
     fn new(format: OutputFormat, schema: SchemaRef, buffer: SharedBuffer) -> Result<Self, String> {
         Ok(match format {
-            OutputFormat::Parquet => {
-                let properties = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                    .build();
-                Encoder::Parquet(Some(
-                    ArrowWriter::try_new(buffer, schema, Some(properties))
-                        .map_err(|e| e.to_string())?,
-                ))
-            }
+            OutputFormat::Parquet => Encoder::Parquet(ParquetOutput {
+                schema,
+                buffer,
+                writer: None,
+                closed: false,
+            }),
             OutputFormat::Csv => Encoder::Csv(
                 datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
@@ -488,9 +486,7 @@ impl Encoder {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         match self {
-            Encoder::Parquet(writer) => writer
-                .as_mut()
-                .map_or(Ok(()), |w| w.write(batch).map_err(|e| e.to_string())),
+            Encoder::Parquet(output) => output.write(batch),
             Encoder::Csv(writer) => writer
                 .write(&nested_as_text(batch).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string()),
@@ -501,14 +497,123 @@ impl Encoder {
 
     fn finish(&mut self) -> Result<(), String> {
         match self {
-            Encoder::Parquet(writer) => writer
-                .take()
-                .map_or(Ok(()), |w| w.close().map(|_| ()).map_err(|e| e.to_string())),
+            Encoder::Parquet(output) => output.finish(),
             Encoder::Csv(_) => Ok(()),
             Encoder::Ndjson(writer) => writer.finish().map_err(|e| e.to_string()),
             Encoder::Arrow(writer) => writer.finish().map_err(|e| e.to_string()),
         }
     }
+}
+
+/// The Parquet writer, opened on the first rows: they decide which text columns get a
+/// dictionary.
+struct ParquetOutput {
+    schema: SchemaRef,
+    buffer: SharedBuffer,
+    writer: Option<ArrowWriter<SharedBuffer>>,
+    closed: bool,
+}
+
+impl ParquetOutput {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(self.open(Some(batch))?),
+        };
+        writer.write(batch).map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            // No rows: a file with the schema and no row.
+            None => self.open(None)?,
+        };
+        writer.close().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn open(&self, first: Option<&RecordBatch>) -> Result<ArrowWriter<SharedBuffer>, String> {
+        let mut properties =
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+        for column in first.map(unique_text_columns).unwrap_or_default() {
+            properties = properties.set_column_dictionary_enabled(column, false);
+        }
+        ArrowWriter::try_new(
+            self.buffer.clone(),
+            self.schema.clone(),
+            Some(properties.build()),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The text columns, nested ones included (job history titles, funding links...), whose
+/// values mostly differ in `batch` (names, e-mails, profile URLs: at least 32 values, more
+/// than half of them distinct). A dictionary does not shrink them, and building one (hashing
+/// and comparing every value) is most of what writing them costs; repeated values (statuses,
+/// countries, industries, companies) keep theirs.
+fn unique_text_columns(batch: &RecordBatch) -> Vec<ColumnPath> {
+    use datafusion::parquet::arrow::ArrowSchemaConverter;
+    let Ok(parquet) = ArrowSchemaConverter::new().convert(&batch.schema()) else {
+        return Vec::new();
+    };
+    let mut leaves = Vec::new();
+    for column in batch.columns() {
+        leaf_arrays(column, &mut leaves);
+    }
+    // Parquet's columns are the Arrow leaves, depth first; anything else is left as it is.
+    if leaves.len() != parquet.num_columns() {
+        return Vec::new();
+    }
+    leaves
+        .iter()
+        .zip(parquet.columns())
+        .filter(|(leaf, _)| mostly_distinct(leaf))
+        .map(|(_, column)| column.path().clone())
+        .collect()
+}
+
+/// Values looked at per column.
+const DICTIONARY_SAMPLE: usize = 2048;
+
+/// The leaf arrays of `array`, depth first, each cut to [`DICTIONARY_SAMPLE`] values.
+fn leaf_arrays(array: &ArrayRef, out: &mut Vec<ArrayRef>) {
+    use datafusion::arrow::array::AsArray;
+    match array.data_type() {
+        DataType::Struct(_) => {
+            for child in array.as_struct().columns() {
+                leaf_arrays(child, out);
+            }
+        }
+        DataType::List(_) => leaf_arrays(array.as_list::<i32>().values(), out),
+        DataType::LargeList(_) => leaf_arrays(array.as_list::<i64>().values(), out),
+        DataType::FixedSizeList(..) => leaf_arrays(array.as_fixed_size_list().values(), out),
+        DataType::Map(..) => {
+            let entries: ArrayRef = Arc::new(array.as_map().entries().clone());
+            leaf_arrays(&entries, out);
+        }
+        _ => out.push(array.slice(0, array.len().min(DICTIONARY_SAMPLE))),
+    }
+}
+
+/// At least 32 text values, more than half of them distinct.
+fn mostly_distinct(array: &ArrayRef) -> bool {
+    use datafusion::arrow::array::AsArray;
+    use std::collections::HashSet;
+    let values: Vec<&str> = match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().flatten().collect(),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().flatten().collect(),
+        DataType::Utf8View => array.as_string_view().iter().flatten().collect(),
+        _ => return false,
+    };
+    let distinct: HashSet<&str> = values.iter().copied().collect();
+    values.len() >= 32 && distinct.len() * 2 > values.len()
 }
 
 /// A hidden file next to `output`, unique to this process.
@@ -567,6 +672,72 @@ mod tests {
         assert!(matches!(key, JobError::BadKey(_)), "{key:?}");
         let other = query_error(DataFusionError::Execution("disk full".into()));
         assert!(matches!(other, JobError::Failure(_)), "{other:?}");
+    }
+
+    #[test]
+    fn parquet_keeps_dictionaries_for_repeated_text_only() {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let ids: StringArray = (0..200).map(|i| Some(format!("person-{i}"))).collect();
+        let statuses: StringArray = (0..200)
+            .map(|i| Some(["matched", "not_matched"][i % 2]))
+            .collect();
+        // Nested: a list of structs whose titles differ and whose kinds repeat.
+        let titles: StringArray = (0..400).map(|i| Some(format!("title-{i}"))).collect();
+        let kinds: StringArray = (0..400).map(|i| Some(["a", "b"][i % 2])).collect();
+        let entry = datafusion::arrow::datatypes::Fields::from(vec![
+            Field::new("title", DataType::Utf8, true),
+            Field::new("kind", DataType::Utf8, true),
+        ]);
+        let entries = datafusion::arrow::array::StructArray::new(
+            entry.clone(),
+            vec![Arc::new(titles), Arc::new(kinds)],
+            None,
+        );
+        let item = Arc::new(Field::new("item", DataType::Struct(entry), true));
+        let history = datafusion::arrow::array::ListArray::new(
+            item.clone(),
+            datafusion::arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(2, 200)),
+            Arc::new(entries),
+            None,
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("status", DataType::Utf8, true),
+            Field::new("history", DataType::List(item), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(ids), Arc::new(statuses), Arc::new(history)],
+        )
+        .unwrap();
+        let buffer = SharedBuffer::default();
+        let mut encoder =
+            Encoder::new(OutputFormat::Parquet, schema.clone(), buffer.clone()).unwrap();
+        encoder.write(&batch).unwrap();
+        encoder.write(&batch).unwrap();
+        encoder.finish().unwrap();
+        let file = SerializedFileReader::new(bytes::Bytes::from(buffer.take())).unwrap();
+        let group = file.metadata().row_group(0);
+        assert_eq!(group.num_rows(), 400);
+        assert_eq!(
+            group.column(0).dictionary_page_offset(),
+            None,
+            "distinct ids"
+        );
+        assert!(
+            group.column(1).dictionary_page_offset().is_some(),
+            "statuses repeat"
+        );
+        // No rows: still a Parquet file with the schema.
+        let buffer = SharedBuffer::default();
+        let mut encoder = Encoder::new(OutputFormat::Parquet, schema, buffer.clone()).unwrap();
+        encoder.finish().unwrap();
+        let file = SerializedFileReader::new(bytes::Bytes::from(buffer.take())).unwrap();
+        assert_eq!(file.metadata().file_metadata().num_rows(), 0);
+        assert_eq!(
+            file.metadata().file_metadata().schema_descr().num_columns(),
+            4
+        );
     }
 
     #[test]
