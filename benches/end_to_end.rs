@@ -7,7 +7,8 @@
 //!   of the whole command: start, read, cache lookups, flatten, write).
 //!
 //! Run: `cargo bench --bench end_to_end` (optional arguments: the small and the large row
-//! counts, `cargo bench --bench end_to_end -- 20000 100000`).
+//! counts, `cargo bench --bench end_to_end -- 20000 100000`). `PROSPEO_BENCH_BIN=path` measures
+//! another build of `prospeo` (an earlier version) on the same data.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +96,14 @@ fn write_leads(dir: &Path, directory: &Directory, rows: usize) -> PathBuf {
     path
 }
 
+/// The binary measured: this build's, or `PROSPEO_BENCH_BIN` (another version's, to measure
+/// side by side on the same machine and data).
+fn binary() -> PathBuf {
+    std::env::var_os("PROSPEO_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_prospeo")))
+}
+
 /// What one run of the binary cost.
 struct Run {
     cpu: Duration,
@@ -110,7 +119,7 @@ fn enrich(sandbox: &Sandbox, input: &Path, cache: &Path, dir: &Path) -> Run {
     let started = Instant::now();
     // Waited for by `wait_with_usage` (wait4), which also reads the child's own CPU and memory.
     #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_prospeo"))
+    let child = Command::new(binary())
         .arg("enrich")
         .arg(input)
         .arg("-o")

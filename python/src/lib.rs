@@ -6,6 +6,12 @@
 //! The response cache is opened by the call and closed when it returns. The public API, its
 //! docstrings and the exception classes live in the Python package (`prospeo/__init__.py`).
 
+/// The extension allocates as the binary does (mimalloc): a job allocates and frees a string
+/// for nearly every field of every answer, on several threads. Memory handed to pyarrow is
+/// freed through its Arrow release callback, so by this allocator too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
