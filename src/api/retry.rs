@@ -202,11 +202,14 @@ pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, unit: f64) -> Duration
 pub(crate) fn classify(status: StatusCode, body: &[u8], quota: &QuotaHeaders) -> Attempt {
     // The usual answer is read once, straight into its type. Anything else (an error body, a
     // body that is not the documented answer) is read again as JSON: rare, and small.
-    // UTF-8 is checked once for the whole body (SIMD), not string by string.
-    let typed = simdutf8::basic::from_utf8(body)
-        .ok()
-        .and_then(|text| serde_json::from_str::<BulkEnrichResponse>(text).ok())
-        .filter(|response| !response.error);
+    // UTF-8 is checked once for the whole body (SIMD), not string by string. A body with
+    // bytes that are not UTF-8 is read as before, string by string: the lenient reader skips
+    // a mistyped field's strings unchecked, and one odd field must not cost the answer.
+    let typed = match simdutf8::basic::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<BulkEnrichResponse>(text).ok(),
+        Err(_) => serde_json::from_slice::<BulkEnrichResponse>(body).ok(),
+    }
+    .filter(|response| !response.error);
     let json: Option<Value> = match typed {
         Some(_) => None,
         None => serde_json::from_slice(body).ok(),
@@ -567,6 +570,19 @@ mod tests {
         assert_eq!(response.matched[0].identifier, "r0");
         assert_eq!(response.matched[0].person, None);
         assert!(response.extra.contains_key("surprise"));
+        // A byte that is not UTF-8 inside a mistyped field (skipped, not read) costs only that
+        // field, as before, not the answer.
+        let mut odd = br#"{"error": false, "total_cost": 1, "matched": [{"identifier": "r0",
+            "person": {"person_id": "p1", "first_name": [""#
+            .to_vec();
+        odd.push(0xff);
+        odd.extend_from_slice(br#""]}}], "not_matched": [], "invalid_datapoints": []}"#);
+        let Attempt::Answered(response) = classify(StatusCode::OK, &odd, &quota) else {
+            panic!("answered")
+        };
+        let person = response.matched[0].person.as_ref().unwrap();
+        assert_eq!(person.person_id.as_deref(), Some("p1"));
+        assert_eq!(person.first_name, None);
         // JSON of another shape on a success status: a lost answer, said so.
         let Attempt::Lost(reason) =
             classify(StatusCode::OK, br#"{"error": false, "matched": 5}"#, &quota)

@@ -1262,8 +1262,9 @@ mod tests {
 
     /// Stored cache values name fields by their place in these lists: a field is only ever
     /// added after the last one of its object, never moved, renamed or retyped. When this
-    /// fails, the lists changed: every cached match written before will be asked again (and
-    /// paid again) unless the codec learns to read the old lists.
+    /// fails, the lists changed: if fields were only appended, add the old number to
+    /// `EARLIER_FINGERPRINTS` (in `compact.rs`) and pin the new one here; otherwise every
+    /// cached match written before will be asked again (and paid again).
     #[test]
     fn the_compact_field_lists_do_not_change() {
         assert_eq!(

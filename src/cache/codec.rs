@@ -25,7 +25,8 @@ use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::compact::{self, Compact, Reader, Writer};
 use crate::api::wire::{Company, EnrichFlags, Person};
 
-/// Version of the value encoding written: the objects in the compact binary form.
+/// Version of the value encoding written for a match: the objects in the compact binary form
+/// (a value without objects is written as version 1, which reads the same).
 pub(super) const VALUE_VERSION: u8 = 2;
 /// The first version: the objects as JSON (still read).
 pub(super) const VALUE_VERSION_JSON: u8 = 1;
@@ -43,7 +44,8 @@ const BIT_FREE_ENRICHMENT: u8 = 0x02;
 pub(super) const BIT_MOBILE_REVEALED: u8 = 0x04;
 /// Largest payload a value may claim to decompress to: a corrupt length must not allocate
 /// gigabytes.
-const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// (A match is 3 to 7 KB.)
+const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// What the API answered for one record.
 // The match is large and the other answers are empty, but an answer lives only between a
@@ -306,7 +308,9 @@ fn encode(
     }
     let Some((person, company)) = objects else {
         let mut out = Vec::with_capacity(VALUE_HEADER_LEN);
-        write_header(&mut out, status, bits, stored_at, cost);
+        // A header alone reads the same in both versions: version 1 keeps it readable by
+        // earlier builds (workers of two versions sharing a coordinator, a downgrade).
+        write_header(&mut out, VALUE_VERSION_JSON, status, bits, stored_at, cost);
         return EncodedEntry(out);
     };
     let mut objects = Writer::with_capacity(OBJECTS_CAPACITY);
@@ -317,7 +321,7 @@ fn encode(
     let start = VALUE_HEADER_LEN + 8;
     let mut out = vec![0; start + lz4_flex::block::get_maximum_output_size(objects.len())];
     let mut header = Vec::with_capacity(start);
-    write_header(&mut header, status, bits, stored_at, cost);
+    write_header(&mut header, VALUE_VERSION, status, bits, stored_at, cost);
     header.extend_from_slice(&compact::schema_fingerprint().to_le_bytes());
     header.extend_from_slice(&(objects.len() as u32).to_le_bytes());
     out[..start].copy_from_slice(&header);
@@ -328,8 +332,15 @@ fn encode(
 }
 
 /// The fixed part of a value.
-fn write_header(out: &mut Vec<u8>, status: u8, bits: u8, stored_at: SystemTime, cost: i64) {
-    out.extend_from_slice(&[VALUE_VERSION, status, bits]);
+fn write_header(
+    out: &mut Vec<u8>,
+    version: u8,
+    status: u8,
+    bits: u8,
+    stored_at: SystemTime,
+    cost: i64,
+) {
+    out.extend_from_slice(&[version, status, bits]);
     out.extend_from_slice(&unix_millis(stored_at).to_be_bytes());
     out.extend_from_slice(&cost.to_be_bytes());
 }
@@ -357,7 +368,7 @@ fn decode_compact(
     let Some((fingerprint, payload)) = payload.split_first_chunk::<4>() else {
         return Err("the payload has no schema fingerprint".into());
     };
-    if u32::from_le_bytes(*fingerprint) != compact::schema_fingerprint() {
+    if !compact::reads_fingerprint(u32::from_le_bytes(*fingerprint)) {
         return Err("the value was written under other field lists".into());
     }
     let objects = decompress(payload)?;
@@ -559,29 +570,12 @@ mod tests {
         assert_eq!(EncodedEntry::from_outcome(&deferred, flags, at(0)), None);
     }
 
-    /// A value as version 1 wrote it: the objects as JSON.
-    fn version_1(entry: &CacheEntry) -> Vec<u8> {
-        let CachedAnswer::Matched {
-            person, company, ..
-        } = &entry.answer
-        else {
-            panic!("a match");
-        };
-        let json =
-            serde_json::to_vec(&serde_json::json!({"person": person, "company": company})).unwrap();
-        let mut value = entry.encode().into_bytes()[..VALUE_HEADER_LEN].to_vec();
-        value[0] = VALUE_VERSION_JSON;
-        value.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        value.extend_from_slice(&lz4_flex::block::compress(&json));
-        value
-    }
-
     #[test]
     fn values_written_as_json_by_version_1_still_read() {
         let flags = EnrichFlags::default();
         let entry =
             CacheEntry::from_outcome(&matched(true, 10), flags, at(1_700_000_000_123)).unwrap();
-        let old = EncodedEntry::from_bytes(version_1(&entry));
+        let old = EncodedEntry::from_bytes(version_1_value(&entry));
         assert_eq!(old.decode(), Ok(entry.clone()));
         // Version 2 is smaller than the JSON it replaces.
         assert!(entry.encode().as_bytes().len() < old.as_bytes().len());

@@ -107,3 +107,21 @@ pub(super) fn every_answer_kind() -> [RecordOutcome; 5] {
         RecordOutcome::InvalidDatapoints,
     ]
 }
+
+/// `entry` (a match) as version 1 wrote it: the person and company as JSON, LZ4-compressed.
+pub(super) fn version_1_value(entry: &CacheEntry) -> Vec<u8> {
+    use super::codec::{VALUE_HEADER_LEN, VALUE_VERSION_JSON};
+    let CachedAnswer::Matched {
+        person, company, ..
+    } = &entry.answer
+    else {
+        panic!("a match");
+    };
+    let json =
+        serde_json::to_vec(&serde_json::json!({"person": person, "company": company})).unwrap();
+    let mut value = entry.encode().into_bytes()[..VALUE_HEADER_LEN].to_vec();
+    value[0] = VALUE_VERSION_JSON;
+    value.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    value.extend_from_slice(&lz4_flex::block::compress(&json));
+    value
+}

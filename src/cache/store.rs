@@ -677,12 +677,15 @@ mod tests {
         encoded.truncate(encoded.len() - 3);
         put_raw(&cache, &key("json@x.io"), &encoded);
         put_raw(&cache, &key("empty@x.io"), &[]);
+        let fingerprint = crate::api::wire::compact::schema_fingerprint().to_le_bytes();
         let mut huge = encoded[..VALUE_HEADER_LEN].to_vec();
+        huge.extend_from_slice(&fingerprint);
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(b"not lz4");
         put_raw(&cache, &key("huge@x.io"), &huge);
-        // Valid LZ4 of something that is not the stored JSON.
+        // Valid LZ4 of something that is not a stored person and company.
         let mut not_json = encoded[..VALUE_HEADER_LEN].to_vec();
+        not_json.extend_from_slice(&fingerprint);
         not_json.extend_from_slice(&5u32.to_le_bytes());
         not_json.extend_from_slice(&lz4_flex::block::compress(b"hello"));
         put_raw(&cache, &key("not-json@x.io"), &not_json);
@@ -917,7 +920,10 @@ mod tests {
                     .insert(v1_key.as_slice(), not_matched.as_slice())
                     .unwrap();
                 table
-                    .insert(v1_match_key.as_slice(), stored_match.encode().as_bytes())
+                    .insert(
+                        v1_match_key.as_slice(),
+                        version_1_value(&stored_match).as_slice(),
+                    )
                     .unwrap();
             }
             txn.commit().unwrap();

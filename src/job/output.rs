@@ -463,12 +463,19 @@ enum Encoder {
 impl Encoder {
     fn new(format: OutputFormat, schema: SchemaRef, buffer: SharedBuffer) -> Result<Self, String> {
         Ok(match format {
-            OutputFormat::Parquet => Encoder::Parquet(ParquetOutput {
-                schema,
-                buffer,
-                writer: None,
-                closed: false,
-            }),
+            OutputFormat::Parquet => {
+                // A schema Parquet cannot hold fails here, before the query runs (the writer
+                // itself opens on the first rows).
+                datafusion::parquet::arrow::ArrowSchemaConverter::new()
+                    .convert(&schema)
+                    .map_err(|e| e.to_string())?;
+                Encoder::Parquet(ParquetOutput {
+                    schema,
+                    buffer,
+                    writer: None,
+                    closed: false,
+                })
+            }
             OutputFormat::Csv => Encoder::Csv(
                 datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
@@ -516,7 +523,8 @@ struct ParquetOutput {
 
 impl ParquetOutput {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        if self.closed {
+        // An empty batch says nothing of the values: the writer opens on rows.
+        if self.closed || batch.num_rows() == 0 {
             return Ok(());
         }
         let writer = match &mut self.writer {
@@ -727,6 +735,15 @@ mod tests {
         assert!(
             group.column(1).dictionary_page_offset().is_some(),
             "statuses repeat"
+        );
+        assert_eq!(
+            group.column(2).dictionary_page_offset(),
+            None,
+            "distinct titles"
+        );
+        assert!(
+            group.column(3).dictionary_page_offset().is_some(),
+            "kinds repeat"
         );
         // No rows: still a Parquet file with the schema.
         let buffer = SharedBuffer::default();

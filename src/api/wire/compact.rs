@@ -15,8 +15,8 @@
 //!
 //! A value is the length of its structure (varint), the structure, then the string section.
 //! Fields are named by their place, so a field's place and type never change: a new field goes
-//! after the last one ([`schema_fingerprint`] pins the lists, and a value written under other
-//! lists does not decode). Reading never panics and never allocates more than the input could
+//! after the last one ([`schema_fingerprint`] pins the lists; a value written under other
+//! lists does not decode unless [`reads_fingerprint`] lists them as earlier ones). Reading never panics and never allocates more than the input could
 //! hold: damaged bytes are an `Err`.
 
 use serde_json::{Map, Value};
@@ -151,9 +151,18 @@ impl<'a> Reader<'a> {
         Err("a number is longer than 64 bits".into())
     }
 
-    /// A varint length (of bytes, or of items that take at least a byte each), checked
-    /// against what is left, so that a damaged length never allocates more than the input
-    /// could hold.
+    /// A varint count of items, checked against the structure left: every item takes at
+    /// least one byte of it.
+    pub fn count(&mut self) -> Result<usize, String> {
+        let n = self.varint()?;
+        match usize::try_from(n) {
+            Ok(n) if n <= self.structure.len() => Ok(n),
+            _ => Err(format!("a count of {n} is past the end")),
+        }
+    }
+
+    /// A varint length of bytes, checked against what is left, so that a damaged length never
+    /// allocates more than the input could hold.
     pub fn length(&mut self) -> Result<usize, String> {
         let n = self.varint()?;
         match usize::try_from(n) {
@@ -200,7 +209,10 @@ impl Compact for f64 {
 
     fn take(input: &mut Reader<'_>) -> Result<Self, String> {
         let bytes = input.take_bytes(8)?;
-        Ok(f64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+        // JSON has no NaN nor infinity: the lenient reader never makes one.
+        Some(f64::from_le_bytes(bytes.try_into().expect("eight bytes")))
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| "a number is not finite".into())
     }
 }
 
@@ -227,9 +239,9 @@ impl<T: Compact> Compact for Vec<T> {
     }
 
     fn take(input: &mut Reader<'_>) -> Result<Self, String> {
-        // Every item takes at least one byte.
-        let n = input.length()?;
-        let mut items = Vec::with_capacity(n);
+        let n = input.count()?;
+        // Room for a usual list only: a damaged count must not reserve gigabytes up front.
+        let mut items = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             items.push(T::take(input)?);
         }
@@ -268,8 +280,19 @@ pub(super) fn take_extra(input: &mut Reader<'_>) -> Result<Map<String, Value>, S
     serde_json::from_slice(input.bytes()?).map_err(|e| format!("unknown fields: {e}"))
 }
 
+/// Fingerprints of earlier field lists whose values this version still reads. When a field is
+/// appended to a wire object, the fingerprint before it goes here: values written under it
+/// read as they are (their bitmaps lack the new field's bit). A field moved, renamed or
+/// retyped cannot be listed: its values would read wrong.
+const EARLIER_FINGERPRINTS: &[u32] = &[];
+
+/// Whether a value written under the field lists `fingerprint` names reads here.
+pub fn reads_fingerprint(fingerprint: u32) -> bool {
+    fingerprint == schema_fingerprint() || EARLIER_FINGERPRINTS.contains(&fingerprint)
+}
+
 /// The compact form's field lists (every wire object's field names and types, in order), as a
-/// number: a value written under other lists does not decode.
+/// number: a value written under other lists does not decode (see [`reads_fingerprint`]).
 pub fn schema_fingerprint() -> u32 {
     use std::sync::OnceLock;
     static FINGERPRINT: OnceLock<u32> = OnceLock::new();
@@ -318,6 +341,7 @@ mod tests {
         for f in [0.0, -7.5, 5.5, f64::MAX] {
             round_trip(f);
         }
+        assert!(read::<f64>(&value_of(&f64::NAN)).is_err());
         round_trip(true);
         round_trip(false);
         round_trip(String::new());
@@ -335,6 +359,11 @@ mod tests {
         let huge = out.finish();
         assert!(read::<Vec<i64>>(&huge).is_err());
         assert!(read::<String>(&huge).is_err());
+        // A count the structure cannot hold, though the text could.
+        let mut out = Writer::default();
+        out.varint(1000);
+        out.text("x".repeat(5000).as_str());
+        assert!(read::<Vec<String>>(&out.finish()).is_err());
         // Cut off anywhere.
         let bytes = value_of(&vec!["hello".to_string(), "wörld".to_string()]);
         for cut in 0..bytes.len() {
