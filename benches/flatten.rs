@@ -10,12 +10,16 @@
 //! side.
 //!
 //! Run: `cargo bench --bench flatten`. Criterion prints the throughput as `elem/s`: records per
-//! second, on one core.
+//! second, on one core, with the binary's allocator (mimalloc).
 
 // `criterion_group!` declares a public function without documentation.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+
+/// The binary's allocator: flattening allocates the columns' buffers, as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::error::ArrowError;
