@@ -417,6 +417,19 @@ pub(super) struct ValueHeader {
 }
 
 impl ValueHeader {
+    /// Whether the field lists a match of version 2 was written under read here (`value` is
+    /// the value this header heads, at least its first [`VALUE_HEADER_LEN`] + 4 bytes); always
+    /// true for other values.
+    pub(super) fn fingerprint_reads(&self, value: &[u8]) -> bool {
+        if self.version != VALUE_VERSION || self.status != STATUS_MATCHED {
+            return true;
+        }
+        value
+            .get(VALUE_HEADER_LEN..)
+            .and_then(|rest| rest.first_chunk::<4>())
+            .is_some_and(|f| compact::reads_fingerprint(u32::from_le_bytes(*f)))
+    }
+
     pub(super) fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         if bytes.len() < VALUE_HEADER_LEN {
             return Err(format!("{} bytes is too short for a value", bytes.len()));

@@ -66,18 +66,23 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// How much of a value [`CacheStats::count`] reads: its header (a value cut to this length
-    /// counts the same as the whole of it).
-    pub(crate) const HEADER_BYTES: usize = VALUE_HEADER_LEN;
+    /// How much of a value [`CacheStats::count`] reads: its header and a match's fingerprint (a
+    /// value cut to this length counts the same as the whole of it).
+    pub(crate) const HEADER_BYTES: usize = VALUE_HEADER_LEN + 4;
 
-    /// Counts one stored value (its header only, not its JSON); a value whose header does not
-    /// decode counts as unreadable.
+    /// Counts one stored value (its header only, and a match's field-list fingerprint, not its
+    /// person and company); a value whose header does not decode, or a match written under
+    /// field lists this version does not read, counts as unreadable.
     pub(crate) fn count(&mut self, value: &[u8]) {
         self.entries += 1;
         let Ok(header) = ValueHeader::decode(value) else {
             self.unreadable += 1;
             return;
         };
+        if !header.fingerprint_reads(value) {
+            self.unreadable += 1;
+            return;
+        }
         match header.status {
             STATUS_MATCHED => self.matched += 1,
             STATUS_NOT_MATCHED => self.not_matched += 1,
@@ -689,6 +694,10 @@ mod tests {
         not_json.extend_from_slice(&5u32.to_le_bytes());
         not_json.extend_from_slice(&lz4_flex::block::compress(b"hello"));
         put_raw(&cache, &key("not-json@x.io"), &not_json);
+        // A match written under field lists this version does not read.
+        let mut other_lists = good.encode().into_bytes();
+        other_lists[VALUE_HEADER_LEN] ^= 0xff;
+        put_raw(&cache, &key("other-lists@x.io"), &other_lists);
         cache.put_many(&[(key("good@x.io"), good.clone())]).unwrap();
         let got = cache
             .get_many(&[
@@ -699,16 +708,17 @@ mod tests {
                 key("empty@x.io"),
                 key("huge@x.io"),
                 key("not-json@x.io"),
+                key("other-lists@x.io"),
                 key("good@x.io"),
             ])
             .unwrap();
         assert_eq!(
             got,
-            vec![None, None, None, None, None, None, None, Some(good)]
+            vec![None, None, None, None, None, None, None, None, Some(good)]
         );
         let stats = cache.stats().unwrap();
-        assert_eq!(stats.entries, 8);
-        assert_eq!(stats.unreadable, 4);
+        assert_eq!(stats.entries, 9);
+        assert_eq!(stats.unreadable, 5);
         // Their headers read fine; only the payload is damaged.
         assert_eq!(stats.matched, 4);
         let mut exported = 0;
