@@ -199,8 +199,12 @@ impl CacheEntry {
                     let objects: StoredObjects = serde_json::from_slice(&json)
                         .map_err(|e| format!("the person and company do not decode: {e}"))?;
                     (objects.person, objects.company)
-                } else {
+                } else if header.fingerprint_reads(bytes) {
                     decode_compact(payload)?
+                } else {
+                    return Err(
+                        "the value has no fingerprint of field lists this version reads".into(),
+                    );
                 };
                 CachedAnswer::Matched {
                     person,
@@ -314,8 +318,8 @@ fn encode(
         return EncodedEntry(out);
     };
     let mut objects = Writer::with_capacity(OBJECTS_CAPACITY);
-    put_object(&mut objects, person);
-    put_object(&mut objects, company);
+    compact::put_option(&mut objects, person);
+    compact::put_option(&mut objects, company);
     let objects = objects.finish();
     // Compressed straight into the value (no intermediate block), then cut to its size.
     let start = VALUE_HEADER_LEN + 8;
@@ -349,28 +353,12 @@ fn write_header(
 /// less of structure), so that writing it does not grow the buffers again and again.
 const OBJECTS_CAPACITY: usize = 4 * 1024;
 
-/// Appends an object by reference as `Option<T>`'s [`Compact::take`] reads it.
-fn put_object<T: Compact>(out: &mut Writer, object: Option<&T>) {
-    match object {
-        None => out.byte(0),
-        Some(object) => {
-            out.byte(1);
-            object.put(out);
-        }
-    }
-}
-
-/// The person and company of a version 2 value: the schema fingerprint, then what
-/// [`decompress`] reads.
+/// The person and company of a version 2 value, whose fingerprint
+/// [`ValueHeader::fingerprint_reads`] checked: what [`decompress`] reads after it.
 fn decode_compact(
     payload: &[u8],
 ) -> std::result::Result<(Option<Person>, Option<Company>), String> {
-    let Some((fingerprint, payload)) = payload.split_first_chunk::<4>() else {
-        return Err("the payload has no schema fingerprint".into());
-    };
-    if !compact::reads_fingerprint(u32::from_le_bytes(*fingerprint)) {
-        return Err("the value was written under other field lists".into());
-    }
+    let payload = payload.get(4..).unwrap_or_default();
     let objects = decompress(payload)?;
     let mut input = Reader::new(&objects)?;
     let person = <Option<Person> as Compact>::take(&mut input)?;

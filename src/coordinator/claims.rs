@@ -118,8 +118,9 @@ impl Coordinator {
         };
         let transaction = self.client.transaction().await.map_err(failed)?;
         if !answers.is_empty() {
-            // One statement must not name a key twice: the last answer of a key is stored.
-            let last: std::collections::HashMap<&[u8], &[u8]> = answers
+            // One statement must not name a key twice: the last answer of a key is stored. Keys
+            // in order, as claims take them: two workers storing the same keys never deadlock.
+            let last: std::collections::BTreeMap<&[u8], &[u8]> = answers
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_slice()))
                 .collect();

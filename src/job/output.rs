@@ -24,7 +24,7 @@ use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::parquet::schema::types::{ColumnPath, SchemaDescriptor};
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
@@ -466,11 +466,12 @@ impl Encoder {
             OutputFormat::Parquet => {
                 // A schema Parquet cannot hold fails here, before the query runs (the writer
                 // itself opens on the first rows).
-                datafusion::parquet::arrow::ArrowSchemaConverter::new()
+                let columns = datafusion::parquet::arrow::ArrowSchemaConverter::new()
                     .convert(&schema)
                     .map_err(|e| e.to_string())?;
                 Encoder::Parquet(ParquetOutput {
                     schema,
+                    columns,
                     buffer,
                     writer: None,
                     closed: false,
@@ -516,6 +517,8 @@ impl Encoder {
 /// dictionary.
 struct ParquetOutput {
     schema: SchemaRef,
+    /// The Parquet columns the schema becomes.
+    columns: SchemaDescriptor,
     buffer: SharedBuffer,
     writer: Option<ArrowWriter<SharedBuffer>>,
     closed: bool,
@@ -549,7 +552,8 @@ impl ParquetOutput {
     fn open(&self, first: Option<&RecordBatch>) -> Result<ArrowWriter<SharedBuffer>, String> {
         let mut properties =
             WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
-        for column in first.map(unique_text_columns).unwrap_or_default() {
+        let unique = first.map(|batch| unique_text_columns(batch, &self.columns));
+        for column in unique.unwrap_or_default() {
             properties = properties.set_column_dictionary_enabled(column, false);
         }
         ArrowWriter::try_new(
@@ -566,11 +570,7 @@ impl ParquetOutput {
 /// than half of them distinct). A dictionary does not shrink them, and building one (hashing
 /// and comparing every value) is most of what writing them costs; repeated values (statuses,
 /// countries, industries, companies) keep theirs.
-fn unique_text_columns(batch: &RecordBatch) -> Vec<ColumnPath> {
-    use datafusion::parquet::arrow::ArrowSchemaConverter;
-    let Ok(parquet) = ArrowSchemaConverter::new().convert(&batch.schema()) else {
-        return Vec::new();
-    };
+fn unique_text_columns(batch: &RecordBatch, parquet: &SchemaDescriptor) -> Vec<ColumnPath> {
     let mut leaves = Vec::new();
     for column in batch.columns() {
         leaf_arrays(column, &mut leaves);

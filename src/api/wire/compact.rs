@@ -16,8 +16,9 @@
 //! A value is the length of its structure (varint), the structure, then the string section.
 //! Fields are named by their place, so a field's place and type never change: a new field goes
 //! after the last one ([`schema_fingerprint`] pins the lists; a value written under other
-//! lists does not decode unless [`reads_fingerprint`] lists them as earlier ones). Reading never panics and never allocates more than the input could
-//! hold: damaged bytes are an `Err`.
+//! lists does not decode unless [`reads_fingerprint`] lists them as earlier ones). Reading
+//! never panics and never allocates more than the input could hold: damaged bytes are an
+//! `Err`.
 
 use serde_json::{Map, Value};
 
@@ -249,15 +250,20 @@ impl<T: Compact> Compact for Vec<T> {
     }
 }
 
+/// Appends an optional value by reference, as `Option<T>`'s [`Compact::take`] reads it.
+pub fn put_option<T: Compact>(out: &mut Writer, value: Option<&T>) {
+    match value {
+        None => out.byte(0),
+        Some(value) => {
+            out.byte(1);
+            value.put(out);
+        }
+    }
+}
+
 impl<T: Compact> Compact for Option<T> {
     fn put(&self, out: &mut Writer) {
-        match self {
-            None => out.byte(0),
-            Some(value) => {
-                out.byte(1);
-                value.put(out);
-            }
-        }
+        put_option(out, self.as_ref());
     }
 
     fn take(input: &mut Reader<'_>) -> Result<Self, String> {
