@@ -475,6 +475,7 @@ impl Encoder {
                     buffer,
                     writer: None,
                     closed: false,
+                    max_row_group_bytes: MAX_ROW_GROUP_BYTES,
                 })
             }
             OutputFormat::Csv => Encoder::Csv(
@@ -522,6 +523,8 @@ struct ParquetOutput {
     buffer: SharedBuffer,
     writer: Option<ArrowWriter<SharedBuffer>>,
     closed: bool,
+    /// [`MAX_ROW_GROUP_BYTES`]; smaller in tests.
+    max_row_group_bytes: usize,
 }
 
 impl ParquetOutput {
@@ -550,8 +553,11 @@ impl ParquetOutput {
     }
 
     fn open(&self, first: Option<&RecordBatch>) -> Result<ArrowWriter<SharedBuffer>, String> {
-        let mut properties =
-            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+        let mut properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            // A row group is held in memory, encoded, until it is complete: Parquet's default of
+            // 1,048,576 rows would hold a whole million-row job (about 400 MB of enriched rows).
+            .set_max_row_group_bytes(Some(self.max_row_group_bytes));
         let unique = first.map(|batch| unique_text_columns(batch, &self.columns));
         for column in unique.unwrap_or_default() {
             properties = properties.set_column_dictionary_enabled(column, false);
@@ -586,6 +592,10 @@ fn unique_text_columns(batch: &RecordBatch, parquet: &SchemaDescriptor) -> Vec<C
         .map(|(_, column)| column.path().clone())
         .collect()
 }
+
+/// The encoded size at which a row group is written out (about 150,000 enriched rows): memory
+/// stays flat in the job's size, and readers still get large row groups.
+const MAX_ROW_GROUP_BYTES: usize = 64 << 20;
 
 /// Values looked at per column.
 const DICTIONARY_SAMPLE: usize = 2048;
@@ -755,6 +765,47 @@ mod tests {
             file.metadata().file_metadata().schema_descr().num_columns(),
             4
         );
+    }
+
+    #[test]
+    fn parquet_row_groups_are_bounded_in_bytes() {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, true)]));
+        let buffer = SharedBuffer::default();
+        let mut encoder =
+            Encoder::new(OutputFormat::Parquet, schema.clone(), buffer.clone()).unwrap();
+        let Encoder::Parquet(output) = &mut encoder else {
+            unreachable!()
+        };
+        output.max_row_group_bytes = 64 << 10;
+        let mut next = 0u64;
+        for _ in 0..20 {
+            // Distinct, hardly compressible values: about 40 bytes a row once encoded.
+            let values: StringArray = (0..1000)
+                .map(|_| {
+                    next += 1;
+                    Some(format!("{:x}", next.wrapping_mul(0x9E37_79B9_7F4A_7C15)).repeat(2))
+                })
+                .collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap();
+            encoder.write(&batch).unwrap();
+        }
+        encoder.finish().unwrap();
+        let file = SerializedFileReader::new(bytes::Bytes::from(buffer.take())).unwrap();
+        let metadata = file.metadata();
+        assert_eq!(metadata.file_metadata().num_rows(), 20_000);
+        assert!(
+            metadata.num_row_groups() > 4,
+            "{} row groups",
+            metadata.num_row_groups()
+        );
+        for group in metadata.row_groups() {
+            assert!(
+                group.compressed_size() < 2 * (64 << 10),
+                "a row group of {} bytes",
+                group.compressed_size()
+            );
+        }
     }
 
     #[test]
