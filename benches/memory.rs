@@ -6,16 +6,16 @@
 //! written. The peak includes the binary's own mapped code: about 108 MB for the debug binary
 //! (`RssFile`), far less for a release build.
 //!
-//! The client is `prospeo sql` with the pacing lifted (`SET prospeo.per_second = ...`): it runs
-//! the same plan and enrichment node as `prospeo enrich`, but `prospeo enrich` has no
-//! per-second option and is held to the plan's 30 records a second (100,000 rows would take an
-//! hour). `--front enrich` measures `prospeo enrich` itself (`--cache PATH` / `--no-cache`),
-//! paced.
+//! The client is `prospeo enrich` writing Parquet, as the README's first command, with the
+//! pacing lifted (`--per-second` etc.); `--front sql` measures `prospeo sql` on the same plan
+//! (`SET prospeo.per_second = ...`, `-o` the output), `--output csv` writes CSV instead (no
+//! row group held in memory).
 //!
 //! Run: `cargo bench --bench memory -- 20000` (release, as `cargo bench` builds); with the
 //! debug binary: `cargo bench --profile dev --bench memory -- 20000`. Options after `--`: the
-//! number of rows (default 20,000, at most 2,000,000), `--front sql|enrich`, `--timeout SECS`
-//! per run (default 1,800), `--keep` (leave the temporary directory).
+//! number of rows (default 20,000, at most 2,000,000), `--front enrich|sql`, `--output
+//! parquet|csv`, `--timeout SECS` per run (default 1,800), `--keep` (leave the temporary
+//! directory).
 //!
 //! Unix only (`wait4`).
 
@@ -53,6 +53,8 @@ mod unix {
     struct Settings {
         rows: usize,
         front: Front,
+        /// The output file's extension: `parquet` or `csv`.
+        output: &'static str,
         timeout: Duration,
         keep: bool,
     }
@@ -60,7 +62,8 @@ mod unix {
     fn settings() -> Settings {
         let mut settings = Settings {
             rows: 20_000,
-            front: Front::Sql,
+            front: Front::Enrich,
+            output: "parquet",
             timeout: Duration::from_secs(1_800),
             keep: false,
         };
@@ -72,6 +75,13 @@ mod unix {
                         Some("sql") => Front::Sql,
                         Some("enrich") => Front::Enrich,
                         other => panic!("--front sql or enrich, not {other:?}"),
+                    }
+                }
+                "--output" => {
+                    settings.output = match args.next().as_deref() {
+                        Some("parquet") => "parquet",
+                        Some("csv") => "csv",
+                        other => panic!("--output parquet or csv, not {other:?}"),
                     }
                 }
                 "--timeout" => {
@@ -139,8 +149,9 @@ mod unix {
         }
         out.flush().expect("flush");
         println!(
-            "memory bench: {rows} distinct people, client {PROSPEO}, input made in {:.1} s, \
-             this process {:.1} MB",
+            "memory bench: {rows} distinct people, client {PROSPEO}, output {}, input made in \
+             {:.1} s, this process {:.1} MB",
+            settings.output,
             started.elapsed().as_secs_f64(),
             own_rss_kib() as f64 / 1024.0
         );
@@ -189,11 +200,11 @@ mod unix {
 
     fn run_client(settings: &Settings, root: &Path, address: SocketAddr, cache_file: bool) -> Run {
         let base_url = format!("http://{address}");
-        let output = root.join(if cache_file {
-            "out-cache.csv"
-        } else {
-            "out-temporary.csv"
-        });
+        let output = root.join(format!(
+            "out-{}.{}",
+            if cache_file { "cache" } else { "temporary" },
+            settings.output
+        ));
         let cache_path = root.join("responses.redb");
         let leads = root.join("leads.csv");
         let mut command = Command::new(PROSPEO);
@@ -230,6 +241,8 @@ mod unix {
                     .arg(&output)
                     .arg("--base-url")
                     .arg(&base_url)
+                    .arg("--per-second")
+                    .arg(UNLIMITED.to_string())
                     .arg("--per-minute")
                     .arg(UNLIMITED.to_string())
                     .arg("--per-day")
@@ -247,9 +260,7 @@ mod unix {
         let child = command.spawn().expect("prospeo starts");
         let (success, peak_kib) = wait_with_peak(child, settings.timeout);
         let elapsed = started.elapsed();
-        let rows_written = fs::File::open(&output)
-            .map(|file| BufReader::new(file).lines().count().saturating_sub(1))
-            .unwrap_or(0);
+        let rows_written = rows_in(&output);
         Run {
             front,
             store: if cache_file {
@@ -261,6 +272,21 @@ mod unix {
             peak_kib,
             elapsed,
             success,
+        }
+    }
+
+    /// The rows of the output file (0 when it is missing or unreadable).
+    fn rows_in(output: &Path) -> usize {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let Ok(file) = fs::File::open(output) else {
+            return 0;
+        };
+        if output.extension().is_some_and(|e| e == "parquet") {
+            SerializedFileReader::new(file)
+                .map(|reader| reader.metadata().file_metadata().num_rows() as usize)
+                .unwrap_or(0)
+        } else {
+            BufReader::new(file).lines().count().saturating_sub(1)
         }
     }
 
