@@ -251,11 +251,15 @@ macro_rules! wire_object {
         const _: () = {
             /// The known fields, by their JSON name.
             #[allow(non_camel_case_types)]
+            #[derive(Clone, Copy)]
             enum Field {
                 $( $field, )*
             }
 
             impl FieldName for Field {
+                const ALL: &'static [Self] = &[$(Field::$field),*];
+                const NAMES: &'static [&'static str] = &[$(wire_name(stringify!($field))),*];
+
                 fn from_name(name: &str) -> Option<Self> {
                     $(
                         if name == const { wire_name(stringify!($field)) } {
@@ -269,11 +273,13 @@ macro_rules! wire_object {
             impl WireObject for $name {
                 fn read_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
                     let mut out = $name::default();
-                    while let Some(key) = map.next_key_seed(KeySeed::<Field>(PhantomData))? {
+                    let mut next = 0;
+                    while let Some(key) = map.next_key_seed(KeySeed::<Field>::after(next))? {
                         match key {
                             $(
                                 // A repeated key never erases a value read before.
                                 Key::Known(Field::$field) => {
+                                    next = Field::$field as usize + 1;
                                     if let Some(value) =
                                         map.next_value_seed(LooseSeed::<$ty>(PhantomData))?
                                     {
@@ -970,8 +976,23 @@ impl<'de, T: WireObject> Visitor<'de> for LooseObjectVisitor<T> {
 }
 
 /// A wire object's known fields, by JSON name.
-trait FieldName: Sized {
+trait FieldName: Sized + Copy + 'static {
+    /// Every field, in declaration order (the vendor's order).
+    const ALL: &'static [Self];
+    /// Their JSON names, in the same order.
+    const NAMES: &'static [&'static str];
+
     fn from_name(name: &str) -> Option<Self>;
+
+    /// The field named `name`, trying the field at `next` first: the vendor sends an object's
+    /// fields in the declared order, so a key is nearly always found with one comparison.
+    #[inline]
+    fn from_name_after(name: &str, next: usize) -> Option<Self> {
+        match Self::NAMES.get(next) {
+            Some(&expected) if expected == name => Some(Self::ALL[next]),
+            _ => Self::from_name(name),
+        }
+    }
 }
 
 /// The JSON name of a field (`r#type` is `type`).
@@ -991,8 +1012,21 @@ enum Key<F> {
     Unknown(String),
 }
 
-/// Reads a key as a [`Key`] without copying a known one.
-struct KeySeed<F>(PhantomData<F>);
+/// Reads a key as a [`Key`] without copying a known one; `next` is the field expected (the one
+/// after the last known field read).
+struct KeySeed<F> {
+    next: usize,
+    field: PhantomData<F>,
+}
+
+impl<F> KeySeed<F> {
+    fn after(next: usize) -> Self {
+        KeySeed {
+            next,
+            field: PhantomData,
+        }
+    }
+}
 
 impl<'de, F: FieldName> DeserializeSeed<'de> for KeySeed<F> {
     type Value = Key<F>;
@@ -1010,14 +1044,14 @@ impl<'de, F: FieldName> Visitor<'de> for KeySeed<F> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(match F::from_name(name) {
+        Ok(match F::from_name_after(name, self.next) {
             Some(field) => Key::Known(field),
             None => Key::Unknown(name.to_owned()),
         })
     }
 
     fn visit_string<E: de::Error>(self, name: String) -> Result<Self::Value, E> {
-        Ok(match F::from_name(&name) {
+        Ok(match F::from_name_after(&name, self.next) {
             Some(field) => Key::Known(field),
             None => Key::Unknown(name),
         })
@@ -1078,6 +1112,35 @@ mod tests {
             Some("eva@acme.io")
         );
         assert_eq!(person.first_name.as_deref(), Some("Eva"));
+    }
+
+    #[test]
+    fn fields_are_read_in_any_order() {
+        // In the declared order (the vendor's), in reverse, and shuffled with an unknown field
+        // and a repeated key among the known ones: the same person.
+        let declared = r#"{"person_id": "p1", "first_name": "Eva", "last_name": "Kim",
+            "full_name": "Eva Kim", "linkedin_url": "https://x", "headline": "CFO",
+            "skills": ["a"], "email": {"status": "VERIFIED", "revealed": true, "email": "e@k.io"}}"#;
+        let reversed = r#"{"email": {"email": "e@k.io", "revealed": true, "status": "VERIFIED"},
+            "skills": ["a"], "headline": "CFO", "linkedin_url": "https://x",
+            "full_name": "Eva Kim", "last_name": "Kim", "first_name": "Eva", "person_id": "p1"}"#;
+        let shuffled = r#"{"person_id": "p1", "headline": "CFO", "new": 1, "first_name": "Eva",
+            "last_name": "Kim", "person_id": "p2", "full_name": "Eva Kim", "skills": ["a"],
+            "linkedin_url": "https://x", "email": {"revealed": true, "email": "e@k.io",
+            "status": "VERIFIED"}}"#;
+        let declared: Person = serde_json::from_str(declared).unwrap();
+        assert_eq!(declared.person_id.as_deref(), Some("p1"));
+        assert_eq!(declared.email.as_ref().unwrap().revealed, Some(true));
+        assert_eq!(serde_json::from_str::<Person>(reversed).unwrap(), declared);
+        let mut shuffled: Person = serde_json::from_str(shuffled).unwrap();
+        assert_eq!(shuffled.extra.remove("new"), Some(json!(1)));
+        assert_eq!(
+            shuffled.person_id.as_deref(),
+            Some("p2"),
+            "the last value wins"
+        );
+        shuffled.person_id = declared.person_id.clone();
+        assert_eq!(shuffled, declared);
     }
 
     #[test]
