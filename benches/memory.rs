@@ -1,6 +1,6 @@
 //! Peak memory of a job, measured through the binary: N rows, each a distinct person of the
-//! sandbox directory, enriched once with a cache file and once without (`prospeo.cache =
-//! false`, the answers in a temporary store), against `prospeo sandbox` running as a separate
+//! sandbox directory, enriched once with a cache file and once without (`--no-cache`, the
+//! answers in a temporary store), against `prospeo sandbox` running as a separate
 //! process on 127.0.0.1 (so the sandbox's own directory is not counted). Prints the client's
 //! peak resident set size (`ru_maxrss` of the child, from `wait4`), the time, and the rows
 //! written. The peak includes the binary's own mapped code: about 108 MB for the debug binary
