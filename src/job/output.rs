@@ -738,24 +738,15 @@ mod tests {
         let file = SerializedFileReader::new(bytes::Bytes::from(buffer.take())).unwrap();
         let group = file.metadata().row_group(0);
         assert_eq!(group.num_rows(), 400);
-        assert_eq!(
-            group.column(0).dictionary_page_offset(),
-            None,
-            "distinct ids"
-        );
-        assert!(
-            group.column(1).dictionary_page_offset().is_some(),
-            "statuses repeat"
-        );
-        assert_eq!(
-            group.column(2).dictionary_page_offset(),
-            None,
-            "distinct titles"
-        );
-        assert!(
-            group.column(3).dictionary_page_offset().is_some(),
-            "kinds repeat"
-        );
+        for (column, dictionary, what) in [
+            (0, false, "distinct ids"),
+            (1, true, "statuses repeat"),
+            (2, false, "distinct titles"),
+            (3, true, "kinds repeat"),
+        ] {
+            let offset = group.column(column).dictionary_page_offset();
+            assert_eq!(offset.is_some(), dictionary, "{what}");
+        }
         // No rows: still a Parquet file with the schema.
         let buffer = SharedBuffer::default();
         let mut encoder = Encoder::new(OutputFormat::Parquet, schema, buffer.clone()).unwrap();
