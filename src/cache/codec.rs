@@ -199,12 +199,8 @@ impl CacheEntry {
                     let objects: StoredObjects = serde_json::from_slice(&json)
                         .map_err(|e| format!("the person and company do not decode: {e}"))?;
                     (objects.person, objects.company)
-                } else if header.fingerprint_reads(bytes) {
-                    decode_compact(payload)?
                 } else {
-                    return Err(
-                        "the value has no fingerprint of field lists this version reads".into(),
-                    );
+                    decode_compact(payload)?
                 };
                 CachedAnswer::Matched {
                     person,
@@ -353,14 +349,17 @@ fn write_header(
 /// less of structure), so that writing it does not grow the buffers again and again.
 const OBJECTS_CAPACITY: usize = 4 * 1024;
 
-/// The person and company of a version 2 value, whose fingerprint
-/// [`ValueHeader::fingerprint_reads`] checked: what [`decompress`] reads after it.
+/// The person and company of a version 2 value's payload: the fingerprint of the field lists
+/// it was written under, then what [`decompress`] reads.
 fn decode_compact(
     payload: &[u8],
 ) -> std::result::Result<(Option<Person>, Option<Company>), String> {
-    let payload = payload.get(4..).unwrap_or_default();
-    let objects = decompress(payload)?;
-    let mut input = Reader::new(&objects)?;
+    let layout = payload
+        .first_chunk::<4>()
+        .and_then(|f| compact::layout_of(u32::from_le_bytes(*f)))
+        .ok_or("the value has no fingerprint of field lists this version reads")?;
+    let objects = decompress(&payload[4..])?;
+    let mut input = Reader::new(&objects, layout)?;
     let person = <Option<Person> as Compact>::take(&mut input)?;
     let company = <Option<Company> as Compact>::take(&mut input)?;
     if !input.is_empty() {
@@ -415,7 +414,7 @@ impl ValueHeader {
         value
             .get(VALUE_HEADER_LEN..)
             .and_then(|rest| rest.first_chunk::<4>())
-            .is_some_and(|f| compact::reads_fingerprint(u32::from_le_bytes(*f)))
+            .is_some_and(|f| compact::layout_of(u32::from_le_bytes(*f)).is_some())
     }
 
     pub(super) fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
@@ -580,6 +579,41 @@ mod tests {
         assert_eq!(old.decode(), Ok(entry.clone()));
         // Version 2 is smaller than the JSON it replaces.
         assert!(entry.encode().as_bytes().len() < old.as_bytes().len());
+    }
+
+    #[test]
+    fn values_of_the_first_compact_layout_still_read() {
+        use crate::api::wire::compact;
+        let mut entry =
+            CacheEntry::from_outcome(&matched(false, 10), EnrichFlags::default(), at(7)).unwrap();
+        // Unknown fields, at the top and inside, are what the layouts differ on.
+        let CachedAnswer::Matched {
+            person, company, ..
+        } = &mut entry.answer
+        else {
+            unreachable!()
+        };
+        let person = person.as_mut().unwrap();
+        person
+            .extra
+            .insert("brand_new".into(), serde_json::json!([1]));
+        let email = person.email.get_or_insert_default();
+        email
+            .extra
+            .insert("confidence".into(), serde_json::json!(0.5));
+        let company = company.as_mut().unwrap();
+        company
+            .extra
+            .insert("later".into(), serde_json::json!({"a": "b"}));
+        let first = first_layout_value(&entry, compact::first_layout_fingerprint());
+        assert_eq!(EncodedEntry::from_bytes(first).decode(), Ok(entry.clone()));
+        // Read as the current layout, the same objects are an error (not wrong fields).
+        let misread = first_layout_value(&entry, compact::schema_fingerprint());
+        assert!(EncodedEntry::from_bytes(misread).decode().is_err());
+        assert_ne!(
+            compact::schema_fingerprint(),
+            compact::first_layout_fingerprint()
+        );
     }
 
     #[test]

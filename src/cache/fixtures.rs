@@ -125,3 +125,26 @@ pub(super) fn version_1_value(entry: &CacheEntry) -> Vec<u8> {
     value.extend_from_slice(&lz4_flex::block::compress(&json));
     value
 }
+
+/// `entry` (a match) as the first build of version 2 wrote it: the compact form with each
+/// object's `extra` at the bit after its last field, under `fingerprint` (that build's:
+/// [`compact::first_layout_fingerprint`]).
+pub(super) fn first_layout_value(entry: &CacheEntry, fingerprint: u32) -> Vec<u8> {
+    use super::codec::VALUE_HEADER_LEN;
+    use crate::api::wire::compact::{self, Writer};
+    let CachedAnswer::Matched {
+        person, company, ..
+    } = &entry.answer
+    else {
+        panic!("a match");
+    };
+    let mut objects = Writer::first_layout();
+    compact::put_option(&mut objects, person.as_ref());
+    compact::put_option(&mut objects, company.as_ref());
+    let objects = objects.finish();
+    let mut value = entry.encode().into_bytes()[..VALUE_HEADER_LEN].to_vec();
+    value.extend_from_slice(&fingerprint.to_le_bytes());
+    value.extend_from_slice(&(objects.len() as u32).to_le_bytes());
+    value.extend_from_slice(&lz4_flex::block::compress(&objects));
+    value
+}

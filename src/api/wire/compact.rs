@@ -5,7 +5,7 @@
 //! types already know, field by field:
 //!
 //! - an object: a varint bitmap of the fields present (bit `i` is the `i`-th field as
-//!   declared; the bit after the last field is `extra`), then each present field in order, then
+//!   declared; bit 63, [`EXTRA_BIT`], is `extra`), then each present field in order, then
 //!   `extra` as the JSON text of its map (fields this version does not know: rare, small);
 //! - a string: its byte length as a varint; its bytes go to the value's string section, after
 //!   everything else, so that a reader checks all the text of a value as UTF-8 at once (SIMD)
@@ -16,7 +16,7 @@
 //! A value is the length of its structure (varint), the structure, then the string section.
 //! Fields are named by their place, so a field's place and type never change: a new field goes
 //! after the last one ([`schema_fingerprint`] pins the lists; a value written under other
-//! lists does not decode unless [`reads_fingerprint`] lists them as earlier ones). Reading
+//! lists does not decode unless [`layout_of`] lists them as earlier ones). Reading
 //! never panics and never allocates more than the input could hold: damaged bytes are an
 //! `Err`.
 
@@ -30,11 +30,38 @@ pub trait Compact: Sized {
     fn take(input: &mut Reader<'_>) -> Result<Self, String>;
 }
 
+/// The bit of an object's bitmap that says its `extra` follows: the last of the 64, whatever
+/// the object's number of fields, so that a field appended later never takes it.
+pub const EXTRA_BIT: u64 = 1 << 63;
+
+/// Where a value marks an object's `extra`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// At [`EXTRA_BIT`].
+    #[default]
+    Current,
+    /// At the bit after the object's last field: the first values of this form, written under
+    /// [`first_layout_fingerprint`] (read only while the field lists are those they were
+    /// written under: a field appended since would take that bit).
+    ExtraAfterFields,
+}
+
+impl Layout {
+    /// The bit that marks `extra` in an object whose fields take the bits below `after_fields`.
+    pub fn extra_bit(self, after_fields: u64) -> u64 {
+        match self {
+            Layout::Current => EXTRA_BIT,
+            Layout::ExtraAfterFields => after_fields,
+        }
+    }
+}
+
 /// A value being written: its structure and its string section.
 #[derive(Debug, Default)]
 pub struct Writer {
     structure: Vec<u8>,
     text: Vec<u8>,
+    layout: Layout,
 }
 
 impl Writer {
@@ -43,7 +70,22 @@ impl Writer {
         Writer {
             structure: Vec::with_capacity(bytes),
             text: Vec::with_capacity(bytes),
+            layout: Layout::Current,
         }
+    }
+
+    /// A writer of the first layout, as the first build of this form wrote.
+    #[cfg(test)]
+    pub(crate) fn first_layout() -> Self {
+        Writer {
+            layout: Layout::ExtraAfterFields,
+            ..Writer::default()
+        }
+    }
+
+    /// The layout this writer writes.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// Appends an unsigned LEB128 varint to the structure.
@@ -82,20 +124,31 @@ impl Writer {
 pub struct Reader<'a> {
     structure: &'a [u8],
     text: &'a str,
+    layout: Layout,
 }
 
 impl<'a> Reader<'a> {
-    /// A reader over a value [`Writer::finish`] made; `Err` when its string section is not
-    /// UTF-8 or its structure's length is past the end.
-    pub fn new(value: &'a [u8]) -> Result<Self, String> {
+    /// A reader over a value [`Writer::finish`] made in `layout`; `Err` when its string
+    /// section is not UTF-8 or its structure's length is past the end.
+    pub fn new(value: &'a [u8], layout: Layout) -> Result<Self, String> {
         let mut head = Reader {
             structure: value,
             text: "",
+            layout,
         };
         let n = head.length()?;
         let (structure, text) = head.structure.split_at(n);
         let text = simdutf8::basic::from_utf8(text).map_err(|_| "the text is not UTF-8")?;
-        Ok(Reader { structure, text })
+        Ok(Reader {
+            structure,
+            text,
+            layout,
+        })
+    }
+
+    /// The layout of the value.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// Whether every byte was read.
@@ -286,36 +339,58 @@ pub(super) fn take_extra(input: &mut Reader<'_>) -> Result<Map<String, Value>, S
     serde_json::from_slice(input.bytes()?).map_err(|e| format!("unknown fields: {e}"))
 }
 
-/// Fingerprints of earlier field lists whose values this version still reads. When a field is
-/// appended to a wire object, the fingerprint before it goes here: values written under it
-/// read as they are (their bitmaps lack the new field's bit). A field moved, renamed or
-/// retyped cannot be listed: its values would read wrong.
+/// Fingerprints of earlier field lists (of the current layout) whose values this version still
+/// reads. When a field is appended to a wire object, the fingerprint before it goes here:
+/// values written under it read as they are (their bitmaps lack the new field's bit; `extra`
+/// keeps bit 63). A field moved, renamed or retyped cannot be listed: its values would read
+/// wrong.
 const EARLIER_FINGERPRINTS: &[u32] = &[];
 
-/// Whether a value written under the field lists `fingerprint` names reads here.
-pub fn reads_fingerprint(fingerprint: u32) -> bool {
-    fingerprint == schema_fingerprint() || EARLIER_FINGERPRINTS.contains(&fingerprint)
+/// The layout of a value written under the field lists `fingerprint` names; `None` when this
+/// version does not read it.
+pub fn layout_of(fingerprint: u32) -> Option<Layout> {
+    if fingerprint == schema_fingerprint() || EARLIER_FINGERPRINTS.contains(&fingerprint) {
+        Some(Layout::Current)
+    } else if fingerprint == first_layout_fingerprint() {
+        Some(Layout::ExtraAfterFields)
+    } else {
+        None
+    }
 }
 
-/// The compact form's field lists (every wire object's field names and types, in order), as a
-/// number: a value written under other lists does not decode (see [`reads_fingerprint`]).
+/// The compact form's field lists (every wire object's field names and types, in order) and
+/// its layout, as a number: a value written under other lists does not decode (see
+/// [`layout_of`]).
 pub fn schema_fingerprint() -> u32 {
     use std::sync::OnceLock;
     static FINGERPRINT: OnceLock<u32> = OnceLock::new();
-    *FINGERPRINT.get_or_init(|| {
-        // FNV-1a: stable across builds and platforms (std's hasher is not).
-        let mut hash: u32 = 0x811c_9dc5;
-        for name in super::compact_schema() {
-            // Whitespace is left out: `stringify!` may space a type differently in another
-            // compiler version.
-            let bytes = name.as_bytes().iter().chain(b";");
-            for &byte in bytes.filter(|b| !b.is_ascii_whitespace()) {
-                hash ^= u32::from(byte);
-                hash = hash.wrapping_mul(0x0100_0193);
-            }
+    *FINGERPRINT
+        .get_or_init(|| fingerprint(std::iter::once("extra:63").chain(super::compact_schema())))
+}
+
+/// The fingerprint the first build of this form wrote for the current field lists (the lists
+/// alone; its `extra` was the bit after an object's last field). Its values read only while
+/// the lists are the ones they were written under: once a field is appended this fingerprint
+/// changes, and those values become misses instead of being read wrong.
+pub fn first_layout_fingerprint() -> u32 {
+    use std::sync::OnceLock;
+    static FINGERPRINT: OnceLock<u32> = OnceLock::new();
+    *FINGERPRINT.get_or_init(|| fingerprint(super::compact_schema()))
+}
+
+/// FNV-1a of `names`, each followed by `;`: stable across builds and platforms (std's hasher
+/// is not). Whitespace is left out: `stringify!` may space a type differently in another
+/// compiler version.
+fn fingerprint(names: impl Iterator<Item = &'static str>) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for name in names {
+        let bytes = name.as_bytes().iter().chain(b";");
+        for &byte in bytes.filter(|b| !b.is_ascii_whitespace()) {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
         }
-        hash
-    })
+    }
+    hash
 }
 
 #[cfg(test)]
@@ -330,13 +405,13 @@ mod tests {
 
     fn round_trip<T: Compact + PartialEq + std::fmt::Debug>(value: T) {
         let bytes = value_of(&value);
-        let mut input = Reader::new(&bytes).unwrap();
+        let mut input = Reader::new(&bytes, Layout::Current).unwrap();
         assert_eq!(T::take(&mut input).unwrap(), value);
         assert!(input.is_empty());
     }
 
     fn read<T: Compact>(bytes: &[u8]) -> Result<T, String> {
-        T::take(&mut Reader::new(bytes)?)
+        T::take(&mut Reader::new(bytes, Layout::Current)?)
     }
 
     #[test]
