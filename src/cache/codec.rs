@@ -354,9 +354,7 @@ const OBJECTS_CAPACITY: usize = 4 * 1024;
 fn decode_compact(
     payload: &[u8],
 ) -> std::result::Result<(Option<Person>, Option<Company>), String> {
-    let layout = payload
-        .first_chunk::<4>()
-        .and_then(|f| compact::layout_of(u32::from_le_bytes(*f)))
+    let layout = payload_layout(payload)
         .ok_or("the value has no fingerprint of field lists this version reads")?;
     let objects = decompress(&payload[4..])?;
     let mut input = Reader::new(&objects, layout)?;
@@ -366,6 +364,14 @@ fn decode_compact(
         return Err("bytes are left after the company".into());
     }
     Ok((person, company))
+}
+
+/// The layout of a version 2 match's objects, by the fingerprint in front of its payload;
+/// `None` when this version does not read them.
+fn payload_layout(payload: &[u8]) -> Option<compact::Layout> {
+    payload
+        .first_chunk::<4>()
+        .and_then(|f| compact::layout_of(u32::from_le_bytes(*f)))
 }
 
 /// A little-endian u32 length, then the LZ4 block of that many bytes.
@@ -413,8 +419,8 @@ impl ValueHeader {
         }
         value
             .get(VALUE_HEADER_LEN..)
-            .and_then(|rest| rest.first_chunk::<4>())
-            .is_some_and(|f| compact::layout_of(u32::from_le_bytes(*f)).is_some())
+            .and_then(payload_layout)
+            .is_some()
     }
 
     pub(super) fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
