@@ -271,7 +271,7 @@ impl OpenOutput {
                 group_rows = 0;
                 encoder = Encoding::Running(tokio::task::spawn_blocking(move || {
                     let mut encoder = idle;
-                    let written = batches.iter().try_for_each(|batch| encoder.write(batch));
+                    let written = encoder.write_group(&batches);
                     (encoder, written)
                 }));
             }
@@ -491,6 +491,20 @@ impl Encoder {
                     .map_err(|e| e.to_string())?,
             ),
         })
+    }
+
+    /// Writes a group of the query's batches. Parquet and Arrow IPC take them as one batch:
+    /// a query batch is one request's rows (50), and Parquet's writer pays per batch and
+    /// column (levels, statistics, page checks: 111 columns), IPC writes a message a batch.
+    fn write_group(&mut self, batches: &[RecordBatch]) -> Result<(), String> {
+        match (self, batches) {
+            (this @ (Encoder::Parquet(_) | Encoder::Arrow(_)), [first, _, ..]) => {
+                let batch = datafusion::arrow::compute::concat_batches(&first.schema(), batches)
+                    .map_err(|e| e.to_string())?;
+                this.write(&batch)
+            }
+            (this, batches) => batches.iter().try_for_each(|batch| this.write(batch)),
+        }
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
