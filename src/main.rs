@@ -37,15 +37,18 @@ fn main() -> ExitCode {
 }
 
 /// Asks Linux for no transparent huge pages in this process, whatever the system's setting
-/// (`always` on some distributions): a 2 MiB page stays resident while any of it is in use, so
-/// memory freed during a job would not go back to the system (mimalloc, built with `no_thp`,
-/// no longer asks for them itself). It applies to pages touched from now on; a failure (an old
+/// (`always` on some distributions): touching any byte of an aligned 2 MiB range makes all of it
+/// resident, and a huge page partly freed is only split and given back under memory pressure, so
+/// memory freed during a job stayed counted (mimalloc, built with `no_thp`, no longer asks for
+/// them itself). It applies to pages touched from now on; a failure (an old
 /// kernel) only leaves the system's setting.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` takes plain integers and sets a flag of
     // this process; it touches no memory of ours.
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        // prctl reads its arguments as unsigned longs.
+        let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused);
     }
 }

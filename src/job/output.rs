@@ -493,18 +493,21 @@ impl Encoder {
         })
     }
 
-    /// Writes a group of the query's batches. Parquet and Arrow IPC take them as one batch:
-    /// a query batch is one request's rows (50), and Parquet's writer pays per batch and
-    /// column (levels, statistics, page checks: 111 columns), IPC writes a message a batch.
+    /// Writes a group of the query's batches. Parquet and Arrow IPC take them as one batch
+    /// when they share a schema: a query batch is one request's rows (50), and Parquet's writer
+    /// pays per batch and column (levels, statistics, page checks: 111 columns), IPC writes a
+    /// message a batch. Batches of different schemas (the branches of a `UNION ALL` may differ
+    /// in nullability) are written one by one, as the writers take them.
     fn write_group(&mut self, batches: &[RecordBatch]) -> Result<(), String> {
-        match (self, batches) {
-            (this @ (Encoder::Parquet(_) | Encoder::Arrow(_)), [first, _, ..]) => {
-                let batch = datafusion::arrow::compute::concat_batches(&first.schema(), batches)
+        if let (Encoder::Parquet(_) | Encoder::Arrow(_), [first, _, ..]) = (&*self, batches) {
+            let schema = first.schema_ref();
+            if batches.iter().all(|batch| batch.schema_ref() == schema) {
+                let batch = datafusion::arrow::compute::concat_batches(schema, batches)
                     .map_err(|e| e.to_string())?;
-                this.write(&batch)
+                return self.write(&batch);
             }
-            (this, batches) => batches.iter().try_for_each(|batch| this.write(batch)),
         }
+        batches.iter().try_for_each(|batch| self.write(batch))
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
@@ -811,6 +814,61 @@ mod tests {
                 "a row group of {} bytes",
                 group.compressed_size()
             );
+        }
+    }
+
+    #[test]
+    fn a_group_of_batches_is_written_whole_in_order_even_when_their_schemas_differ() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        // The writer's schema, and two branches of a UNION ALL: one declares its column
+        // non-nullable, the other has nulls (concatenating the two would be refused).
+        let writer = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
+        let strict = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
+        let batch = |schema: &SchemaRef, values: &[Option<&str>]| {
+            let column: StringArray = values.iter().copied().collect();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap()
+        };
+        let shared = [
+            batch(&writer, &[Some("a"), None]),
+            batch(&writer, &[]),
+            batch(&writer, &[Some("b")]),
+        ];
+        let mixed = [
+            batch(&strict, &[Some("c")]),
+            batch(&writer, &[None, Some("d")]),
+        ];
+        let expected = [Some("a"), None, Some("b"), Some("c"), None, Some("d")];
+        for format in [OutputFormat::Parquet, OutputFormat::Arrow] {
+            let buffer = SharedBuffer::default();
+            let mut encoder = Encoder::new(format, writer.clone(), buffer.clone()).unwrap();
+            encoder.write_group(&shared).unwrap();
+            encoder.write_group(&mixed).unwrap();
+            encoder.finish().unwrap();
+            let bytes = bytes::Bytes::from(buffer.take());
+            let batches: Vec<RecordBatch> = match format {
+                OutputFormat::Parquet => ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap(),
+                _ => datafusion::arrow::ipc::reader::FileReader::try_new(
+                    std::io::Cursor::new(bytes),
+                    None,
+                )
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            };
+            let values: Vec<Option<String>> = batches
+                .iter()
+                .flat_map(|b| b.column(0).as_string::<i32>().iter())
+                .map(|v| v.map(str::to_string))
+                .collect();
+            let expected: Vec<Option<String>> =
+                expected.iter().map(|v| v.map(str::to_string)).collect();
+            assert_eq!(values, expected, "{format:?}");
         }
     }
 

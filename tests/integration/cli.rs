@@ -1416,8 +1416,9 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
 async fn sql_enriches_leads_and_accounts_in_one_query_on_one_quota() {
     use datafusion_prospeo::api::RateLimits;
     // A key with 140 records a day, whichever endpoint they go to: more than either scan sends
-    // alone (112 people, 57 companies of the sample files can match) and less than both, so in
-    // whatever order the two scans book the day, both send and some rows are deferred.
+    // alone (the sample files' rows with valid datapoints: 112 people, 57 companies; duplicates
+    // go once) and less than both, so in whatever order the two scans book the day, both send
+    // and some rows are deferred.
     let mut config = SandboxConfig::new(std::sync::Arc::new(generate_directory(
         &GeneratorConfig::default(),
     )));
