@@ -40,8 +40,8 @@ fn main() -> ExitCode {
 /// (`always` on some distributions): touching any byte of an aligned 2 MiB range makes all of it
 /// resident, and a huge page partly freed is only split and given back under memory pressure, so
 /// memory freed during a job stayed counted (mimalloc, built with `no_thp`, no longer asks for
-/// them itself). It applies to pages touched from now on; a failure (an old
-/// kernel) only leaves the system's setting.
+/// them itself). It applies to pages touched from now on, and to processes this one starts; a
+/// failure (an old kernel) only leaves the system's setting.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` takes plain integers and sets a flag of
