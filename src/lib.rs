@@ -26,8 +26,9 @@ pub use error::{Error, Result};
 
 /// Sets the options of mimalloc for a program whose global allocator it is (the `prospeo`
 /// binary, the Python extension): freed memory goes back to the system after 10 ms instead of
-/// mimalloc 3's 1 s, which kept about 100 MB more at the peak of a job at the same CPU
-/// (`cargo bench --bench memory`). A `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// mimalloc 3's 1 s, which kept 60 to 85 MB more at the peak of a 100,000-row job (287 and 309
+/// MB against 225 and 224, `cargo bench --bench memory`), for a little more system time. A
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 ///
 /// Call it first thing, before other threads start.
 pub fn configure_mimalloc() {
