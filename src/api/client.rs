@@ -17,20 +17,22 @@ use tokio::sync::Semaphore;
 use super::dedup::{Claim, Claims, Pending, cached_answers};
 use super::endpoint::Endpoint;
 use super::http::Vendor;
-use super::pacing::{Admission, Moment, Pacer, Reservation};
-use super::plan::QuotaWindow;
+use super::pacing::{Moment, Pacer};
 use super::pricing::{CreditBudget, worst_case};
-use super::retry::{self, Attempt, Decision, Progress};
+use super::retry::{self, Decision, Progress};
 use super::tally::{AtomicTotals, Tally};
 use super::wire::{EnrichFlags, MAX_BULK_RECORDS};
 use crate::cache::{CacheKey, ResponseCache};
-use crate::coordinator::{Booking, KeyId, Shared};
+use crate::coordinator::{KeyId, Shared};
 use crate::datapoints::Datapoints;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 
 mod settle;
 mod shared;
+mod slot;
+
+use slot::{LATE, Slot};
 
 // These lived here first; their public paths stay.
 pub use super::builder::{
@@ -92,17 +94,6 @@ pub(crate) struct Ask {
 /// A record this caller claimed: its place in the caller's input, its normalised datapoints
 /// and its key (made once).
 type Claimed = (usize, Datapoints, CacheKey);
-
-/// Room for one request: in this process's pacer, or in the key's shared windows.
-enum Slot {
-    Local(Reservation),
-    /// A booking, and when it is due by this process's clock.
-    Shared(Booking, Instant),
-}
-
-/// How late a shared booking may be sent: later, it may crowd windows other workers booked
-/// against, so it is booked again.
-const LATE: Duration = Duration::from_millis(120);
 
 /// What sending one request came to.
 enum Sent {
@@ -559,76 +550,6 @@ impl Client {
                 }
                 Decision::Settle(settle) => {
                     return self.conclude(settle, records, ask, tally).await;
-                }
-            }
-        }
-    }
-
-    /// Waits for the pacer to admit `n` records, at most `patience` (and `max_quota_wait`);
-    /// the records settled as deferred (or the request to split) when it does not.
-    async fn pace(
-        &self,
-        n: usize,
-        patience: Duration,
-        tally: &mut Tally,
-    ) -> std::result::Result<Reservation, Sent> {
-        let (inner, pacer) = (&self.inner, &self.inner.pacer);
-        let now = Moment::now();
-        let patience = inner.settings.max_quota_wait.min(patience);
-        let reservation = match pacer.reserve(now, n as u64, patience) {
-            Admission::Send(reservation) => reservation,
-            Admission::Defer { until, window } => {
-                // The day's last records of quota are used rather than left idle.
-                let left = pacer.left_today(now) as usize;
-                if window == QuotaWindow::Day && n > 1 && left > 0 && left < n {
-                    return Err(Sent::Split(left));
-                }
-                let reason = match window {
-                    QuotaWindow::Day => DeferReason::DailyQuota,
-                    _ => DeferReason::RateLimited,
-                };
-                return Err(self.deferred(tally, n, reason, Some(now.wall_of(until))));
-            }
-        };
-        let wait = reservation.send_at.saturating_duration_since(now.instant);
-        inner
-            .totals
-            .count(tally, |t| t.quota_wait_ms += wait.as_millis() as u64);
-        tokio::time::sleep_until(reservation.send_at.into()).await;
-        Ok(reservation)
-    }
-
-    /// One attempt on the wire; settles its reservation: counted when the server processed the
-    /// request, released otherwise (failed requests do not count, reference).
-    async fn exchange(&self, endpoint: Endpoint, body: &bytes::Bytes, slot: Slot) -> Attempt {
-        let pacer = &self.inner.pacer;
-        let exchange = self.inner.vendor.post_bulk(endpoint, body).await;
-        let processed = matches!(exchange.attempt, Attempt::Answered(_) | Attempt::Lost(_));
-        match (slot, processed) {
-            (Slot::Local(reservation), true) => pacer.confirm(reservation, exchange.answered_at),
-            (Slot::Shared(booking, _), true) => {
-                if let Some(shared) = self.shared() {
-                    shared.confirm(&booking).await;
-                }
-            }
-            (slot, false) => self.release(slot).await,
-        }
-        if let Some(quota) = &exchange.quota {
-            pacer.observe(exchange.answered_at, quota);
-            if let Some(shared) = self.shared() {
-                self.share_limits(shared, quota).await;
-            }
-        }
-        exchange.attempt
-    }
-
-    /// Frees a slot that was not used.
-    async fn release(&self, slot: Slot) {
-        match slot {
-            Slot::Local(reservation) => self.inner.pacer.release(reservation),
-            Slot::Shared(booking, _) => {
-                if let Some(shared) = self.shared() {
-                    shared.release(&booking).await;
                 }
             }
         }
