@@ -536,7 +536,7 @@ impl Utf8Builder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn append(&mut self, value: Option<&str>) {
         match value {
             Some(value) => {
@@ -583,7 +583,7 @@ impl Bits {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn append(&mut self, bit: bool) {
         let at = self.len % 8;
         if at == 0 {
