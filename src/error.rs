@@ -104,6 +104,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Another process has the response cache file open (one process at a time may).
+    #[error(
+        "response cache {path}: another prospeo process is using this cache; wait for it, or use --cache PATH / --no-cache"
+    )]
+    CacheInUse {
+        /// The cache file.
+        path: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -130,12 +138,13 @@ impl Error {
                 | Error::UnknownOption { .. }
                 | Error::Mapping(_)
                 | Error::Cache { .. }
+                | Error::CacheInUse { .. }
         )
     }
 
     /// Whether the response cache file is held by another process.
     pub fn is_cache_in_use(&self) -> bool {
-        matches!(self, Error::Cache { reason, .. } if reason == crate::cache::file::IN_USE)
+        matches!(self, Error::CacheInUse { .. })
     }
 
     /// The crate error inside a DataFusion error, however DataFusion wrapped it: the

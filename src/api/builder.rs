@@ -1,4 +1,4 @@
-//! Building a [`Client`]: the API key, the retry policy, every setting with its default, and
+//! Building a [`Client`](crate::api::Client): the API key, the retry policy, every setting with its default, and
 //! what the environment sets (`PROSPEO_API_KEY`, `PROSPEO_API_KEY_FILE`, `PROSPEO_BASE_URL`).
 
 use std::fmt;
@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::client::Client;
 use crate::api::pacing::{Pacer, QuotaLimiter};
 use crate::api::plan::{Plan, RateLimits};
 use crate::cache::ResponseCache;
@@ -21,6 +20,13 @@ pub const ENV_API_KEY: &str = "PROSPEO_API_KEY";
 pub const ENV_API_KEY_FILE: &str = "PROSPEO_API_KEY_FILE";
 /// Environment variable of the base URL.
 pub const ENV_BASE_URL: &str = "PROSPEO_BASE_URL";
+
+/// `url` without trailing slashes, when it is an http:// or https:// URL (the one check every
+/// way of giving the API's address goes through).
+pub(crate) fn http_base_url(url: &str) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_string())
+}
 
 /// An API key. Never shown: `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -327,38 +333,5 @@ impl ClientBuilder {
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
-    }
-
-    /// Builds the client: reads the key file if one was given, opens no connection yet.
-    pub fn build(self) -> Result<Client> {
-        let api_key = match (&self.api_key, &self.api_key_file) {
-            (Some(key), _) => key.clone(),
-            (None, Some(path)) => ApiKey::from_file(path)?,
-            (None, None) => return Err(Error::MissingApiKey),
-        };
-        let base_url = self.base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "the base URL `{base_url}` must start with http:// or https://"
-            )));
-        }
-        if self.retry.max_attempts == 0 {
-            return Err(Error::Config(
-                "retry.max_attempts must be at least 1".into(),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(self.user_agent.clone())
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        let cache = match &self.cache {
-            Some(cache) => cache.clone(),
-            None => ResponseCache::in_memory()?,
-        };
-        Ok(Client::new(self, api_key, base_url, http, cache))
     }
 }

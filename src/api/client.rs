@@ -28,6 +28,7 @@ use crate::datapoints::Datapoints;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 
+mod build;
 mod settle;
 mod shared;
 mod slot;

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-pub use super::http::AccountStatus;
 use crate::api::wire::EnrichFlags;
 use crate::datapoints::{
     Datapoint, Datapoints, canonical_domain, canonical_linkedin_url, normalize,

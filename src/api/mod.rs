@@ -17,7 +17,8 @@ pub mod wire;
 
 pub use builder::{ApiKey, ClientBuilder, RetryPolicy};
 pub use client::Client;
-pub use endpoint::{AccountStatus, Endpoint, Object};
+pub use endpoint::{Endpoint, Object};
+pub use http::AccountStatus;
 pub use outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
 pub use pacing::{Moment, Pacer};
 pub use plan::{Plan, RateLimits};

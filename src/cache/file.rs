@@ -11,10 +11,6 @@ use redb::Database;
 
 use crate::error::{Error, Result};
 
-/// What the error says when another process holds the file.
-pub(crate) const IN_USE: &str =
-    "another prospeo process is using this cache; wait for it, or use --cache PATH / --no-cache";
-
 /// Deletes the cache file (the file itself, not only its entries); `Ok(false)` when it did not
 /// exist.
 ///
@@ -42,7 +38,11 @@ pub fn remove_file(path: &Path) -> Result<bool> {
         // Opening takes the lock: a cache in use by another process must not vanish under it.
         // Any other failure (a damaged file) does not stop the removal.
         match Database::builder().set_cache_size(1 << 20).open(path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(fail(IN_USE.into())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::CacheInUse {
+                    path: path.display().to_string(),
+                });
+            }
             Ok(db) => drop(db),
             Err(_) => {}
         }
@@ -88,10 +88,22 @@ pub(super) fn create_private_dirs(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// The error of the cache at `path` (as errors name it) that redb's `e` is: another process
+/// holding the file is [`Error::CacheInUse`], anything else [`Error::Cache`] in words.
+pub(super) fn redb_error(path: String, e: redb::Error) -> Error {
+    match e {
+        redb::Error::DatabaseAlreadyOpen => Error::CacheInUse { path },
+        e => Error::Cache {
+            path,
+            reason: describe(e),
+        },
+    }
+}
+
 /// A redb error in words, with what to do for the errors a user can act on.
 pub(super) fn describe(e: redb::Error) -> String {
     match e {
-        redb::Error::DatabaseAlreadyOpen => IN_USE.to_string(),
+        redb::Error::DatabaseAlreadyOpen => "another prospeo process is using this cache".into(),
         redb::Error::Corrupted(reason) => format!(
             "the file is damaged or is not a response cache ({reason}); move it away or use another --cache PATH"
         ),

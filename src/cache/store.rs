@@ -18,7 +18,9 @@ use super::codec::{
     BIT_MOBILE_REVEALED, CacheEntry, EncodedEntry, STATUS_MATCHED, STATUS_NOT_MATCHED,
     VALUE_HEADER_LEN, ValueHeader,
 };
-use super::file::{TemporaryFile, create_private_dirs, describe, is_redb_file, open_private};
+use super::file::{
+    TemporaryFile, create_private_dirs, describe, is_redb_file, open_private, redb_error,
+};
 use super::key::CacheKey;
 use crate::error::{Error, Result};
 
@@ -212,11 +214,12 @@ impl ResponseCache {
             ));
         }
         let file = open_private(path, false).map_err(|e| fail(e.to_string()))?;
-        let backend = FileBackend::new(file).map_err(|e| fail(describe(e.into())))?;
+        let backend =
+            FileBackend::new(file).map_err(|e| redb_error(path.display().to_string(), e.into()))?;
         let db = Database::builder()
             .set_cache_size(PAGE_CACHE_BYTES)
             .create_with_backend(backend)
-            .map_err(|e| fail(describe(e.into())))?;
+            .map_err(|e| redb_error(path.display().to_string(), e.into()))?;
         ResponseCache::init(db, Some(path.to_path_buf()), None)
     }
 
@@ -235,11 +238,11 @@ impl ResponseCache {
             reason,
         };
         let (file, temporary) = TemporaryFile::create().map_err(|e| fail(e.to_string()))?;
-        let backend = FileBackend::new(file).map_err(|e| fail(describe(e.into())))?;
+        let backend = FileBackend::new(file).map_err(|e| redb_error(TEMPORARY.into(), e.into()))?;
         let db = Database::builder()
             .set_cache_size(PAGE_CACHE_BYTES)
             .create_with_backend(backend)
-            .map_err(|e| fail(describe(e.into())))?;
+            .map_err(|e| redb_error(TEMPORARY.into(), e.into()))?;
         ResponseCache::init(db, None, Some(temporary))
     }
 
@@ -256,10 +259,7 @@ impl ResponseCache {
             let db = Database::builder()
                 .set_cache_size(PAGE_CACHE_BYTES)
                 .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| Error::Cache {
-                    path: "memory".into(),
-                    reason: describe(e.into()),
-                })?;
+                .map_err(|e| redb_error("memory".into(), e.into()))?;
             ResponseCache::init(db, None, None)
         })
     }
@@ -300,10 +300,7 @@ impl ResponseCache {
     }
 
     fn fail(&self, e: impl Into<redb::Error>) -> Error {
-        Error::Cache {
-            path: self.describe_path(),
-            reason: describe(e.into()),
-        }
+        redb_error(self.describe_path(), e.into())
     }
 
     /// Looks up many keys in one read transaction; one result per key, in order. A value that
@@ -860,13 +857,18 @@ mod tests {
         let first = ResponseCache::open(&path).unwrap();
         let err = ResponseCache::open(&path).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(err, Error::Cache { .. }), "{err:?}");
+        assert!(matches!(err, Error::CacheInUse { .. }), "{err:?}");
+        assert!(err.is_cache_in_use() && err.is_bad_input(), "{err:?}");
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(
             message.contains("another prospeo process is using this cache"),
             "{message}"
         );
         assert!(message.contains("--no-cache"), "{message}");
+        // Nor is the file deleted under the process using it.
+        let err = crate::cache::remove_file(&path).unwrap_err();
+        assert!(err.is_cache_in_use(), "{err:?}");
+        assert!(path.exists());
         drop(first);
         ResponseCache::open(&path).unwrap();
     }

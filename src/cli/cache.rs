@@ -19,7 +19,7 @@ use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache,
 use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl, ENV_COORDINATOR};
 use datafusion_prospeo::datafusion::options::ENV_CACHE;
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
-use datafusion_prospeo::{Datapoint, Error};
+use datafusion_prospeo::{Datapoint, EnrichOptions, Error};
 
 use super::coordinator::Hidden;
 use super::output::{Output, OutputFormat};
@@ -37,9 +37,10 @@ const REPLACED_COLUMNS: [&str; 3] = ["status", "cost", "error"];
 pub struct CacheArgs {
     #[command(subcommand)]
     pub command: CacheCommand,
-    /// The cache file (also PROSPEO_CACHE). Default: `prospeo/responses.redb` in the platform's
-    /// cache directory (`~/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on
-    /// Windows).
+    /// The cache file (also PROSPEO_CACHE). Default: the file `enrich` uses,
+    /// `prospeo/responses.redb` in the platform's cache directory (`~/.cache` on Linux,
+    /// `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows), or the file of its own of the
+    /// API at PROSPEO_BASE_URL when that is not the vendor's.
     #[arg(
         long,
         value_name = "PATH",
@@ -86,12 +87,15 @@ impl Target {
                 ))),
                 (Some(path), None) => Ok(Target::File(PathBuf::from(path))),
                 (None, Some(text)) => url(&text.to_string_lossy()),
-                (None, None) => ResponseCache::default_path().map(Target::File).ok_or_else(|| {
-                    CliError::BadInput(
+                // The file `enrich` and `sql` use: the vendor's, or the one of the API at
+                // PROSPEO_BASE_URL when that is another (a sandbox's answers are kept apart).
+                (None, None) => match EnrichOptions::default().cache_file() {
+                    Ok(Some(path)) => Ok(Target::File(path)),
+                    _ => Err(CliError::BadInput(
                         "this platform has no cache directory: give the cache file with --cache PATH"
                             .into(),
-                    )
-                }),
+                    )),
+                },
             },
         }
     }

@@ -36,6 +36,9 @@ pub enum InputFormat {
     Json,
 }
 
+/// The suffixes of compressed files (which this build does not read).
+pub(crate) const COMPRESSED_SUFFIXES: [&str; 4] = [".gz", ".zst", ".bz2", ".xz"];
+
 impl InputFormat {
     /// The format a path's extension names (`.parquet`, `.csv`, `.tsv`, `.json`, `.ndjson`,
     /// `.jsonl`, also behind `.gz`, `.zst`, ... so that the error can say the file is
@@ -43,7 +46,7 @@ impl InputFormat {
     pub fn from_path(path: &str) -> Option<Self> {
         let lower = path.to_ascii_lowercase();
         let lower = lower.trim_end_matches('/');
-        let lower = [".gz", ".zst", ".bz2", ".xz"]
+        let lower = COMPRESSED_SUFFIXES
             .iter()
             .find_map(|c| lower.strip_suffix(c))
             .unwrap_or(lower);
@@ -662,8 +665,8 @@ impl EnrichOptions {
                 let url = value.trim();
                 self.base_url = if url.is_empty() {
                     None
-                } else if url.starts_with("http://") || url.starts_with("https://") {
-                    Some(url.trim_end_matches('/').to_string())
+                } else if let Some(url) = crate::api::builder::http_base_url(url) {
+                    Some(url)
                 } else {
                     return Err(bad_value(
                         key,

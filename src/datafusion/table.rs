@@ -503,7 +503,7 @@ fn resolve_input(
     crate::datafusion::source::ensure_object_store(state, &url)?;
     // This build reads no compressed CSV or JSON (DataFusion's `compression` feature is off).
     let lower = input.to_ascii_lowercase();
-    if let Some(suffix) = [".gz", ".zst", ".bz2", ".xz"]
+    if let Some(suffix) = crate::datafusion::options::COMPRESSED_SUFFIXES
         .into_iter()
         .find(|s| lower.ends_with(s))
     {
@@ -719,7 +719,7 @@ impl TableProvider for EnrichTable {
                 let filters = filters.to_vec();
                 let private = Arc::clone(private);
                 let state = Arc::clone(&private);
-                let make: crate::datafusion::ffi::MakePlan = Arc::new(move || {
+                let make: crate::datafusion::own_context::MakePlan = Arc::new(move || {
                     let plan =
                         table.plan_scan(state.as_ref(), projection.as_ref(), &filters, limit);
                     match &table.runtime {
@@ -739,9 +739,9 @@ impl TableProvider for EnrichTable {
                 let shown = make()?;
                 // EXPLAIN shows it; executions plan their own (this one's client goes now).
                 let context = Arc::new(datafusion::execution::TaskContext::from(private.as_ref()));
-                Ok(Arc::new(crate::datafusion::ffi::OwnContextExec::new(
-                    &shown, make, context,
-                )))
+                Ok(Arc::new(
+                    crate::datafusion::own_context::OwnContextExec::new(&shown, make, context),
+                ))
             }
         }
     }

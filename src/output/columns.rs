@@ -20,33 +20,15 @@ use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, Float64Type, Int64Type, TimestampMillisecondType,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::arrow::error::ArrowError;
 
-use super::fields::{FieldSpec, Kind, Masking, WireObject, revealed_flag};
-
-/// Open builders of the flattened columns of some objects (of a type that holds them, `T`),
-/// appended to piece by piece.
-pub(super) trait FlatAppend<'a, T> {
-    /// Whether `parent`, or an object below it that these builders read, keeps a field the
-    /// tables declare in `extra` (the wire type does not know it yet): only the decoder reads
-    /// it.
-    fn declared_in_extra(&self, parent: &T) -> bool;
-    /// Appends the values of one piece of rows.
-    fn append(&mut self, parents: &[Option<&'a T>]);
-    /// The columns of the rows appended since the last finish, into `out` (in the order of
-    /// [`flat_fields`](super::fields::flat_fields), only the wanted ones); the builders start
-    /// over, empty.
-    fn finish(&mut self, out: &mut [Option<ArrayRef>]);
-}
-
-/// An open builder of one (unflattened) column read from objects of type `T`.
-pub(super) trait ColumnAppend<'a, T> {
-    /// As [`FlatAppend::declared_in_extra`].
-    fn declared_in_extra(&self, parent: &T) -> bool;
-    /// Appends the values of one piece of rows.
-    fn append(&mut self, parents: &[Option<&'a T>]);
-    /// The column of the rows appended since the last finish; the builder starts over, empty.
-    fn finish(&mut self) -> ArrayRef;
-}
+use super::decoder;
+#[cfg(test)]
+use super::fields::masked_without_flag;
+use super::fields::{
+    ColumnAppend, FieldSpec, FlatAppend, Kind, Many, Masking, NestedList, NestedObject, One,
+    WireObject, flat_fields, revealed_flag, struct_fields, width,
+};
 
 /// Whether `object` keeps a field of `specs` in `extra`.
 fn declares<C: WireObject>(specs: &[FieldSpec<C>], object: &C) -> bool {
@@ -714,5 +696,63 @@ impl Utf8ListBuilder {
             Arc::new(self.values.finish()),
             self.nulls.finish_nulls(),
         )
+    }
+}
+
+/// The nested-object seam of `fields.rs`, built here: builders of the flattened or struct
+/// columns, and the decoder's columns for the rare object it must read.
+impl<T, C: WireObject> NestedObject<T> for One<T, C> {
+    fn fields(&self) -> Fields {
+        struct_fields(self.1)
+    }
+
+    fn flat_fields(&self, path: &str, out: &mut Vec<Field>) {
+        flat_fields(self.1, path, out)
+    }
+
+    fn width(&self) -> usize {
+        width(self.1)
+    }
+
+    fn decoded_columns(
+        &self,
+        object: &StructArray,
+        out: &mut Vec<ArrayRef>,
+    ) -> Result<(), ArrowError> {
+        decoder::flat_columns(self.1, object, out)
+    }
+
+    fn flat_builder<'a>(
+        &self,
+        fields: &[FieldRef],
+        wanted: &[bool],
+        rows: usize,
+    ) -> Box<dyn FlatAppend<'a, T> + 'a> {
+        let columns = FlatColumns::new(self.1, fields, wanted, rows);
+        Box::new(NestedFlat::new(self.0, columns))
+    }
+
+    fn struct_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
+        Box::new(NestedStruct::new(self.0, self.1, field, rows))
+    }
+
+    #[cfg(test)]
+    fn masked_without_flag(&self) -> bool {
+        masked_without_flag(self.1)
+    }
+}
+
+impl<T, C: WireObject> NestedList<T> for Many<T, C> {
+    fn fields(&self) -> Fields {
+        struct_fields(self.1)
+    }
+
+    fn list_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
+        Box::new(ListColumn::new(self.0, self.1, field, rows))
+    }
+
+    #[cfg(test)]
+    fn masked_without_flag(&self) -> bool {
+        masked_without_flag(self.1)
     }
 }

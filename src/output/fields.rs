@@ -16,9 +16,6 @@ use crate::api::wire::{
     PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,
 };
 
-use super::columns::{ColumnAppend, FlatAppend, FlatColumns, ListColumn, NestedFlat, NestedStruct};
-use super::decoder;
-
 /// A typed object of the wire model: what the tables read values from.
 pub(super) trait WireObject: Serialize + Sized + 'static {
     /// The fields `api/wire.rs` does not know (yet), serialised in place.
@@ -142,6 +139,31 @@ impl<T> FieldSpec<T> {
     }
 }
 
+/// Open builders of the flattened columns of some objects (of a type that holds them, `T`),
+/// appended to piece by piece.
+pub(super) trait FlatAppend<'a, T> {
+    /// Whether `parent`, or an object below it that these builders read, keeps a field the
+    /// tables declare in `extra` (the wire type does not know it yet): only the decoder reads
+    /// it.
+    fn declared_in_extra(&self, parent: &T) -> bool;
+    /// Appends the values of one piece of rows.
+    fn append(&mut self, parents: &[Option<&'a T>]);
+    /// The columns of the rows appended since the last finish, into `out` (in the order of
+    /// [`flat_fields`], only the wanted ones); the builders start
+    /// over, empty.
+    fn finish(&mut self, out: &mut [Option<ArrayRef>]);
+}
+
+/// An open builder of one (unflattened) column read from objects of type `T`.
+pub(super) trait ColumnAppend<'a, T> {
+    /// As [`FlatAppend::declared_in_extra`].
+    fn declared_in_extra(&self, parent: &T) -> bool;
+    /// Appends the values of one piece of rows.
+    fn append(&mut self, parents: &[Option<&'a T>]);
+    /// The column of the rows appended since the last finish; the builder starts over, empty.
+    fn finish(&mut self) -> ArrayRef;
+}
+
 /// A nested object field of `T`, seen without its own type.
 pub(super) trait NestedObject<T>: Sync {
     /// Its fields, as one `Struct`.
@@ -183,66 +205,16 @@ pub(super) trait NestedList<T>: Sync {
 }
 
 /// The object of type `C` that a `T` holds, and the table declaring it.
-pub(super) struct One<T: 'static, C: 'static>(fn(&T) -> Option<&C>, &'static [FieldSpec<C>]);
+pub(super) struct One<T: 'static, C: 'static>(
+    pub(super) fn(&T) -> Option<&C>,
+    pub(super) &'static [FieldSpec<C>],
+);
 
 /// The list of objects of type `C` that a `T` holds, and the table declaring one item.
-pub(super) struct Many<T: 'static, C: 'static>(fn(&T) -> Option<&[C]>, &'static [FieldSpec<C>]);
-
-impl<T, C: WireObject> NestedObject<T> for One<T, C> {
-    fn fields(&self) -> Fields {
-        struct_fields(self.1)
-    }
-
-    fn flat_fields(&self, path: &str, out: &mut Vec<Field>) {
-        flat_fields(self.1, path, out)
-    }
-
-    fn width(&self) -> usize {
-        width(self.1)
-    }
-
-    fn decoded_columns(
-        &self,
-        object: &StructArray,
-        out: &mut Vec<ArrayRef>,
-    ) -> Result<(), ArrowError> {
-        decoder::flat_columns(self.1, object, out)
-    }
-
-    fn flat_builder<'a>(
-        &self,
-        fields: &[FieldRef],
-        wanted: &[bool],
-        rows: usize,
-    ) -> Box<dyn FlatAppend<'a, T> + 'a> {
-        let columns = FlatColumns::new(self.1, fields, wanted, rows);
-        Box::new(NestedFlat::new(self.0, columns))
-    }
-
-    fn struct_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
-        Box::new(NestedStruct::new(self.0, self.1, field, rows))
-    }
-
-    #[cfg(test)]
-    fn masked_without_flag(&self) -> bool {
-        masked_without_flag(self.1)
-    }
-}
-
-impl<T, C: WireObject> NestedList<T> for Many<T, C> {
-    fn fields(&self) -> Fields {
-        struct_fields(self.1)
-    }
-
-    fn list_builder<'a>(&self, field: &Field, rows: usize) -> Box<dyn ColumnAppend<'a, T> + 'a> {
-        Box::new(ListColumn::new(self.0, self.1, field, rows))
-    }
-
-    #[cfg(test)]
-    fn masked_without_flag(&self) -> bool {
-        masked_without_flag(self.1)
-    }
-}
+pub(super) struct Many<T: 'static, C: 'static>(
+    pub(super) fn(&T) -> Option<&[C]>,
+    pub(super) &'static [FieldSpec<C>],
+);
 
 /// The nested Arrow fields of an object; every field nullable.
 pub(super) fn struct_fields<C>(specs: &[FieldSpec<C>]) -> Fields {

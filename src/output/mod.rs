@@ -51,7 +51,8 @@ use datafusion::arrow::error::ArrowError;
 use crate::api::endpoint::Object;
 use crate::api::outcome::{Match, RecordOutcome};
 use crate::api::wire::{Company, Person};
-use columns::{FlatAppend, FlatColumns};
+use columns::FlatColumns;
+use fields::FlatAppend;
 use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
 
 /// The default prefix of every output column.

@@ -1409,6 +1409,13 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
         files[0].starts_with(&format!("responses-127-0-0-1-{port}-")),
         "the sandbox's answers are kept apart from the vendor's (responses.redb): {files:?}"
     );
+    // `prospeo cache` looks where `enrich` keeps the answers of the API at PROSPEO_BASE_URL.
+    let stats = prospeo_with(args(&["cache", "stats", "--json"]), env("env")).await;
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
+    let after = std::fs::read_dir(home.join("prospeo")).unwrap().count();
+    assert_eq!(after, 1, "no other cache file appeared");
     sandbox.stop().await.unwrap();
 }
 
