@@ -15,9 +15,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion_prospeo::api::RecordOutcome;
+use datafusion_prospeo::api::builder::ENV_BASE_URL;
 use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache, remove_file};
 use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl, ENV_COORDINATOR};
-use datafusion_prospeo::datafusion::options::ENV_CACHE;
+use datafusion_prospeo::datafusion::options::{ENV_CACHE, OptionKey};
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
 use datafusion_prospeo::{Datapoint, EnrichOptions, Error};
 
@@ -89,13 +90,23 @@ impl Target {
                 (None, Some(text)) => url(&text.to_string_lossy()),
                 // The file `enrich` and `sql` use: the vendor's, or the one of the API at
                 // PROSPEO_BASE_URL when that is another (a sandbox's answers are kept apart).
-                (None, None) => match EnrichOptions::default().cache_file() {
-                    Ok(Some(path)) => Ok(Target::File(path)),
-                    _ => Err(CliError::BadInput(
-                        "this platform has no cache directory: give the cache file with --cache PATH"
-                            .into(),
-                    )),
-                },
+                (None, None) => {
+                    // PROSPEO_BASE_URL checked as `enrich` checks it: a mistyped one must not
+                    // name a file of its own that holds nothing.
+                    let mut options = EnrichOptions::default();
+                    if let Some(url) = env(ENV_BASE_URL) {
+                        options
+                            .set_key(OptionKey::BaseUrl, &url.to_string_lossy())
+                            .map_err(|e| CliError::BadInput(format!("{ENV_BASE_URL}: {e}")))?;
+                    }
+                    match options.cache_file() {
+                        Ok(Some(path)) => Ok(Target::File(path)),
+                        Ok(None) | Err(_) => Err(CliError::BadInput(
+                            "this platform has no cache directory: give the cache file with --cache PATH"
+                                .into(),
+                        )),
+                    }
+                }
             },
         }
     }
@@ -160,7 +171,12 @@ pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
     .map_err(|e| CliError::Failure(format!("the cache command stopped: {e}")))?
 }
 
+/// A library error as this command reports it: a cache another process holds is the user's to
+/// wait for (as for `enrich`); anything else a failure.
 fn failure(e: datafusion_prospeo::Error) -> CliError {
+    if e.is_cache_in_use() {
+        return CliError::from(e);
+    }
     CliError::Failure(e.to_string())
 }
 
@@ -501,6 +517,21 @@ mod tests {
     use datafusion_prospeo::Datapoints;
     use datafusion_prospeo::api::wire::{EnrichFlags, Person};
     use datafusion_prospeo::cache::CachedAnswer;
+
+    #[test]
+    fn a_cache_another_process_holds_is_reported_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("responses.redb");
+        let held = ResponseCache::open(&path).unwrap();
+        for result in [stats(&path, false), clear(&path)] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, CliError::CacheInUse(_)), "{err:?}");
+        }
+        assert!(path.exists(), "a cache in use is not deleted");
+        drop(held);
+        assert_eq!(clear(&path).unwrap(), 0);
+        assert!(!path.exists());
+    }
 
     #[tokio::test]
     async fn export_writes_one_row_per_answer_with_the_key_and_the_objects() {

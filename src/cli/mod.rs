@@ -84,8 +84,9 @@ pub enum Command {
     /// Every answer the API gave for a record (matched with the person and company, not
     /// matched, invalid) is kept in one file so that a later run never pays for it again. It
     /// lives in the platform's cache directory (~/.cache/prospeo/responses.redb on Linux) unless
-    /// --cache PATH or PROSPEO_CACHE says otherwise. It holds personal data (names, emails,
-    /// mobiles): `prospeo cache clear` deletes the file.
+    /// --cache PATH or PROSPEO_CACHE says otherwise; with PROSPEO_BASE_URL naming another API
+    /// than the vendor's (a sandbox, a proxy), that API's own file beside it, as `enrich` uses.
+    /// It holds personal data (names, emails, mobiles): `prospeo cache clear` deletes the file.
     Cache(cache::CacheArgs),
     /// Set up or inspect the coordinator: the PostgreSQL database through which workers on one
     /// key share pacing, claims and answers.

@@ -1416,6 +1416,16 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
     assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
     let after = std::fs::read_dir(home.join("prospeo")).unwrap().count();
     assert_eq!(after, 1, "no other cache file appeared");
+    // A mistyped PROSPEO_BASE_URL is refused there as `enrich` refuses it.
+    let mut mistyped = env("flag");
+    mistyped.push(("PROSPEO_BASE_URL".into(), "api.prospeo.io".into()));
+    let refused = prospeo_with(args(&["cache", "stats"]), mistyped).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("PROSPEO_BASE_URL"),
+        "{}",
+        stderr(&refused)
+    );
     sandbox.stop().await.unwrap();
 }
 
