@@ -421,7 +421,7 @@ struct ChunkJob {
 
 impl ChunkJob {
     /// Enriches one chunk of at most 50 input rows into one output batch of the same rows.
-    async fn enrich(self: Arc<Self>, chunk: RecordBatch) -> Result<RecordBatch> {
+    async fn enrich(&self, chunk: RecordBatch) -> Result<RecordBatch> {
         let spec = &self.spec;
         let mapped = chunk.project(&spec.mapped_columns)?;
         let datapoints = spec
@@ -433,23 +433,9 @@ impl ChunkJob {
             .enrich(spec.endpoint, &datapoints, spec.flags)
             .await?;
         self.metrics.record(&outcome);
-        let enrichment = if self.enrichment.reads_objects() {
-            // Flattening the people and companies is most of a chunk's own CPU. On a blocking
-            // thread it runs beside the other chunks' work, which this stream polls on one
-            // task (lookups and answers of the chunks in flight, the writer's encoding):
-            // served from the cache, a job then keeps both cores busy.
-            let job = self.clone();
-            tokio::task::spawn_blocking(move || {
-                job.spec
-                    .output
-                    .flatten_projected(&job.enrichment, &outcome.records)
-            })
-            .await
-            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??
-        } else {
-            spec.output
-                .flatten_projected(&self.enrichment, &outcome.records)?
-        };
+        let enrichment = spec
+            .output
+            .flatten_projected(&self.enrichment, &outcome.records)?;
         // The projection holds the enrichment columns in `spec.columns` order.
         let mut flattened = enrichment.columns().iter();
         let columns: Vec<ArrayRef> = spec

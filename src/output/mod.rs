@@ -115,12 +115,6 @@ impl OutputProjection {
         self.schema.clone()
     }
 
-    /// Whether some person or company column is projected: flattening then reads the objects
-    /// (otherwise only the status columns are built, which costs next to nothing).
-    pub fn reads_objects(&self) -> bool {
-        self.wanted[..self.wanted.len() - status::WIDTH].contains(&true)
-    }
-
     /// Whether every column of the output schema is projected.
     pub fn is_all(&self) -> bool {
         self.wanted.iter().all(|&w| w)
