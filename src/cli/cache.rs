@@ -18,7 +18,7 @@ use datafusion_prospeo::api::RecordOutcome;
 use datafusion_prospeo::api::builder::ENV_BASE_URL;
 use datafusion_prospeo::cache::{CacheEntry, CacheKey, CacheStats, ResponseCache, remove_file};
 use datafusion_prospeo::coordinator::{Coordinator, CoordinatorUrl, ENV_COORDINATOR};
-use datafusion_prospeo::datafusion::options::{ENV_CACHE, OptionKey};
+use datafusion_prospeo::datafusion::options::ENV_CACHE;
 use datafusion_prospeo::output::{DEFAULT_PREFIX, OutputSchema};
 use datafusion_prospeo::{Datapoint, EnrichOptions, Error};
 
@@ -55,6 +55,11 @@ pub struct CacheArgs {
     /// PGPASSWORD, a PGPASSFILE or ~/.pgpass, never from the URL.
     #[arg(long, value_name = "URL", global = true)]
     pub coordinator: Option<Hidden>,
+    /// The API whose default cache file to use (also PROSPEO_BASE_URL): an API other than the
+    /// vendor's (a sandbox, a proxy) has a file of its own, as `enrich` keeps it. Checked as
+    /// prospeo.base_url is.
+    #[arg(long, value_name = "URL", env = ENV_BASE_URL, value_parser = super::base_url, global = true)]
+    pub base_url: Option<String>,
 }
 
 /// Which cache a command works on.
@@ -69,7 +74,11 @@ impl Target {
     /// A flag names the cache; else one of PROSPEO_CACHE and PROSPEO_COORDINATOR (both is
     /// ambiguous); else the default file. A URL holding a password is refused here, before
     /// anything connects.
-    fn resolve(cache: Option<PathBuf>, coordinator: Option<Hidden>) -> Result<Self, CliError> {
+    fn resolve(
+        cache: Option<PathBuf>,
+        coordinator: Option<Hidden>,
+        base_url: Option<String>,
+    ) -> Result<Self, CliError> {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let url = |text: &str| {
             CoordinatorUrl::parse(text)
@@ -91,14 +100,12 @@ impl Target {
                 // The file `enrich` and `sql` use: the vendor's, or the one of the API at
                 // PROSPEO_BASE_URL when that is another (a sandbox's answers are kept apart).
                 (None, None) => {
-                    // PROSPEO_BASE_URL checked as `enrich` checks it: a mistyped one must not
-                    // name a file of its own that holds nothing.
-                    let mut options = EnrichOptions::default();
-                    if let Some(url) = env(ENV_BASE_URL) {
-                        options
-                            .set_key(OptionKey::BaseUrl, &url.to_string_lossy())
-                            .map_err(|e| CliError::BadInput(format!("{ENV_BASE_URL}: {e}")))?;
-                    }
+                    // The file `enrich` uses for the API at `base_url` (checked by clap as
+                    // `enrich` checks it: a mistyped one must not name an empty file).
+                    let options = EnrichOptions {
+                        base_url: base_url.filter(|url| !url.is_empty()),
+                        ..EnrichOptions::default()
+                    };
                     match options.cache_file() {
                         Ok(Some(path)) => Ok(Target::File(path)),
                         Ok(None) | Err(_) => Err(CliError::BadInput(
@@ -150,7 +157,7 @@ pub enum CacheCommand {
 }
 
 pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
-    let path = match Target::resolve(args.cache, args.coordinator)? {
+    let path = match Target::resolve(args.cache, args.coordinator, args.base_url)? {
         Target::File(path) => path,
         Target::Coordinator(url) => return run_coordinator(&url, args.command).await,
     };

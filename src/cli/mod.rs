@@ -84,8 +84,9 @@ pub enum Command {
     /// Every answer the API gave for a record (matched with the person and company, not
     /// matched, invalid) is kept in one file so that a later run never pays for it again. It
     /// lives in the platform's cache directory (~/.cache/prospeo/responses.redb on Linux) unless
-    /// --cache PATH or PROSPEO_CACHE says otherwise; with PROSPEO_BASE_URL naming another API
-    /// than the vendor's (a sandbox, a proxy), that API's own file beside it, as `enrich` uses.
+    /// --cache PATH or PROSPEO_CACHE says otherwise; with --base-url (PROSPEO_BASE_URL) naming
+    /// another API than the vendor's (a sandbox, a proxy), that API's own file beside it, as
+    /// `enrich` uses.
     /// It holds personal data (names, emails, mobiles): `prospeo cache clear` deletes the file.
     Cache(cache::CacheArgs),
     /// Set up or inspect the coordinator: the PostgreSQL database through which workers on one
@@ -128,7 +129,7 @@ impl ApiArgs {
 }
 
 /// Checks a base URL as `SET prospeo.base_url` does, with the same message.
-fn base_url(text: &str) -> Result<String, datafusion_prospeo::Error> {
+pub(crate) fn base_url(text: &str) -> Result<String, datafusion_prospeo::Error> {
     let mut options = datafusion_prospeo::EnrichOptions::default();
     options.set_key(OptionKey::BaseUrl, text)?;
     Ok(options.base_url.unwrap_or_default())

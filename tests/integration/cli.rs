@@ -1416,16 +1416,22 @@ async fn a_sandbox_reached_by_url_keeps_its_answers_out_of_the_default_cache_fil
     assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
     let after = std::fs::read_dir(home.join("prospeo")).unwrap().count();
     assert_eq!(after, 1, "no other cache file appeared");
-    // A mistyped PROSPEO_BASE_URL is refused there as `enrich` refuses it.
+    // Or with --base-url, as `enrich` takes it.
+    let url = sandbox.base_url();
+    let stats = prospeo_with(
+        args(&["cache", "stats", "--json", "--base-url", &url]),
+        env("flag"),
+    )
+    .await;
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
+    // A mistyped URL is refused there as `enrich` refuses it.
     let mut mistyped = env("flag");
     mistyped.push(("PROSPEO_BASE_URL".into(), "api.prospeo.io".into()));
     let refused = prospeo_with(args(&["cache", "stats"]), mistyped).await;
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("PROSPEO_BASE_URL"),
-        "{}",
-        stderr(&refused)
-    );
+    assert!(stderr(&refused).contains("http://"), "{}", stderr(&refused));
     sandbox.stop().await.unwrap();
 }
 
