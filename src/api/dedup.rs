@@ -126,13 +126,22 @@ impl Pending {
 /// How many cache lookups run at once in this process: one a core. A job served from the
 /// cache has every chunk in flight looking up at the same time; more lookups than cores only
 /// add blocking threads, each with its own allocator heap (a re-run of 100,000 rows writing
-/// Parquet peaked at 272 to 284 MB with 8 at once, 239 to 241 MB with 2, and was no slower).
-fn lookup_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
-    })
+/// Parquet peaked at 250 to 259 MB with this bound, 275 to 287 MB without, and was no slower).
+/// Per process id: a child forked while lookups held permits (an Airflow worker) starts with
+/// all of its own.
+fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: Mutex<Option<(u32, Arc<tokio::sync::Semaphore>)>> = Mutex::new(None);
+    let mut permits = PERMITS.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match &*permits {
+        Some((owner, semaphore)) if *owner == pid => semaphore.clone(),
+        _ => {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(cores));
+            *permits = Some((pid, semaphore.clone()));
+            semaphore
+        }
+    }
 }
 
 /// The response cache's entries for `keys` (all `None` when the cache cannot be read: the
@@ -144,7 +153,7 @@ pub(crate) async fn cached_answers(
 ) -> Vec<Option<CacheEntry>> {
     let (cache, n) = (cache.clone(), keys.len());
     // Never closed: a permit always comes.
-    let _permit = lookup_permits().acquire().await.ok();
+    let _permit = lookup_permits().acquire_owned().await.ok();
     match tokio::task::spawn_blocking(move || cache.get_many(&keys)).await {
         Ok(Ok(entries)) => entries,
         Ok(Err(e)) => {

@@ -41,7 +41,7 @@ pub struct CacheArgs {
     /// The cache file (also PROSPEO_CACHE). Default: the file `enrich` uses,
     /// `prospeo/responses.redb` in the platform's cache directory (`~/.cache` on Linux,
     /// `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows), or the file of its own of the
-    /// API at PROSPEO_BASE_URL when that is not the vendor's.
+    /// API at --base-url when that is not the vendor's.
     #[arg(
         long,
         value_name = "PATH",
@@ -55,10 +55,17 @@ pub struct CacheArgs {
     /// PGPASSWORD, a PGPASSFILE or ~/.pgpass, never from the URL.
     #[arg(long, value_name = "URL", global = true)]
     pub coordinator: Option<Hidden>,
-    /// The API whose default cache file to use (also PROSPEO_BASE_URL): an API other than the
-    /// vendor's (a sandbox, a proxy) has a file of its own, as `enrich` keeps it. Checked as
-    /// prospeo.base_url is.
-    #[arg(long, value_name = "URL", env = ENV_BASE_URL, value_parser = super::base_url, global = true)]
+    /// The API whose answers to work on (also PROSPEO_BASE_URL): an API other than the vendor's
+    /// (a sandbox, a proxy) has a default file of its own, and answers of its own in the
+    /// coordinator, as `enrich` keeps them. Checked as prospeo.base_url is.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = ENV_BASE_URL,
+        hide_env_values = true,
+        value_parser = super::base_url,
+        global = true
+    )]
     pub base_url: Option<String>,
 }
 
@@ -98,12 +105,12 @@ impl Target {
                 (Some(path), None) => Ok(Target::File(PathBuf::from(path))),
                 (None, Some(text)) => url(&text.to_string_lossy()),
                 // The file `enrich` and `sql` use: the vendor's, or the one of the API at
-                // PROSPEO_BASE_URL when that is another (a sandbox's answers are kept apart).
+                // --base-url (PROSPEO_BASE_URL) when that is another (a sandbox's answers are
+                // kept apart). The URL is checked by clap as `enrich` checks it: a mistyped one
+                // must not name an empty file.
                 (None, None) => {
-                    // The file `enrich` uses for the API at `base_url` (checked by clap as
-                    // `enrich` checks it: a mistyped one must not name an empty file).
                     let options = EnrichOptions {
-                        base_url: base_url.filter(|url| !url.is_empty()),
+                        base_url,
                         ..EnrichOptions::default()
                     };
                     match options.cache_file() {
@@ -157,9 +164,10 @@ pub enum CacheCommand {
 }
 
 pub async fn run(args: CacheArgs) -> Result<u8, CliError> {
-    let path = match Target::resolve(args.cache, args.coordinator, args.base_url)? {
+    let base_url = args.base_url.filter(|url| !url.is_empty());
+    let path = match Target::resolve(args.cache, args.coordinator, base_url.clone())? {
         Target::File(path) => path,
-        Target::Coordinator(url) => return run_coordinator(&url, args.command).await,
+        Target::Coordinator(url) => return run_coordinator(&url, args.command, base_url).await,
     };
     if let CacheCommand::Export {
         output,
@@ -217,12 +225,22 @@ fn stats(path: &Path, json: bool) -> Result<u8, CliError> {
 
 /// `prospeo cache` on the coordinator's answers: connected and its schema checked first (a
 /// missing or newer schema is an error that says what to do, exit 2).
-async fn run_coordinator(url: &CoordinatorUrl, command: CacheCommand) -> Result<u8, CliError> {
+async fn run_coordinator(
+    url: &CoordinatorUrl,
+    command: CacheCommand,
+    base_url: Option<String>,
+) -> Result<u8, CliError> {
     let mut coordinator = Coordinator::connect(url).await.map_err(api_error)?;
     coordinator.check_version().await.map_err(api_error)?;
-    // The answers of the API PROSPEO_BASE_URL names, else the vendor's (as the default cache
-    // file is the vendor's).
-    coordinator.set_api(datafusion_prospeo::ClientBuilder::from_env().configured_base_url());
+    // The answers of the API --base-url (PROSPEO_BASE_URL) names, else the vendor's: the ones
+    // `enrich` with the same URL shares.
+    let api = match base_url {
+        Some(url) => url,
+        None => datafusion_prospeo::ClientBuilder::from_env()
+            .configured_base_url()
+            .to_string(),
+    };
+    coordinator.set_api(&api);
     match command {
         CacheCommand::Stats { json } => {
             let stats = coordinator.answer_stats().await.map_err(api_error)?;

@@ -98,7 +98,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// The API's base URL (also PROSPEO_BASE_URL); checked as prospeo.base_url is.
-    #[arg(long, env = "PROSPEO_BASE_URL", value_parser = base_url)]
+    #[arg(long, env = "PROSPEO_BASE_URL", hide_env_values = true, value_parser = base_url)]
     pub base_url: Option<String>,
     /// A file holding the API key (also PROSPEO_API_KEY_FILE); PROSPEO_API_KEY otherwise.
     #[arg(long, env = "PROSPEO_API_KEY_FILE")]

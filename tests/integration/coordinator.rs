@@ -423,6 +423,20 @@ async fn cache_commands_read_export_and_clear_the_coordinators_answers_as_the_fi
     assert_eq!(stats["invalid_datapoints"], 1_005);
     assert_eq!(stats["with_revealed_mobile"], 1_005);
     assert_eq!(stats["unreadable"], 0);
+    // Another API's answers are its own, as `enrich` keeps them: none for a sandbox's URL.
+    let other = [
+        "stats",
+        "--json",
+        "--coordinator",
+        &url,
+        "--base-url",
+        "http://127.0.0.1:9",
+    ];
+    let out = cache(&other, &env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (stdout, _) = without_password(&out, password);
+    let other: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(other["entries"], 0, "{other}");
     let value_bytes = pg.psql("SELECT sum(octet_length(value)) FROM prospeo_coordinator.answers");
     assert_eq!(
         stats["file_bytes"].as_u64().unwrap().to_string(),
