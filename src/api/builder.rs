@@ -1,5 +1,6 @@
-//! Building a [`Client`](crate::api::Client): the API key, the retry policy, every setting with its default, and
-//! what the environment sets (`PROSPEO_API_KEY`, `PROSPEO_API_KEY_FILE`, `PROSPEO_BASE_URL`).
+//! Building a [`Client`](crate::api::Client): the API key, the retry policy, every setting
+//! with its default, and what the environment sets (`PROSPEO_API_KEY`, `PROSPEO_API_KEY_FILE`,
+//! `PROSPEO_BASE_URL`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -86,8 +86,8 @@ pub enum Command {
     /// lives in the platform's cache directory (~/.cache/prospeo/responses.redb on Linux) unless
     /// --cache PATH or PROSPEO_CACHE says otherwise; with --base-url (PROSPEO_BASE_URL) naming
     /// another API than the vendor's (a sandbox, a proxy), that API's own file beside it, as
-    /// `enrich` uses.
-    /// It holds personal data (names, emails, mobiles): `prospeo cache clear` deletes the file.
+    /// `enrich` uses. It holds personal data (names, emails, mobiles): `prospeo cache clear`
+    /// deletes the file.
     Cache(cache::CacheArgs),
     /// Set up or inspect the coordinator: the PostgreSQL database through which workers on one
     /// key share pacing, claims and answers.
