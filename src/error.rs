@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
-use crate::api::wire::ErrorCode;
-use crate::datafusion::options::OptionKey;
 use crate::mapping::MappingError;
+use crate::settings::OptionKey;
+use crate::vendor::wire::ErrorCode;
 
 /// Everything that can go wrong in this crate, with what to do about it.
 #[derive(Debug, thiserror::Error)]

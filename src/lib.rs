@@ -16,7 +16,9 @@ pub mod mapping;
 pub mod output;
 pub(crate) mod rng;
 pub mod sandbox;
+pub mod settings;
 pub mod time;
+pub mod vendor;
 
 pub use crate::datafusion::options::EnrichOptions;
 pub use crate::datafusion::table::{register, register_with_builder, register_with_client};

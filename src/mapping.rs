@@ -20,8 +20,8 @@ use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options}
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 
-use crate::api::endpoint::Endpoint;
 use crate::datapoints::{Datapoint, Datapoints};
+use crate::vendor::endpoint::Endpoint;
 
 /// Header aliases per datapoint, most preferred first, written as they appear in exports (they
 /// are folded before comparison). A datapoint's own name ("first_name", "Company Website", ...)

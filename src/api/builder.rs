@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::pacing::{Pacer, QuotaLimiter};
-use crate::api::plan::{Plan, RateLimits};
 use crate::cache::ResponseCache;
-use crate::coordinator::{CoordinatorPassword, CoordinatorUrl};
+use crate::coordinator::{CoordinatorPassword, CoordinatorUrl, KeyId};
 use crate::error::{Error, Result};
+use crate::vendor::plan::{Plan, RateLimits};
 
-/// The vendor's API.
-pub const DEFAULT_BASE_URL: &str = "https://api.prospeo.io";
+pub use crate::vendor::DEFAULT_BASE_URL;
 /// Environment variable of the API key.
 pub const ENV_API_KEY: &str = "PROSPEO_API_KEY";
 /// Environment variable of a file holding the API key.
@@ -66,6 +65,13 @@ impl ApiKey {
     }
 }
 
+impl KeyId {
+    /// The coordinator's id of `key`: a hash, never the key.
+    pub fn of(key: &ApiKey) -> KeyId {
+        KeyId::of_secret(key.expose())
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(<redacted>)")
@@ -99,7 +105,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Builds a [`Client`]. Every setting has a method; [`ClientBuilder::from_env`] reads
+/// Builds a [`Client`](crate::api::Client). Every setting has a method; [`ClientBuilder::from_env`] reads
 /// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) and `PROSPEO_BASE_URL`.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {

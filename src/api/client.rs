@@ -451,10 +451,16 @@ impl Client {
         let Some(_budget) = inner.budget.reserve(worst, spent) else {
             return Ok(self.deferred(tally, n, DeferReason::Budget, None));
         };
-        let body = ask.endpoint.encode(
-            records.iter().map(|(_, datapoints, _)| datapoints),
-            ask.flags,
-        )?;
+        let body = ask
+            .endpoint
+            .encode(
+                records.iter().map(|(_, datapoints, _)| datapoints),
+                ask.flags,
+            )
+            .map_err(|e| Error::Request {
+                endpoint: ask.endpoint.path(),
+                reason: format!("cannot encode the request: {e}"),
+            })?;
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {

@@ -213,8 +213,8 @@ impl Drop for Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::EnrichFlags;
     use crate::datapoints::Datapoints;
+    use crate::vendor::wire::EnrichFlags;
 
     fn key(email: &str) -> CacheKey {
         let datapoints = Datapoints {

@@ -7,11 +7,11 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
 use crate::api::builder::ApiKey;
-use crate::api::endpoint::Endpoint;
 use crate::api::pacing::{Moment, QuotaHeaders};
 use crate::api::retry::{Attempt, classify};
-use crate::api::wire::{AccountInformation, AccountInformationResponse, ErrorBody, ErrorCode};
 use crate::error::{Error, Result, transport_reason};
+use crate::vendor::endpoint::Endpoint;
+use crate::vendor::wire::{AccountInformation, AccountInformationResponse, ErrorBody, ErrorCode};
 
 /// The account as `/account-information` and its rate-limit headers report it.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,15 +5,13 @@
 pub mod builder;
 pub mod client;
 pub(crate) mod dedup;
-pub mod endpoint;
 mod http;
-pub mod outcome;
 pub mod pacing;
-pub mod plan;
 pub(crate) mod pricing;
 pub(crate) mod retry;
-pub mod tally;
-pub mod wire;
+
+// The vendor's model, at the paths it had when it lived here.
+pub use crate::vendor::{endpoint, outcome, plan, tally, wire};
 
 pub use builder::{ApiKey, ClientBuilder, RetryPolicy};
 pub use client::Client;

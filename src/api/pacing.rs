@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::plan::{QuotaWindow, RateLimits};
+use crate::vendor::plan::{QuotaWindow, RateLimits};
 
 /// A point in time read from both clocks at once: the monotonic clock, on which this process
 /// waits, and the wall clock, the only one a pacer shared with other processes can use.
@@ -157,7 +157,7 @@ pub struct QuotaHeaders {
 impl QuotaHeaders {
     /// Reads the `x-*` headers of a response; absent or malformed headers are `None`.
     pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Self {
-        use crate::api::plan::headers as h;
+        use crate::vendor::plan::headers as h;
         let number = |name: &str| {
             headers
                 .get(name)
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn an_absurd_reset_header_is_read_as_the_windows_length_and_never_panics() {
-        use crate::api::plan::headers as h;
+        use crate::vendor::plan::headers as h;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(h::MINUTE_RESET_SECONDS, "1e19".parse().unwrap());
         headers.insert(h::DAILY_RESET_SECONDS, "99999999999".parse().unwrap());

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::api::outcome::{Match, RecordOutcome};
-use crate::api::wire::{BulkEnrichResponse, EnrichFlags, MatchedRecord};
+use crate::vendor::outcome::{Match, RecordOutcome};
+use crate::vendor::wire::{BulkEnrichResponse, EnrichFlags, MatchedRecord};
 
 /// The most `records` records can cost with these flags: every one a match, with a mobile when
 /// mobiles are asked for.
@@ -267,8 +267,8 @@ pub(crate) fn assign_costs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::outcome::RecordStatus;
-    use crate::api::wire::{Person, PersonMobile};
+    use crate::vendor::outcome::RecordStatus;
+    use crate::vendor::wire::{Person, PersonMobile};
 
     fn matched(id: &str, free: Option<bool>, mobile: bool) -> MatchedRecord {
         MatchedRecord {

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::builder::RetryPolicy;
-use crate::api::outcome::DeferReason;
 use crate::api::pacing::QuotaHeaders;
-use crate::api::plan::QuotaWindow;
-use crate::api::wire::{BulkEnrichResponse, ErrorBody, ErrorCode};
+use crate::vendor::outcome::DeferReason;
+use crate::vendor::plan::QuotaWindow;
+use crate::vendor::wire::{BulkEnrichResponse, ErrorBody, ErrorCode};
 
 /// How one attempt ended.
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 //! followed, for a match, by the person and company objects.
 //!
 //! Version 2 (written now) keeps the objects in the wire model's compact binary form
-//! ([`crate::api::wire::compact`]): the form's 4-byte schema fingerprint, then the objects'
+//! ([`crate::vendor::wire::compact`]): the form's 4-byte schema fingerprint, then the objects'
 //! length as 4 bytes and the objects LZ4-compressed (lz4_flex, pure Rust). Version 1 (still
 //! read) kept them as JSON, LZ4-compressed behind a 4-byte length. Either way every field the
 //! vendor sent is kept, including the ones this version does not know (`extra`). A value that
@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::outcome::{Match, RecordOutcome};
-use crate::api::wire::compact::{self, Compact, Reader, Writer};
-use crate::api::wire::{Company, EnrichFlags, Person};
+use crate::vendor::outcome::{Match, RecordOutcome};
+use crate::vendor::wire::compact::{self, Compact, Reader, Writer};
+use crate::vendor::wire::{Company, EnrichFlags, Person};
 
 /// Version of the value encoding written for a match: the objects in the compact binary form
 /// (a value without objects is written as version 1, which reads the same).
@@ -474,8 +474,8 @@ pub(super) fn from_unix_millis(millis: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::outcome::DeferReason;
     use crate::cache::fixtures::*;
+    use crate::vendor::outcome::DeferReason;
 
     #[test]
     fn serves_respects_the_ttl() {
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn values_of_the_first_compact_layout_still_read() {
-        use crate::api::wire::compact;
+        use crate::vendor::wire::compact;
         let mut entry =
             CacheEntry::from_outcome(&matched(false, 10), EnrichFlags::default(), at(7)).unwrap();
         // Unknown fields, at the top and inside, are what the layouts differ on.

@@ -4,9 +4,9 @@ use std::time::SystemTime;
 
 use super::codec::from_unix_millis;
 use super::*;
-use crate::api::outcome::{Match, RecordOutcome};
-use crate::api::wire::{Company, EnrichFlags, Person, PersonMobile};
 use crate::datapoints::Datapoints;
+use crate::vendor::outcome::{Match, RecordOutcome};
+use crate::vendor::wire::{Company, EnrichFlags, Person, PersonMobile};
 
 pub(super) fn at(millis: i64) -> SystemTime {
     from_unix_millis(millis)
@@ -131,7 +131,7 @@ pub(super) fn version_1_value(entry: &CacheEntry) -> Vec<u8> {
 /// [`compact::first_layout_fingerprint`]).
 pub(super) fn first_layout_value(entry: &CacheEntry, fingerprint: u32) -> Vec<u8> {
     use super::codec::VALUE_HEADER_LEN;
-    use crate::api::wire::compact::{self, Writer};
+    use crate::vendor::wire::compact::{self, Writer};
     let CachedAnswer::Matched {
         person, company, ..
     } = &entry.answer

@@ -23,9 +23,9 @@
 //! The encoding is injective and decodes back (for `prospeo cache export`); nothing is hashed,
 //! so two records never share an entry by accident.
 
-pub use crate::api::endpoint::Endpoint;
-use crate::api::wire::EnrichFlags;
 use crate::datapoints::Datapoints;
+pub use crate::vendor::endpoint::Endpoint;
+use crate::vendor::wire::EnrichFlags;
 
 /// Key flags byte: `only_verified_email`.
 const KEY_ONLY_VERIFIED_EMAIL: u8 = 0x01;

@@ -311,14 +311,15 @@ impl ResponseCache {
         }
         let txn = self.inner.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(RESPONSES).map_err(|e| self.fail(e))?;
-        keys.iter()
-            .map(|key| {
-                let Some(value) = table.get(key.as_bytes()).map_err(|e| self.fail(e))? else {
-                    return Ok(None);
-                };
-                Ok(self.decode_or_warn(value.value()))
-            })
-            .collect()
+        // Filled in place: collecting through `Result` gives no size hint, and an entry is
+        // over 2 KB (the person and company inline), so growing the vector copied each one
+        // several times.
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = table.get(key.as_bytes()).map_err(|e| self.fail(e))?;
+            entries.push(value.and_then(|value| self.decode_or_warn(value.value())));
+        }
+        Ok(entries)
     }
 
     fn decode_or_warn(&self, bytes: &[u8]) -> Option<CacheEntry> {
@@ -509,10 +510,10 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::api::wire::EnrichFlags;
     use crate::cache::codec::{VALUE_HEADER_LEN, VALUE_VERSION};
     use crate::cache::fixtures::*;
     use crate::cache::{CacheStats, CachedAnswer, Endpoint};
+    use crate::vendor::wire::EnrichFlags;
 
     /// Writes a raw value under a key, bypassing the encoder.
     fn put_raw(cache: &ResponseCache, key: &CacheKey, value: &[u8]) {
@@ -679,7 +680,7 @@ mod tests {
         encoded.truncate(encoded.len() - 3);
         put_raw(&cache, &key("json@x.io"), &encoded);
         put_raw(&cache, &key("empty@x.io"), &[]);
-        let fingerprint = crate::api::wire::compact::schema_fingerprint().to_le_bytes();
+        let fingerprint = crate::vendor::wire::compact::schema_fingerprint().to_le_bytes();
         let mut huge = encoded[..VALUE_HEADER_LEN].to_vec();
         huge.extend_from_slice(&fingerprint);
         huge.extend_from_slice(&u32::MAX.to_le_bytes());

@@ -181,7 +181,7 @@ impl fmt::Debug for CoordinatorUrl {
 /// not stored).
 pub fn api_id(base_url: &str) -> String {
     use sha2::{Digest, Sha256};
-    if crate::datafusion::options::is_vendor(base_url) {
+    if crate::vendor::is_vendor(base_url) {
         return "vendor".into();
     }
     let digest = Sha256::digest(base_url.trim().trim_end_matches('/').as_bytes());
@@ -284,10 +284,11 @@ fn split_passfile_line(line: &str) -> Vec<String> {
 pub struct KeyId(String);
 
 impl KeyId {
-    /// The id of `key`.
-    pub fn of(key: &crate::api::ApiKey) -> KeyId {
+    /// The id of the key `secret` (see `KeyId::of`, beside the key's type in
+    /// [`crate::api::builder`], which the coordinator does not depend on).
+    pub(crate) fn of_secret(secret: &str) -> KeyId {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(format!("prospeo-coordinator-key\0{}", key.expose()));
+        let digest = Sha256::digest(format!("prospeo-coordinator-key\0{secret}"));
         KeyId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
     }
 

@@ -18,10 +18,10 @@
 
 use std::time::Duration;
 
-use crate::api::RateLimits;
-use crate::api::plan::QuotaWindow;
 use crate::coordinator::{Coordinator, KeyId, SCHEMA};
 use crate::error::{Error, Result};
+use crate::vendor::plan::QuotaWindow;
+use crate::vendor::plan::RateLimits;
 
 /// Records booked in the shared windows: send them after `wait`.
 #[derive(Debug, Clone, PartialEq, Eq)]

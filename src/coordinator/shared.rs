@@ -17,8 +17,8 @@ use tokio::sync::MutexGuard;
 use super::claims::{ClaimState, Clearance};
 use super::pacing::Reserved;
 use super::{Booking, Coordinator, CoordinatorPassword, CoordinatorUrl, KeyId, password_for};
-use crate::api::RateLimits;
 use crate::error::Error;
+use crate::vendor::plan::RateLimits;
 
 /// Why a shared operation did not happen.
 #[derive(Debug)]

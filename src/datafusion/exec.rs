@@ -27,12 +27,12 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::api::client::Client;
-use crate::api::endpoint::Endpoint;
-use crate::api::outcome::BatchOutcome;
-use crate::api::tally::Tally;
-use crate::api::wire::EnrichFlags;
 use crate::mapping::ColumnMapping;
 use crate::output::{OutputProjection, OutputSchema};
+use crate::vendor::endpoint::Endpoint;
+use crate::vendor::outcome::BatchOutcome;
+use crate::vendor::tally::Tally;
+use crate::vendor::wire::EnrichFlags;
 
 /// Where an output column comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,12 +37,12 @@ use datafusion::physical_plan::limit::GlobalLimitExec;
 use datafusion::prelude::SessionContext;
 
 use crate::api::client::{Client, ClientBuilder};
-use crate::api::endpoint::Endpoint;
 use crate::datafusion::exec::{ColumnSource, EnrichExec, EnrichSpec, PushedDown};
 use crate::datafusion::options::{EnrichOptions, InputFormat};
 use crate::error::Error;
 use crate::mapping::ColumnMapping;
 use crate::output::OutputSchema;
+use crate::vendor::endpoint::Endpoint;
 
 /// The person table function's name.
 pub const FUNCTION_NAME: &str = "enrich_person";

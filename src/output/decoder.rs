@@ -20,8 +20,8 @@ use serde::Serialize;
 use super::fields::{FieldSpec, Kind, Masking, REVEALED};
 
 /// What one output row decodes from. Generic so that a test can feed a value that fails to
-/// serialise; in production `P` is [`Person`](crate::api::wire::Person) and `C` is
-/// [`Company`](crate::api::wire::Company).
+/// serialise; in production `P` is [`Person`](crate::vendor::wire::Person) and `C` is
+/// [`Company`](crate::vendor::wire::Company).
 #[derive(Serialize)]
 pub(super) struct Row<'a, P, C> {
     pub(super) person: Option<&'a P>,

@@ -10,7 +10,7 @@ use datafusion::arrow::error::ArrowError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::wire::{
+use crate::vendor::wire::{
     Company, CompanyAttributes, CompanyEmailTech, CompanyFunding, CompanyJobPostings,
     CompanyLocation, CompanyPhoneHq, CompanyTechnology, FundingEvent, JobHistoryEntry, Person,
     PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,

@@ -48,9 +48,9 @@ use datafusion::arrow::compute::{concat, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 
-use crate::api::endpoint::Object;
-use crate::api::outcome::{Match, RecordOutcome};
-use crate::api::wire::{Company, Person};
+use crate::vendor::endpoint::Object;
+use crate::vendor::outcome::{Match, RecordOutcome};
+use crate::vendor::wire::{Company, Person};
 use columns::FlatColumns;
 use fields::FlatAppend;
 use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
@@ -517,8 +517,8 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::api::outcome::{DeferReason, Match};
-    use crate::api::wire::{
+    use crate::vendor::outcome::{DeferReason, Match};
+    use crate::vendor::wire::{
         CompanyAttributes, CompanyFunding, CompanyLocation, CompanyTechnology, FundingEvent,
         JobHistoryEntry, PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 
-use crate::api::outcome::RecordOutcome;
+use crate::vendor::outcome::RecordOutcome;
 
 /// How many status columns there are.
 pub(super) const WIDTH: usize = 4;

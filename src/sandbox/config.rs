@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::plan::{Plan, RateLimits};
 use crate::sandbox::directory::Directory;
+use crate::vendor::plan::{Plan, RateLimits};
 
 /// The key the sandbox accepts when none is configured, and the one the quickstart uses.
 /// It is a sandbox key: it opens nothing but a local sandbox.

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::api::wire::{Company, Person};
 use crate::datapoints::{Datapoint, Datapoints, canonical_domain, normalize};
+use crate::vendor::wire::{Company, Person};
 
 /// File names of a directory saved on disk, one JSON object a line.
 pub const COMPANIES_FILE: &str = "companies.jsonl";

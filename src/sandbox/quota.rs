@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::api::plan::{QuotaWindow, RateLimits};
+use crate::vendor::plan::{QuotaWindow, RateLimits};
 
 /// A rolling window: the records admitted in the last `length`.
 #[derive(Debug, Clone)]

@@ -22,16 +22,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::api::plan::{QuotaWindow, headers};
-use crate::api::wire::{
-    BulkEnrichResponse, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord, Person,
-    PersonMobile,
-};
 use crate::datapoints::{Datapoint, Datapoints};
 use crate::rng::SplitMix64;
 use crate::sandbox::config::{SandboxConfig, SandboxKey};
 use crate::sandbox::directory::{Directory, Lookup};
 use crate::sandbox::quota::{QuotaReport, QuotaWindows};
+use crate::vendor::plan::{QuotaWindow, headers};
+use crate::vendor::wire::{
+    BulkEnrichResponse, EnrichFlags, ErrorBody, ErrorCode, MAX_BULK_RECORDS, MatchedRecord, Person,
+    PersonMobile,
+};
 
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

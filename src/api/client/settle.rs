@@ -7,13 +7,13 @@ use std::time::SystemTime;
 
 use super::{Ask, Claimed, Client, Sent};
 use crate::api::dedup::store_answers;
-use crate::api::outcome::{BatchOutcome, DeferReason, RecordOutcome};
 use crate::api::pacing::Moment;
 use crate::api::pricing::{Reconciled, reconcile, worst_case};
 use crate::api::retry::Settle;
-use crate::api::tally::Tally;
 use crate::cache::{CacheKey, EncodedEntry};
 use crate::error::{Error, Result};
+use crate::vendor::outcome::{BatchOutcome, DeferReason, RecordOutcome};
+use crate::vendor::tally::Tally;
 
 impl Client {
     /// Commits the answers to the response cache before anyone sees them, so a crash after

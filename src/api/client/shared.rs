@@ -7,13 +7,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Ask, Claimed, Client, Sent, Slot};
 use crate::api::dedup::Claims;
-use crate::api::outcome::{BatchOutcome, DeferReason, RecordOutcome};
 use crate::api::pacing::QuotaHeaders;
-use crate::api::plan::QuotaWindow;
-use crate::api::tally::Tally;
 use crate::cache::{CacheKey, EncodedEntry};
 use crate::coordinator::{ClaimState, Clearance, Reserved, Shared, SharedError};
 use crate::error::Result;
+use crate::vendor::outcome::{BatchOutcome, DeferReason, RecordOutcome};
+use crate::vendor::plan::QuotaWindow;
+use crate::vendor::tally::Tally;
 
 /// The record keys of `records`, as stored.
 fn keys_of(records: &[Claimed]) -> Vec<Vec<u8>> {

@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use super::{Client, Sent};
-use crate::api::endpoint::Endpoint;
-use crate::api::outcome::DeferReason;
 use crate::api::pacing::{Admission, Moment, Reservation};
-use crate::api::plan::QuotaWindow;
 use crate::api::retry::Attempt;
-use crate::api::tally::Tally;
 use crate::coordinator::Booking;
+use crate::vendor::endpoint::Endpoint;
+use crate::vendor::outcome::DeferReason;
+use crate::vendor::plan::QuotaWindow;
+use crate::vendor::tally::Tally;
 
 /// Room for one request: in this process's pacer, or in the key's shared windows.
 pub(super) enum Slot {

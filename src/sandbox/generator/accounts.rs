@@ -231,9 +231,9 @@ pub fn accounts_batch(accounts: &[Account]) -> RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::endpoint::Endpoint;
     use crate::sandbox::directory::Lookup;
     use crate::sandbox::generator::{GeneratorConfig, generate_directory};
+    use crate::vendor::endpoint::Endpoint;
 
     #[test]
     fn every_row_comes_to_what_it_was_made_to_be() {

@@ -28,14 +28,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::errors::ParquetError;
 
-use crate::api::wire::{
+use crate::datapoints::{Datapoints, MatchRoute};
+use crate::rng::SplitMix64;
+use crate::sandbox::directory::{Directory, DirectoryError, Lookup};
+use crate::vendor::wire::{
     Company, CompanyAttributes, CompanyEmailTech, CompanyFunding, CompanyJobPostings,
     CompanyLocation, CompanyPhoneHq, CompanyTechnology, FundingEvent, JobHistoryEntry, Person,
     PersonEmail, PersonLocation, PersonMobile, RevenueRange, Technology,
 };
-use crate::datapoints::{Datapoints, MatchRoute};
-use crate::rng::SplitMix64;
-use crate::sandbox::directory::{Directory, DirectoryError, Lookup};
 
 mod accounts;
 mod words;

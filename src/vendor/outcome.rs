@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::api::tally::{AtomicTotals, Tally};
-use crate::api::wire::{Company, Person};
+use crate::vendor::tally::{AtomicTotals, Tally};
+use crate::vendor::wire::{Company, Person};
 /// The status of a record after enrichment: `prospeo_status` in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

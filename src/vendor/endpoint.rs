@@ -14,11 +14,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::api::wire::EnrichFlags;
 use crate::datapoints::{
     Datapoint, Datapoints, canonical_domain, canonical_linkedin_url, normalize,
 };
-use crate::error::{Error, Result};
+use crate::vendor::wire::EnrichFlags;
 
 /// One of the vendor's bulk enrichment endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,7 +164,7 @@ impl Endpoint {
         self,
         records: impl Iterator<Item = &'a Datapoints>,
         flags: EnrichFlags,
-    ) -> Result<Bytes> {
+    ) -> serde_json::Result<Bytes> {
         let request = Request {
             flags: self.flags(flags),
             takes_flags: self.takes_flags(),
@@ -178,12 +177,7 @@ impl Endpoint {
                 })
                 .collect(),
         };
-        serde_json::to_vec(&request)
-            .map(Bytes::from)
-            .map_err(|e| Error::Request {
-                endpoint: self.path(),
-                reason: format!("cannot encode the request: {e}"),
-            })
+        serde_json::to_vec(&request).map(Bytes::from)
     }
 
     /// Whether the request carries flags at its top level.
@@ -250,7 +244,7 @@ impl Serialize for Record<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::BulkEnrichRequest;
+    use crate::vendor::wire::BulkEnrichRequest;
 
     fn person(email: &str) -> Datapoints {
         Datapoints {
