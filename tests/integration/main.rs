@@ -5,6 +5,7 @@ mod client;
 mod common;
 mod companies;
 mod coordinator;
+mod layout;
 mod object_storage;
 mod postgres;
 mod resume;
