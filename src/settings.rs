@@ -8,8 +8,9 @@
 use std::fmt;
 
 /// One `prospeo.*` option: its name, its command-line flag, its description and (through
-/// [`EnrichOptions::set_key`](crate::EnrichOptions::set_key)) its validation, in one place for every front door: `SET`, the
-/// options argument of `enrich_person(...)`, the `prospeo` binary's flags, and the next ones.
+/// [`EnrichOptions::set_key`](crate::EnrichOptions::set_key)) its validation, in one place for
+/// every front door: `SET`, the options argument of `enrich_person(...)`, the `prospeo` binary's
+/// flags, and the next ones.
 /// A new setting is one variant, one [`OptionKey::spec`] entry, and its arms in
 /// [`EnrichOptions::set_key`](crate::EnrichOptions::set_key) and `value_of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

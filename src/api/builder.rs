@@ -105,8 +105,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Builds a [`Client`](crate::api::Client). Every setting has a method; [`ClientBuilder::from_env`] reads
-/// `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) and `PROSPEO_BASE_URL`.
+/// Builds a [`Client`](crate::api::Client). Every setting has a method;
+/// [`ClientBuilder::from_env`] reads `PROSPEO_API_KEY` (or `PROSPEO_API_KEY_FILE`) and
+/// `PROSPEO_BASE_URL`.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     pub(super) base_url: String,

@@ -15,18 +15,18 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use super::dedup::{Claim, Claims, Pending, cached_answers};
-use super::endpoint::Endpoint;
 use super::http::Vendor;
 use super::pacing::{Moment, Pacer};
 use super::pricing::{CreditBudget, worst_case};
 use super::retry::{self, Decision, Progress};
-use super::tally::{AtomicTotals, Tally};
-use super::wire::{EnrichFlags, MAX_BULK_RECORDS};
 use crate::cache::{CacheKey, ResponseCache};
 use crate::coordinator::{KeyId, Shared};
 use crate::datapoints::Datapoints;
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
+use crate::vendor::endpoint::Endpoint;
+use crate::vendor::tally::{AtomicTotals, Tally};
+use crate::vendor::wire::{EnrichFlags, MAX_BULK_RECORDS};
 
 mod build;
 mod settle;
@@ -41,8 +41,8 @@ pub use super::builder::{
     RetryPolicy,
 };
 pub use super::http::AccountStatus;
-pub use super::outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
-pub use super::tally::Totals;
+pub use crate::vendor::outcome::{BatchOutcome, DeferReason, Match, RecordOutcome, RecordStatus};
+pub use crate::vendor::tally::Totals;
 
 struct ClientInner {
     /// Answers of earlier requests (persistent, or in memory for this client).

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::outcome::RecordOutcome;
 use crate::cache::{CacheEntry, CacheKey, EncodedEntry, ResponseCache};
+use crate::vendor::outcome::RecordOutcome;
 
 /// Keys being answered, and (in a fixed-size filter) keys this client has answered.
 #[derive(Debug, Default)]

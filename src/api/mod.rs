@@ -1,6 +1,7 @@
-//! The Prospeo HTTP API: the wire model shared by the client and the sandbox, plans and rate
-//! limits, pacing, and the client (its builder, the endpoint seam, the HTTP exchange, retry
-//! decision, pricing and counts each in a module of their own).
+//! The client of the Prospeo HTTP API: its builder, pacing, in-job de-duplication, the HTTP
+//! exchange, the retry decision and pricing, each in a module of its own. The vendor's model it
+//! speaks (the wire types, endpoints, plans, outcomes and counts) is [`crate::vendor`],
+//! re-exported here at the paths it had.
 
 pub mod builder;
 pub mod client;

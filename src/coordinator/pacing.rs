@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use crate::coordinator::{Coordinator, KeyId, SCHEMA};
 use crate::error::{Error, Result};
-use crate::vendor::plan::QuotaWindow;
-use crate::vendor::plan::RateLimits;
+use crate::vendor::plan::{QuotaWindow, RateLimits};
 
 /// Records booked in the shared windows: send them after `wait`.
 #[derive(Debug, Clone, PartialEq, Eq)]

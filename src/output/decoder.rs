@@ -2,7 +2,7 @@
 //! `{person: Struct, company: Struct}`, whose struct columns are then flattened and masked.
 //!
 //! It is slower than building columns directly (`columns.rs`) but reads what the typed structs
-//! cannot: a field the tables declare while `api/wire.rs` still files it under `extra` (the wire
+//! cannot: a field the tables declare while `vendor/wire.rs` still files it under `extra` (the wire
 //! types serialise `extra` in place). [`OutputSchema::flatten`](super::OutputSchema::flatten)
 //! takes it for a chunk in which some object keeps a declared field in `extra`.
 //!

@@ -18,7 +18,7 @@ use crate::vendor::wire::{
 
 /// A typed object of the wire model: what the tables read values from.
 pub(super) trait WireObject: Serialize + Sized + 'static {
-    /// The fields `api/wire.rs` does not know (yet), serialised in place.
+    /// The fields `vendor/wire.rs` does not know (yet), serialised in place.
     fn extra(&self) -> &Map<String, Value>;
 }
 

@@ -30,7 +30,7 @@
 //! others.
 //!
 //! Adding a field the vendor starts sending is one line in the tables (its getter may return
-//! `None` until `api/wire.rs` learns it). The wire types keep unknown fields in `extra` and
+//! `None` until `vendor/wire.rs` learns it). The wire types keep unknown fields in `extra` and
 //! serialise them back in place, and a chunk in which some object keeps a declared field in
 //! `extra` is decoded by arrow-json from that serialisation instead (`decoder.rs`), so the field
 //! is read even before the wire type knows it (reference line 114: "a client must accept unknown
@@ -1052,7 +1052,7 @@ mod tests {
         let mut odd = person();
         odd.last_job_change_detected_at = s("last Tuesday");
         // A value of the wrong type can only come through `extra` (the wire types are
-        // lenient), e.g. when a field is re-declared here before api/wire.rs learns it.
+        // lenient), e.g. when a field is re-declared here before vendor/wire.rs learns it.
         odd.headline = None;
         odd.extra
             .insert("headline".into(), json!({"not": "a string"}));
@@ -1144,7 +1144,7 @@ mod tests {
     #[test]
     fn a_declared_field_is_read_from_extra_before_the_wire_type_knows_it() {
         // The wire types serialise `extra` in place, so a field added to the tables above is
-        // decoded even while api/wire.rs still files it under `extra`.
+        // decoded even while vendor/wire.rs still files it under `extra`.
         let mut person = person();
         person.headline = None;
         person.extra.insert("headline".into(), json!("From extra"));

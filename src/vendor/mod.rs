@@ -5,8 +5,8 @@
 //! Every step below the client reads these types: the response cache stores them, the
 //! coordinator paces by the plan's limits, the output flattens the objects and the mapping
 //! targets an endpoint's datapoints. They depend on nothing of the crate but the datapoints and
-//! the clock, so no step that uses them reaches back up to the client (`crate::api`, which
-//! re-exports them at their former paths).
+//! the RFC 3339 formatting of times, so no step that uses them reaches back up to the client
+//! (`crate::api`, which re-exports them at their former paths).
 
 pub mod endpoint;
 pub mod outcome;
