@@ -149,8 +149,7 @@ pub(super) trait FlatAppend<'a, T> {
     /// Appends the values of one piece of rows.
     fn append(&mut self, parents: &[Option<&'a T>]);
     /// The columns of the rows appended since the last finish, into `out` (in the order of
-    /// [`flat_fields`], only the wanted ones); the builders start
-    /// over, empty.
+    /// [`flat_fields`], only the wanted ones); the builders start over, empty.
     fn finish(&mut self, out: &mut [Option<ArrayRef>]);
 }
 

@@ -52,8 +52,7 @@ use crate::vendor::endpoint::Object;
 use crate::vendor::outcome::{Match, RecordOutcome};
 use crate::vendor::wire::{Company, Person};
 use columns::FlatColumns;
-use fields::FlatAppend;
-use fields::{COMPANY, PERSON, flat_fields, struct_fields, width};
+use fields::{COMPANY, FlatAppend, PERSON, flat_fields, struct_fields, width};
 
 /// The default prefix of every output column.
 pub const DEFAULT_PREFIX: &str = "prospeo_";
