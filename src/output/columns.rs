@@ -994,7 +994,7 @@ mod tests {
                 0 => String::new(),
                 n => format!(
                     ".{}",
-                    number(&mut rng, 0, 999_999_999, 9).repeat(2)[..n - 1].to_string()
+                    &number(&mut rng, 0, 999_999_999, 9).repeat(2)[..n - 1]
                 ),
             };
             let zone = *rng.pick(&["", "Z", "z", "+00:00", "-03:30", " "]);
