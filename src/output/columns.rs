@@ -620,7 +620,7 @@ impl Utf8Builder {
     fn append(&mut self, value: Option<&str>) {
         match value {
             Some(value) => {
-                push_bytes(&mut self.values, value.as_bytes());
+                self.values.extend_from_slice(value.as_bytes());
                 self.nulls.append(true);
             }
             None => self.nulls.append(false),
@@ -633,7 +633,7 @@ impl Utf8Builder {
     #[inline(always)]
     fn append_valid(&mut self, value: &str) {
         debug_assert_eq!(self.nulls.len, 0, "a builder of values only");
-        push_bytes(&mut self.values, value.as_bytes());
+        self.values.extend_from_slice(value.as_bytes());
         self.offsets.push(offset(self.values.len()));
     }
 
@@ -651,49 +651,6 @@ impl Utf8Builder {
                 self.nulls.finish_nulls(),
             )
         }
-    }
-}
-
-/// Appends `bytes` to `values`. Most values are short (names, codes, dates): up to 16 bytes are
-/// copied inline as two overlapping loads and stores, where `extend_from_slice` calls `memcpy`
-/// (about a tenth of flattening's instructions went to those calls); longer ones by `memcpy`.
-#[inline(always)]
-fn push_bytes(values: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    if n > 16 {
-        values.extend_from_slice(bytes);
-        return;
-    }
-    values.reserve(n);
-    let at = values.len();
-    // SAFETY: `reserve(n)` leaves room for `n` more bytes after `at`. Every read falls in
-    // `bytes[..n]` and every write in `values[at..at + n]` (for `n` in 8..=16 the two 8-byte
-    // windows start at 0 and at `n - 8`; in 4..8 the 4-byte ones at 0 and `n - 4`; below 4 the
-    // bytes 0, `n / 2` and `n - 1`), and together they cover all `n` bytes, so the new length
-    // holds only initialised bytes. The regions do not overlap: `bytes` is borrowed, `values`
-    // borrowed mutably.
-    unsafe {
-        let (src, dst) = (bytes.as_ptr(), values.as_mut_ptr().add(at));
-        if n >= 8 {
-            let (head, tail) = (
-                src.cast::<u64>().read_unaligned(),
-                src.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            dst.cast::<u64>().write_unaligned(head);
-            dst.add(n - 8).cast::<u64>().write_unaligned(tail);
-        } else if n >= 4 {
-            let (head, tail) = (
-                src.cast::<u32>().read_unaligned(),
-                src.add(n - 4).cast::<u32>().read_unaligned(),
-            );
-            dst.cast::<u32>().write_unaligned(head);
-            dst.add(n - 4).cast::<u32>().write_unaligned(tail);
-        } else if n > 0 {
-            *dst = *src;
-            *dst.add(n / 2) = *src.add(n / 2);
-            *dst.add(n - 1) = *src.add(n - 1);
-        }
-        values.set_len(at + n);
     }
 }
 
@@ -920,21 +877,6 @@ mod tests {
         string_to_datetime(&chrono::Utc, text)
             .ok()
             .map(|at| at.timestamp_millis())
-    }
-
-    #[test]
-    fn bytes_of_every_length_are_appended_whole() {
-        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
-        let mut values = Vec::new();
-        let mut expected = Vec::new();
-        for n in 0..=text.len() {
-            for start in [0, 1, 3] {
-                let bytes = &text[start..(start + n).min(text.len())];
-                push_bytes(&mut values, bytes);
-                expected.extend_from_slice(bytes);
-                assert_eq!(values, expected, "after {n} bytes from {start}");
-            }
-        }
     }
 
     #[test]
