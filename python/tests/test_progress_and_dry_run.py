@@ -52,6 +52,16 @@ def test_progress_true_shows_a_bar_on_stderr(fresh_sandbox, capsys):
     assert "prospeo" in err and "120/120" in err
 
 
+def test_the_bar_takes_a_total_counted_after_its_first_report(capsys):
+    # The first report can come before the input's rows are counted.
+    pytest.importorskip("tqdm")
+    progress = prospeo._Progress(True)
+    progress._update(None, '{"matched": 0}')
+    progress._update(120, '{"matched": 120}')
+    progress.close()
+    assert "120/120" in capsys.readouterr().err
+
+
 def test_progress_false_prints_nothing(fresh_sandbox, capfd):
     prospeo.enrich(LEADS, sandbox=fresh_sandbox, progress=False)
     out, err = capfd.readouterr()
