@@ -283,8 +283,11 @@ impl ExecutionPlan for EnrichExec {
         });
         let stream = rechunk(input, chunk_rows)
             .map_ok(move |chunk| {
-                let job = job.clone();
-                async move { job.enrich(chunk).await }
+                // Each chunk on a task of its own: mapping, lookups and flattening of the
+                // chunks in flight run on every worker thread, not all on the thread that
+                // polls this stream (the one that also writes the output).
+                let task = ChunkTask(tokio::spawn(job.clone().enrich_owned(chunk)));
+                async move { task.await }
             })
             .try_buffered(self.spec.concurrency);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -419,7 +422,39 @@ struct ChunkJob {
     metrics: NodeMetrics,
 }
 
+/// A chunk's task, aborted when the stream that waits for it is dropped: nothing is flattened
+/// for a query that no longer reads (the client still settles and stores the answers it asked
+/// for, on a task of its own).
+struct ChunkTask(tokio::task::JoinHandle<Result<RecordBatch>>);
+
+impl Future for ChunkTask {
+    type Output = Result<RecordBatch>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(DataFusionError::External(
+                    format!("a chunk's task ended abnormally: {e}").into(),
+                ))
+            })
+        })
+    }
+}
+
+impl Drop for ChunkTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl ChunkJob {
+    async fn enrich_owned(self: Arc<Self>, chunk: RecordBatch) -> Result<RecordBatch> {
+        self.enrich(chunk).await
+    }
+
     /// Enriches one chunk of at most 50 input rows into one output batch of the same rows.
     async fn enrich(&self, chunk: RecordBatch) -> Result<RecordBatch> {
         let spec = &self.spec;
