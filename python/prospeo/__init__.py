@@ -392,8 +392,9 @@ class _Progress:
         if self._bar is None:
             self._bar = self._tqdm(total=total, unit="row", desc="prospeo", leave=True)
         elif total is not None and self._bar.total != total:
-            # The first report can come before the input's rows are counted.
-            self._bar.total = total
+            # The first report can come before the input's rows are counted; `reset` also
+            # resizes a notebook's widget, which setting `total` alone does not.
+            self._bar.reset(total=total)
         self._bar.n = c["settled_rows"]
         self._bar.set_postfix(
             matched=c.get("matched", 0), credits=c.get("credits", 0), refresh=False

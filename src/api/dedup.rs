@@ -123,12 +123,13 @@ impl Pending {
     }
 }
 
-/// How many cache lookups run at once in this process: one a core. A job served from the
-/// cache has every chunk in flight looking up at the same time; more lookups than cores only
-/// hold more decoded answers at once (when lookups ran on the blocking pool, a re-run of
-/// 100,000 rows writing Parquet peaked at 250 to 259 MB with this bound, 275 to 287 MB
-/// without, and was no slower). One lookup fewer than the cores, to keep a worker free, was
-/// no faster (alternating runs).
+/// How many cache lookups run at once in this process: one fewer than the cores (at least
+/// one), so that lookups, which hold their worker ([`cached_answers`]), leave one of a
+/// runtime's default workers (one a core) free; that was as fast as one a core (alternating
+/// re-runs). A job served from the cache has every chunk in flight looking up at the same
+/// time; more lookups at once only hold more decoded answers (when lookups ran on the blocking
+/// pool, a re-run of 100,000 rows writing Parquet peaked at 250 to 259 MB with one a core, 275
+/// to 287 MB without a bound, and was no slower).
 /// Per process id: a child forked while lookups held permits (an Airflow worker) starts with
 /// all of its own.
 fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
@@ -139,7 +140,7 @@ fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
         Some((owner, semaphore)) if *owner == pid => semaphore.clone(),
         _ => {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let semaphore = Arc::new(tokio::sync::Semaphore::new(cores));
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)));
             *permits = Some((pid, semaphore.clone()));
             semaphore
         }
@@ -149,13 +150,14 @@ fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
 /// The response cache's entries for `keys` (all `None` when the cache cannot be read: the
 /// records are sent instead), at most [`lookup_permits`] lookups at once.
 ///
-/// Read and decoded in place, on the async worker that goes on to use the entries (a chunk's
-/// task flattens its answers right after) and then frees them. A lookup of one request's 50
-/// keys blocks its worker about as long as flattening them does (a few hundred microseconds
-/// when the file's pages are in the operating system's cache; a few milliseconds from a cold
-/// disk), and the bound keeps the other workers free. Run on the blocking pool, decoded
-/// there or back on the worker, the same 100,000-row re-run from the cache took 2.43-3.63 s
-/// and more memory, against 2.21-3.17 s in place (alternating runs).
+/// Read and decoded in place, on an async worker: the one that settles the answers, and
+/// usually the one whose chunk task flattens and frees them next (tokio runs a task woken by
+/// another next on the same worker). A lookup of one request's 50 keys holds its worker about
+/// as long as flattening them does when the file's pages are in the operating system's cache,
+/// longer from a cold or remote disk; the bound leaves a worker free for the network, the
+/// pacer's timers and the output meanwhile. Run on the blocking pool, decoded there or back
+/// on the worker, the same 100,000-row re-run from the cache took 2.43-3.63 s and more
+/// memory, against 2.21-3.17 s in place (alternating runs).
 pub(crate) async fn cached_answers(
     cache: &ResponseCache,
     keys: Vec<CacheKey>,

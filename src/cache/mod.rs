@@ -37,7 +37,9 @@
 //! # Blocking
 //!
 //! Every method does file I/O on the calling thread, and [`ResponseCache::put_many`] waits for
-//! the disk to confirm the commit: call them from `tokio::task::spawn_blocking` in async code.
+//! the disk to confirm the commit: in async code, call writes from
+//! `tokio::task::spawn_blocking`. The client reads in place, a bounded number at once (a
+//! lookup is short, and its answers are decoded on the worker that uses them next).
 
 mod codec;
 pub(crate) mod file;

@@ -422,9 +422,10 @@ struct ChunkJob {
     metrics: NodeMetrics,
 }
 
-/// A chunk's task, aborted when the stream that waits for it is dropped: nothing is flattened
-/// for a query that no longer reads (the client still settles and stores the answers it asked
-/// for, on a task of its own).
+/// A chunk's task, aborted when the stream that waits for it is dropped: a query that no
+/// longer reads stops flattening at the task's next await (the client still settles and
+/// stores the answers it asked for, on a task of its own). A panic in the task comes out as
+/// the stream's error.
 struct ChunkTask(tokio::task::JoinHandle<Result<RecordBatch>>);
 
 impl Future for ChunkTask {
