@@ -286,8 +286,7 @@ impl ExecutionPlan for EnrichExec {
                 // Each chunk on a task of its own: mapping, lookups and flattening of the
                 // chunks in flight run on every worker thread, not all on the thread that
                 // polls this stream (the one that also writes the output).
-                let task = ChunkTask(tokio::spawn(job.clone().enrich_owned(chunk)));
-                async move { task.await }
+                ChunkTask(tokio::spawn(job.clone().enrich_owned(chunk)))
             })
             .try_buffered(self.spec.concurrency);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
