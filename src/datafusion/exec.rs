@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -285,8 +286,19 @@ impl ExecutionPlan for EnrichExec {
             .map_ok(move |chunk| {
                 // Each chunk on a task of its own: mapping, lookups and flattening of the
                 // chunks in flight run on every worker thread, not all on the thread that
-                // polls this stream (the one that also writes the output).
-                ChunkTask(tokio::spawn(job.clone().enrich_owned(chunk)))
+                // polls this stream (the one that also writes the output). The task is
+                // aborted when this stream is dropped (the client still settles and stores
+                // the answers it asked for, on a task of its own); a panic in it comes out as
+                // the stream's error.
+                let job = job.clone();
+                let task = SpawnedTask::spawn(async move { job.enrich(chunk).await });
+                async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(DataFusionError::External(
+                            format!("a chunk's task ended abnormally: {e}").into(),
+                        ))
+                    })
+                }
             })
             .try_buffered(self.spec.concurrency);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -421,40 +433,7 @@ struct ChunkJob {
     metrics: NodeMetrics,
 }
 
-/// A chunk's task, aborted when the stream that waits for it is dropped: a query that no
-/// longer reads stops flattening at the task's next await (the client still settles and
-/// stores the answers it asked for, on a task of its own). A panic in the task comes out as
-/// the stream's error.
-struct ChunkTask(tokio::task::JoinHandle<Result<RecordBatch>>);
-
-impl Future for ChunkTask {
-    type Output = Result<RecordBatch>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|e| {
-                Err(DataFusionError::External(
-                    format!("a chunk's task ended abnormally: {e}").into(),
-                ))
-            })
-        })
-    }
-}
-
-impl Drop for ChunkTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl ChunkJob {
-    async fn enrich_owned(self: Arc<Self>, chunk: RecordBatch) -> Result<RecordBatch> {
-        self.enrich(chunk).await
-    }
-
     /// Enriches one chunk of at most 50 input rows into one output batch of the same rows.
     async fn enrich(&self, chunk: RecordBatch) -> Result<RecordBatch> {
         let spec = &self.spec;
