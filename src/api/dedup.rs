@@ -123,13 +123,16 @@ impl Pending {
     }
 }
 
-/// How many cache lookups run at once in this process: one fewer than the cores (at least
-/// one), so that lookups, which hold their worker ([`cached_answers`]), leave one of a
-/// runtime's default workers (one a core) free; that was as fast as one a core (alternating
-/// re-runs). A job served from the cache has every chunk in flight looking up at the same
-/// time; more lookups at once only hold more decoded answers (when lookups ran on the blocking
-/// pool, a re-run of 100,000 rows writing Parquet peaked at 250 to 259 MB with one a core, 275
-/// to 287 MB without a bound, and was no slower).
+/// How many cache lookups run at once in this process: one a core. A job served from the
+/// cache has every chunk in flight looking up at the same time, and lookups hold their worker
+/// ([`cached_answers`]); more at once than the cores would only hold more decoded answers
+/// (when lookups ran on the blocking pool, a re-run of 100,000 rows writing Parquet peaked at
+/// 250 to 259 MB with one a core, 275 to 287 MB without a bound, and was no slower). One fewer
+/// than the cores kept a worker free for the network and the pacer's timers while a slow
+/// disk answered, but on two cores it made lookups one lane, the bound of a re-run once the
+/// Parquet output was encoded on lanes: one a core was faster in all of seven alternating
+/// pairs (about 8%), with the same peak. A lookup from a slow disk now delays the network and
+/// the timers, never more than its 50 keys' reads: a late timer fires late, not early.
 /// Per process id: a child forked while lookups held permits (an Airflow worker) starts with
 /// all of its own.
 fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
@@ -140,7 +143,7 @@ fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
         Some((owner, semaphore)) if *owner == pid => semaphore.clone(),
         _ => {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let semaphore = Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)));
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(cores));
             *permits = Some((pid, semaphore.clone()));
             semaphore
         }
@@ -154,10 +157,10 @@ fn lookup_permits() -> Arc<tokio::sync::Semaphore> {
 /// usually the one whose chunk task flattens and frees them next (tokio runs a task woken by
 /// another next on the same worker). A lookup of one request's 50 keys holds its worker about
 /// as long as flattening them does when the file's pages are in the operating system's cache,
-/// longer from a cold or remote disk; the bound leaves a worker free for the network, the
-/// pacer's timers and the output meanwhile. Run on the blocking pool, decoded there or back
-/// on the worker, the same 100,000-row re-run from the cache took 2.43-3.63 s and more
-/// memory, against 2.21-3.17 s in place (alternating runs).
+/// longer from a cold or remote disk (see [`lookup_permits`] for what that delays). Run on
+/// the blocking pool, decoded there or back on the worker, the same 100,000-row re-run from
+/// the cache took 2.43-3.63 s and more memory, against 2.21-3.17 s in place (alternating
+/// runs).
 pub(crate) async fn cached_answers(
     cache: &ResponseCache,
     keys: Vec<CacheKey>,
