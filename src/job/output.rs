@@ -523,9 +523,9 @@ impl Encoder {
     /// of one schema as one batch (the branches of a `UNION ALL` may differ in nullability):
     /// a query batch is one request's rows (50), and Parquet's writer pays per batch and column
     /// (levels, statistics, page checks: 111 columns), IPC writes a message a batch. IPC's
-    /// batches are also [`compacted`].
+    /// batches with text or binary views are [`compacted`].
     fn write_group(&mut self, batches: &[RecordBatch]) -> Result<(), String> {
-        let compact = match self {
+        let ipc = match self {
             Encoder::Parquet(_) => false,
             Encoder::Arrow(_) => true,
             Encoder::Csv(_) | Encoder::Ndjson(_) => {
@@ -533,13 +533,15 @@ impl Encoder {
             }
         };
         for run in batches.chunk_by(|a, b| a.schema_ref() == b.schema_ref()) {
+            let schema = run[0].schema_ref();
+            let views = schema.fields().iter().any(|field| {
+                matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView)
+            });
             let joined = match run {
-                [batch] if !compact => batch.clone(),
-                _ if !compact => {
-                    datafusion::arrow::compute::concat_batches(run[0].schema_ref(), run)
-                        .map_err(|e| e.to_string())?
-                }
-                _ => compacted(run).map_err(|e| e.to_string())?,
+                _ if ipc && views => compacted(run).map_err(|e| e.to_string())?,
+                [batch] => batch.clone(),
+                _ => datafusion::arrow::compute::concat_batches(schema, run)
+                    .map_err(|e| e.to_string())?,
             };
             self.write(&joined)?;
         }
@@ -571,8 +573,9 @@ impl Encoder {
 /// buffers they use little of. An input column read from Parquet is a slice of views into the
 /// buffers of the reader's whole batch (8,192 rows), and Arrow IPC writes every buffer an array
 /// refers to: each 50-row slice wrote them all again (a 100,000-row job from a Parquet file
-/// made a 6.3 GB `.arrow` file; 276 MB once compacted). Views inside a list or struct are
-/// joined as they are (DataFusion reads only top-level text as views).
+/// made a 6.3 GB `.arrow` file; 276 MB once compacted). Only top-level columns are compacted:
+/// views inside a list or struct (a Parquet file whose stored Arrow schema declares them, a
+/// query that builds them) are joined as they are, and their buffers written whole.
 fn compacted(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
     use datafusion::arrow::compute::BatchCoalescer;
     let schema = batches
@@ -686,42 +689,52 @@ impl ParquetWriter {
         })
     }
 
-    /// Writes `batch`, cut where a row group fills up, as `ArrowWriter::write` does.
+    /// Writes `batch`, cut where a row group fills up, as `ArrowWriter::write` does (its
+    /// steps, in its order: the row bound, then the byte bound at the group's average row size
+    /// so far). Content-defined chunking, which `ArrowWriter` also offers, is not set here.
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
-        let mut rest = batch.clone();
-        while rest.num_rows() > 0 {
-            let fit = self.rows_that_fit();
-            if fit == 0 {
-                self.flush()?;
-                continue;
-            }
-            let now = rest.slice(0, fit.min(rest.num_rows()));
-            rest = rest.slice(now.num_rows(), rest.num_rows() - now.num_rows());
-            self.encode(&now)?;
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
         }
-        if self.rows > 0 && self.rows_that_fit() == 0 {
+        if self.rows + rows > self.max_rows {
+            // `self.rows` is below `max_rows`: a full group is flushed after each write.
+            let fit = self.max_rows - self.rows;
+            self.write(&batch.slice(0, fit))?;
+            return self.write(&batch.slice(fit, rows - fit));
+        }
+        if self.rows > 0 {
+            let bytes = self.estimated_bytes();
+            if bytes >= self.max_bytes {
+                self.flush()?;
+                return self.write(batch);
+            }
+            if let Some(row) = bytes.checked_div(self.rows).filter(|row| *row > 0) {
+                let fit = (self.max_bytes - bytes) / row;
+                if rows > fit {
+                    if fit == 0 {
+                        self.flush()?;
+                        return self.write(batch);
+                    }
+                    self.write(&batch.slice(0, fit))?;
+                    return self.write(&batch.slice(fit, rows - fit));
+                }
+            }
+        }
+        self.encode(batch)?;
+        if self.rows >= self.max_rows || self.estimated_bytes() >= self.max_bytes {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Rows the open row group takes before it is full: by the row bound, and by the byte
-    /// bound at the group's average row size so far.
-    fn rows_that_fit(&self) -> usize {
-        let by_rows = self.max_rows.saturating_sub(self.rows);
-        if self.rows == 0 {
-            return by_rows;
-        }
-        let bytes: usize = self
-            .group
+    /// The open row group's size by Parquet's estimate (the finished pages compressed, the
+    /// open ones plain).
+    fn estimated_bytes(&self) -> usize {
+        self.group
             .iter()
             .map(ArrowColumnWriter::get_estimated_total_bytes)
-            .sum();
-        match bytes.checked_div(self.rows) {
-            _ if bytes >= self.max_bytes => 0,
-            Some(row) if row > 0 => by_rows.min((self.max_bytes - bytes) / row),
-            _ => by_rows,
-        }
+            .sum()
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
@@ -751,11 +764,12 @@ impl ParquetWriter {
     /// Closes the open row group (its last pages compressed, on the lanes too) and appends it
     /// to the file.
     fn flush(&mut self) -> Result<(), ParquetError> {
+        // Rows of a schema without columns are counted and dropped: they never fill a group.
+        self.rows = 0;
         if self.group.is_empty() {
             return Ok(());
         }
         let writers = std::mem::take(&mut self.group);
-        self.rows = 0;
         let chunks = in_lanes(writers, self.lanes, ArrowColumnWriter::close)?;
         let mut group = self.file.next_row_group()?;
         for chunk in chunks {
@@ -799,8 +813,24 @@ fn in_lanes<T: Send, R: Send>(
     let mut dealt = dealt.into_iter();
     let here = dealt.next().unwrap_or_default();
     let done: Vec<_> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = dealt.map(|lane| scope.spawn(move || run(lane))).collect();
-        let mut done = vec![run(here)];
+        let mut done = Vec::with_capacity(lanes);
+        let mut helpers = Vec::with_capacity(lanes);
+        for lane in dealt {
+            // The lane is handed over once its thread exists: a lane the system gives no
+            // thread for (a process or container at its thread limit) is done here.
+            let (hand, take) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .spawn_scoped(scope, move || run(take.recv().unwrap_or_default()));
+            match spawned {
+                Ok(helper) => {
+                    // The thread waits for it: the send cannot fail.
+                    let _ = hand.send(lane);
+                    helpers.push(helper);
+                }
+                Err(_) => done.push(run(lane)),
+            }
+        }
+        done.push(run(here));
         for helper in helpers {
             // A panic in a lane is this thread's panic, as it would be without lanes.
             done.push(
@@ -817,7 +847,10 @@ fn in_lanes<T: Send, R: Send>(
             results[index] = Some(result);
         }
     }
-    Ok(results.into_iter().flatten().collect())
+    results
+        .into_iter()
+        .map(|result| result.ok_or_else(|| ParquetError::General("a lane lost a column".into())))
+        .collect()
 }
 
 /// The text columns, nested ones included (job history titles, funding links...), whose
@@ -1239,15 +1272,15 @@ mod tests {
 
     #[test]
     fn the_parquet_writer_makes_the_file_arrow_s_writer_makes() {
-        // Nested and flat columns, batches of a request's size and larger, row groups cut by
-        // bytes: the columns encoded on lanes come out in the same bytes.
+        // Nested and flat columns, batches of a request's size, smaller and larger: the
+        // columns encoded on lanes come out in the same bytes as Arrow's writer makes.
         let item = Arc::new(Field::new("item", DataType::Utf8, true));
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Utf8, true),
             Field::new("n", DataType::Int64, true),
             Field::new("tags", DataType::List(item.clone()), true),
         ]));
-        let batches: Vec<RecordBatch> = [50usize, 50, 700, 1, 3000, 50]
+        let batches: Vec<RecordBatch> = [50usize, 50, 700, 1, 3000, 50, 437, 1999, 13, 512]
             .iter()
             .scan(0usize, |start, &rows| {
                 let from = *start;
@@ -1278,34 +1311,46 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        let properties = || {
-            WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .set_max_row_group_bytes(Some(16 << 10))
-                .build()
-        };
-        let theirs = SharedBuffer::default();
-        let mut writer =
-            ArrowWriter::try_new(theirs.clone(), schema.clone(), Some(properties())).unwrap();
-        let ours = SharedBuffer::default();
-        let mut lanes = ParquetWriter::open(ours.clone(), schema.clone(), properties()).unwrap();
-        lanes.lanes = 3;
-        for batch in &batches {
-            writer.write(batch).unwrap();
-            lanes.write(batch).unwrap();
+        // Row groups bounded by bytes alone, by rows alone, and by both, where a batch
+        // crosses both bounds (the row bound cuts it first, then the byte bound).
+        for (max_bytes, max_rows) in [
+            (Some(16 << 10), None),
+            (None, Some(600)),
+            (Some(16 << 10), Some(600)),
+            (Some(48 << 10), Some(1000)),
+        ] {
+            let properties = || {
+                WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .set_max_row_group_bytes(max_bytes)
+                    .set_max_row_group_row_count(max_rows)
+                    .build()
+            };
+            let theirs = SharedBuffer::default();
+            let mut writer =
+                ArrowWriter::try_new(theirs.clone(), schema.clone(), Some(properties())).unwrap();
+            let ours = SharedBuffer::default();
+            let mut lanes =
+                ParquetWriter::open(ours.clone(), schema.clone(), properties()).unwrap();
+            lanes.lanes = 3;
+            for batch in &batches {
+                writer.write(batch).unwrap();
+                lanes.write(batch).unwrap();
+            }
+            writer.close().unwrap();
+            lanes.close().unwrap();
+            let (theirs, ours) = (theirs.take(), ours.take());
+            let groups = datafusion::parquet::file::reader::FileReader::metadata(
+                &datafusion::parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(
+                    ours.clone(),
+                ))
+                .unwrap(),
+            )
+            .num_row_groups();
+            let bounds = format!("{max_bytes:?} bytes, {max_rows:?} rows");
+            assert!(groups > 2, "{groups} row groups ({bounds})");
+            assert!(ours == theirs, "the files differ ({bounds})");
         }
-        writer.close().unwrap();
-        lanes.close().unwrap();
-        let (theirs, ours) = (theirs.take(), ours.take());
-        let groups = datafusion::parquet::file::reader::FileReader::metadata(
-            &datafusion::parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(
-                ours.clone(),
-            ))
-            .unwrap(),
-        )
-        .num_row_groups();
-        assert!(groups > 2, "{groups} row groups");
-        assert!(ours == theirs, "the files differ");
     }
 
     #[test]
