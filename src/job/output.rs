@@ -662,7 +662,7 @@ struct ParquetWriter {
     rows: usize,
     max_rows: usize,
     max_bytes: usize,
-    lanes: usize,
+    lanes: Lanes,
 }
 
 impl ParquetWriter {
@@ -685,7 +685,7 @@ impl ParquetWriter {
             rows: 0,
             max_rows: max_rows.max(1),
             max_bytes,
-            lanes: encoding_lanes(),
+            lanes: Lanes::new(encoding_lanes()),
         })
     }
 
@@ -755,8 +755,17 @@ impl ParquetWriter {
                 self.group.len()
             )));
         }
-        let work: Vec<_> = self.group.iter_mut().zip(&leaves).collect();
-        in_lanes(work, self.lanes, |(writer, leaf)| writer.write(leaf))?;
+        // Each writer goes to its lane with the batch's leaves, and comes back.
+        let leaves = Arc::new(leaves);
+        let work: Vec<_> = std::mem::take(&mut self.group)
+            .into_iter()
+            .enumerate()
+            .map(|(index, writer)| (writer, index, leaves.clone()))
+            .collect();
+        self.group = self.lanes.run(work, |(mut writer, index, leaves)| {
+            writer.write(&leaves[index])?;
+            Ok(writer)
+        })?;
         self.rows += batch.num_rows();
         Ok(())
     }
@@ -770,7 +779,7 @@ impl ParquetWriter {
             return Ok(());
         }
         let writers = std::mem::take(&mut self.group);
-        let chunks = in_lanes(writers, self.lanes, ArrowColumnWriter::close)?;
+        let chunks = self.lanes.run(writers, ArrowColumnWriter::close)?;
         let mut group = self.file.next_row_group()?;
         for chunk in chunks {
             chunk.append_to_row_group(&mut group)?;
@@ -791,66 +800,98 @@ fn encoding_lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
-/// `work` done on each of `items`, the items dealt over `lanes` threads (this one and
-/// `lanes - 1` scoped ones); the results in the items' order, or the first lane's error.
-fn in_lanes<T: Send, R: Send>(
-    items: Vec<T>,
-    lanes: usize,
-    work: impl Fn(T) -> Result<R, ParquetError> + Sync,
-) -> Result<Vec<R>, ParquetError> {
-    let count = items.len();
-    let lanes = lanes.clamp(1, count.max(1));
-    let mut dealt: Vec<Vec<(usize, T)>> = (0..lanes).map(|_| Vec::new()).collect();
-    for (index, item) in items.into_iter().enumerate() {
-        dealt[index % lanes].push((index, item));
-    }
-    let work = &work;
-    let run = move |lane: Vec<(usize, T)>| -> Result<Vec<(usize, R)>, ParquetError> {
-        lane.into_iter()
-            .map(|(index, item)| work(item).map(|result| (index, result)))
-            .collect()
-    };
-    let mut dealt = dealt.into_iter();
-    let here = dealt.next().unwrap_or_default();
-    let done: Vec<_> = std::thread::scope(|scope| {
-        let mut done = Vec::with_capacity(lanes);
-        let mut helpers = Vec::with_capacity(lanes);
-        for lane in dealt {
-            // The lane is handed over once its thread exists: a lane the system gives no
-            // thread for (a process or container at its thread limit) is done here.
-            let (hand, take) = std::sync::mpsc::channel();
+/// Threads kept for a Parquet file's life to encode its columns on: the thread that writes is
+/// the first lane, each other lane a thread of its own, which takes its work from a channel.
+/// Threads kept, not made anew for each group of batches: the column writers' buffers stay
+/// with the allocator's heaps of the same few threads.
+struct Lanes {
+    helpers: Vec<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Lanes {
+    /// `lanes` lanes, or fewer when the system gives no more threads (a process or container
+    /// at its thread limit): at least the calling thread.
+    fn new(lanes: usize) -> Self {
+        let mut helpers = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 1..lanes {
+            let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
             let spawned = std::thread::Builder::new()
-                .spawn_scoped(scope, move || run(take.recv().unwrap_or_default()));
-            match spawned {
-                Ok(helper) => {
-                    // The thread waits for it: the send cannot fail.
-                    let _ = hand.send(lane);
-                    helpers.push(helper);
-                }
-                Err(_) => done.push(run(lane)),
-            }
+                .name("prospeo-parquet-lane".into())
+                .spawn(move || receiver.into_iter().for_each(|job| job()));
+            let Ok(thread) = spawned else { break };
+            helpers.push(sender);
+            threads.push(thread);
         }
-        done.push(run(here));
-        for helper in helpers {
-            // A panic in a lane is this thread's panic, as it would be without lanes.
+        Lanes { helpers, threads }
+    }
+
+    /// `work` done on each of `items`, the items dealt over the lanes; the results in the
+    /// items' order, or a lane's error.
+    fn run<T, R, F>(&self, items: Vec<T>, work: F) -> Result<Vec<R>, ParquetError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> Result<R, ParquetError> + Copy + Send + 'static,
+    {
+        let count = items.len();
+        let lanes = (self.helpers.len() + 1).min(count.max(1));
+        let mut dealt: Vec<Vec<(usize, T)>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (index, item) in items.into_iter().enumerate() {
+            dealt[index % lanes].push((index, item));
+        }
+        let run = move |lane: Vec<(usize, T)>| -> Result<Vec<(usize, R)>, ParquetError> {
+            lane.into_iter()
+                .map(|(index, item)| work(item).map(|result| (index, result)))
+                .collect()
+        };
+        let mut dealt = dealt.into_iter();
+        let here = dealt.next().unwrap_or_default();
+        let mut answers = Vec::with_capacity(lanes);
+        for (helper, lane) in self.helpers.iter().zip(dealt) {
+            let (reply, answer) = std::sync::mpsc::channel();
+            let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                // The writer waits for the answer (a send fails only once it gave up).
+                let _ = reply.send(run(lane));
+            });
+            // A lane whose thread ended (a panic in an earlier job) is done here.
+            if let Err(std::sync::mpsc::SendError(job)) = helper.send(job) {
+                job();
+            }
+            answers.push(answer);
+        }
+        let mut done = vec![run(here)];
+        for answer in answers {
             done.push(
-                helper
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                answer.recv().map_err(|_| {
+                    ParquetError::General("an encoding lane stopped (a panic)".into())
+                })?,
             );
         }
-        done
-    });
-    let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
-    for lane in done {
-        for (index, result) in lane? {
-            results[index] = Some(result);
+        let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        for lane in done {
+            for (index, result) in lane? {
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.ok_or_else(|| ParquetError::General("a lane lost a column".into()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // Their channels closed, the threads end after the job they are on.
+        self.helpers.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
-    results
-        .into_iter()
-        .map(|result| result.ok_or_else(|| ParquetError::General("a lane lost a column".into())))
-        .collect()
 }
 
 /// The text columns, nested ones included (job history titles, funding links...), whose
@@ -1332,7 +1373,7 @@ mod tests {
             let ours = SharedBuffer::default();
             let mut lanes =
                 ParquetWriter::open(ours.clone(), schema.clone(), properties()).unwrap();
-            lanes.lanes = 3;
+            lanes.lanes = Lanes::new(3);
             for batch in &batches {
                 writer.write(batch).unwrap();
                 lanes.write(batch).unwrap();
@@ -1356,10 +1397,14 @@ mod tests {
     #[test]
     fn lanes_keep_the_items_order_and_report_an_error() {
         let items: Vec<usize> = (0..10).collect();
-        for lanes in [1, 2, 3, 16] {
-            let doubled = in_lanes(items.clone(), lanes, |i| Ok(i * 2)).unwrap();
-            assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
-            let failed = in_lanes(items.clone(), lanes, |i| {
+        for count in [1, 2, 3, 16] {
+            let lanes = Lanes::new(count);
+            // Twice: the lanes' threads take work again.
+            for _ in 0..2 {
+                let doubled = lanes.run(items.clone(), |i| Ok(i * 2)).unwrap();
+                assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+            }
+            let failed = lanes.run(items.clone(), |i| {
                 if i == 7 {
                     Err(ParquetError::General("item 7".into()))
                 } else {
@@ -1370,8 +1415,8 @@ mod tests {
                 matches!(&failed, Err(ParquetError::General(e)) if e == "item 7"),
                 "{failed:?}"
             );
+            assert!(lanes.run(Vec::<usize>::new(), Ok).unwrap().is_empty());
         }
-        assert!(in_lanes(Vec::<usize>::new(), 2, Ok).unwrap().is_empty());
     }
 
     #[test]
