@@ -1180,6 +1180,24 @@ mod tests {
         }
     }
 
+    /// Writes `batches` to `path` as a job does (the format by the extension); the rows written.
+    async fn write_through_output(
+        path: &Path,
+        runtime: &Arc<RuntimeEnv>,
+        schema: &SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> u64 {
+        let output = Output::resolve(path.to_str().unwrap(), None, runtime).unwrap();
+        let stream = futures::stream::iter(batches.into_iter().map(Ok));
+        output
+            .open()
+            .await
+            .unwrap()
+            .write(schema.clone(), stream, std::future::pending())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn every_row_is_written_once_in_order_across_many_groups() {
         use datafusion::arrow::array::{AsArray, Int64Array};
@@ -1207,15 +1225,7 @@ mod tests {
         let runtime = Arc::new(RuntimeEnv::default());
         for name in ["out.csv", "out.arrow", "out.parquet"] {
             let path = dir.path().join(name);
-            let output = Output::resolve(path.to_str().unwrap(), None, &runtime).unwrap();
-            let stream = futures::stream::iter(batches.iter().cloned().map(Ok));
-            let written = output
-                .open()
-                .await
-                .unwrap()
-                .write(schema.clone(), stream, std::future::pending())
-                .await
-                .unwrap();
+            let written = write_through_output(&path, &runtime, &schema, batches.clone()).await;
             assert_eq!(written, ROWS as u64);
             let file = std::fs::File::open(&path).unwrap();
             let read: Vec<RecordBatch> = if name.ends_with(".csv") {
@@ -1278,15 +1288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.arrow");
         let runtime = Arc::new(RuntimeEnv::default());
-        let output = Output::resolve(path.to_str().unwrap(), None, &runtime).unwrap();
-        let stream = futures::stream::iter(batches.into_iter().map(Ok));
-        let written = output
-            .open()
-            .await
-            .unwrap()
-            .write(schema.clone(), stream, std::future::pending())
-            .await
-            .unwrap();
+        let written = write_through_output(&path, &runtime, &schema, batches).await;
         assert_eq!(written, ROWS as u64);
         // The text once, with its views (16 bytes a row) and some room for the file's
         // framing; each slice writing its batch's buffers again made it over a hundred times as
