@@ -131,10 +131,11 @@ impl Pending {
 /// than the cores kept a worker free for the network and the pacer's timers while a slow
 /// disk answered, but on two cores it made lookups one lane, the bound of a re-run once the
 /// Parquet output was encoded on lanes: one a core was faster in all of seven alternating
-/// pairs (about 8%), with the same peak. The cost: from a slow disk, lookups following one
-/// another on every worker delay the network and the timers until one parks or every 61
-/// tasks (tokio's check). A late timer fires late, never early: the pacer sends less, not
-/// more; a coordinator's lease (30 s by default) outlasts any lookup.
+/// pairs (about 8%), with the same peak (247 to 254 MB either way). The cost: from a slow
+/// disk, lookups following one another on every worker delay the network and the timers
+/// until one parks or every 61 tasks (tokio's check). A late timer fires late, never early:
+/// the pacer sends less, not more; a coordinator's lease (30 s by default) outlasts any
+/// lookup.
 /// Per process id: a child forked while lookups held permits (an Airflow worker) starts with
 /// all of its own.
 fn lookup_permits() -> Arc<tokio::sync::Semaphore> {

@@ -663,6 +663,9 @@ struct ParquetWriter {
     max_rows: usize,
     max_bytes: usize,
     lanes: Lanes,
+    /// An encoding or a row group failed: its column writers are gone, so nothing more is
+    /// written (a file without that group's rows would look whole).
+    failed: bool,
 }
 
 impl ParquetWriter {
@@ -686,6 +689,7 @@ impl ParquetWriter {
             max_rows: max_rows.max(1),
             max_bytes,
             lanes: Lanes::new(encoding_lanes()),
+            failed: false,
         })
     }
 
@@ -693,6 +697,25 @@ impl ParquetWriter {
     /// steps, in its order: the row bound, then the byte bound at the group's average row size
     /// so far). Content-defined chunking, which `ArrowWriter` also offers, is not set here.
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        self.unless_failed(|writer| writer.write_rows(batch))
+    }
+
+    /// `step`, unless an earlier one failed; a failure stops every later one.
+    fn unless_failed(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<(), ParquetError>,
+    ) -> Result<(), ParquetError> {
+        if self.failed {
+            return Err(ParquetError::General(
+                "an earlier write to this file failed".into(),
+            ));
+        }
+        let result = step(self);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn write_rows(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
@@ -700,24 +723,24 @@ impl ParquetWriter {
         if self.rows + rows > self.max_rows {
             // `self.rows` is below `max_rows`: a full group is flushed after each write.
             let fit = self.max_rows - self.rows;
-            self.write(&batch.slice(0, fit))?;
-            return self.write(&batch.slice(fit, rows - fit));
+            self.write_rows(&batch.slice(0, fit))?;
+            return self.write_rows(&batch.slice(fit, rows - fit));
         }
         if self.rows > 0 {
             let bytes = self.estimated_bytes();
             if bytes >= self.max_bytes {
                 self.flush()?;
-                return self.write(batch);
+                return self.write_rows(batch);
             }
             if let Some(row) = bytes.checked_div(self.rows).filter(|row| *row > 0) {
                 let fit = (self.max_bytes - bytes) / row;
                 if rows > fit {
                     if fit == 0 {
                         self.flush()?;
-                        return self.write(batch);
+                        return self.write_rows(batch);
                     }
-                    self.write(&batch.slice(0, fit))?;
-                    return self.write(&batch.slice(fit, rows - fit));
+                    self.write_rows(&batch.slice(0, fit))?;
+                    return self.write_rows(&batch.slice(fit, rows - fit));
                 }
             }
         }
@@ -789,7 +812,7 @@ impl ParquetWriter {
     }
 
     fn close(mut self) -> Result<(), ParquetError> {
-        self.flush()?;
+        self.unless_failed(Self::flush)?;
         self.file.close().map(|_| ())
     }
 }
@@ -800,10 +823,11 @@ fn encoding_lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
-/// Threads kept for a Parquet file's life to encode its columns on: the thread that writes is
-/// the first lane, each other lane a thread of its own, which takes its work from a channel.
-/// Threads kept, not made anew for each group of batches: the column writers' buffers stay
-/// with the allocator's heaps of the same few threads.
+/// Threads kept for a Parquet file's life to encode its columns on: the thread that writes
+/// (the blocking pool's, whichever takes the group) is the first lane, each other lane a thread
+/// of its own, which takes its work from a channel. Kept, not made anew for each group of
+/// batches: the writers' buffers stay with the allocator's heaps of the same few threads
+/// (scoped threads made for each group peaked 14 MB higher at 1,000,000 rows).
 struct Lanes {
     helpers: Vec<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -886,7 +910,7 @@ impl Lanes {
 
 impl Drop for Lanes {
     fn drop(&mut self) {
-        // Their channels closed, the threads end after the job they are on.
+        // Their channels closed, the threads end after the jobs queued to them.
         self.helpers.clear();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -1394,6 +1418,31 @@ mod tests {
             assert!(groups > 2, "{groups} row groups ({bounds})");
             assert!(ours == theirs, "the files differ ({bounds})");
         }
+    }
+
+    #[test]
+    fn after_a_failed_write_the_parquet_writer_writes_nothing_more() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let column = |n: usize| -> ArrayRef {
+            Arc::new(
+                (0..n)
+                    .map(|i| Some(format!("v{i}")))
+                    .collect::<StringArray>(),
+            )
+        };
+        let good = RecordBatch::try_new(schema.clone(), vec![column(10), column(10)]).unwrap();
+        let narrow = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+        let bad = RecordBatch::try_new(narrow, vec![column(10)]).unwrap();
+        let properties = WriterProperties::builder().build();
+        let mut writer = ParquetWriter::open(SharedBuffer::default(), schema, properties).unwrap();
+        writer.write(&good).unwrap();
+        assert!(writer.write(&bad).is_err(), "a batch of the wrong shape");
+        // The group written so far lost its writers: a file without its rows would look whole.
+        assert!(writer.write(&good).is_err());
+        assert!(writer.close().is_err());
     }
 
     #[test]
