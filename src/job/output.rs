@@ -628,7 +628,7 @@ impl ParquetOutput {
             // No rows: a file with the schema and no row.
             None => self.open(None)?,
         };
-        writer.close().map(|_| ()).map_err(|e| e.to_string())
+        writer.close().map_err(|e| e.to_string())
     }
 
     fn open(&self, first: Option<&RecordBatch>) -> Result<ParquetWriter, String> {
