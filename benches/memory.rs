@@ -3,8 +3,11 @@
 //! answers in a temporary store), against `prospeo sandbox` running as a separate
 //! process on 127.0.0.1 (so the sandbox's own directory is not counted). Prints the client's
 //! peak resident set size (`ru_maxrss` of the child, from `wait4`), the time, and the rows
-//! written. The peak includes the binary's own mapped code: about 108 MB for the debug binary
-//! (`RssFile`), far less for a release build.
+//! written. The peak includes the binary's own code, mapped from its file: the bench also
+//! samples the child's `/proc` status every 50 ms and prints the largest file-backed share seen
+//! (`RssFile`: 60 to 72 MB for the release binary, whose code is over 100 MB, since the kernel
+//! maps the pages around each one touched; about 108 MB for the debug binary) and the largest
+//! anonymous share (`RssAnon`: the job's own memory; a spike between two samples is missed).
 //!
 //! The client is `prospeo enrich` writing Parquet, as the README's first command, with the
 //! pacing lifted (`--per-second` etc.); `--front sql` measures `prospeo sql` on the same plan
@@ -14,8 +17,10 @@
 //! Run: `cargo bench --bench memory -- 20000` (release, as `cargo bench` builds); with the
 //! debug binary: `cargo bench --profile dev --bench memory -- 20000`. Options after `--`: the
 //! number of rows (default 20,000, at most 2,000,000), `--front enrich|sql`, `--output
-//! parquet|csv`, `--timeout SECS` per run (default 1,800), `--keep` (leave the temporary
-//! directory).
+//! parquet|csv`, `--runs N` (each pair of runs again, N times: the peak moves from run to run),
+//! `--timeout SECS` per run (default 1,800), `--keep` (leave the temporary directory).
+//! `PROSPEO_BENCH_BIN=path` measures another build of `prospeo` as the client (the sandbox and
+//! the generated input stay this build's), to compare versions on the same machine and data.
 //!
 //! Unix only (`wait4`).
 
@@ -34,7 +39,7 @@ mod unix {
     use std::fs;
     use std::io::{BufRead, BufReader, BufWriter, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -55,6 +60,7 @@ mod unix {
         front: Front,
         /// The output file's extension: `parquet` or `csv`.
         output: &'static str,
+        runs: usize,
         timeout: Duration,
         keep: bool,
     }
@@ -64,6 +70,7 @@ mod unix {
             rows: 20_000,
             front: Front::Enrich,
             output: "parquet",
+            runs: 1,
             timeout: Duration::from_secs(1_800),
             keep: false,
         };
@@ -83,6 +90,10 @@ mod unix {
                         Some("csv") => "csv",
                         other => panic!("--output parquet or csv, not {other:?}"),
                     }
+                }
+                "--runs" => {
+                    let runs = args.next().and_then(|s| s.parse().ok());
+                    settings.runs = runs.filter(|&n| n > 0).expect("--runs N (at least 1)");
                 }
                 "--timeout" => {
                     let secs = args.next().and_then(|s| s.parse().ok());
@@ -149,8 +160,9 @@ mod unix {
         }
         out.flush().expect("flush");
         println!(
-            "memory bench: {rows} distinct people, client {PROSPEO}, output {}, input made in \
+            "memory bench: {rows} distinct people, client {}, output {}, input made in \
              {:.1} s, this process {:.1} MB",
+            client().display(),
             settings.output,
             started.elapsed().as_secs_f64(),
             own_rss_kib() as f64 / 1024.0
@@ -159,23 +171,35 @@ mod unix {
         let address = free_address();
         let mut sandbox = Sandbox::start(root, address, rows);
         let mut report = Vec::new();
-        for with_cache_file in [true, false] {
-            let run = run_client(&settings, root, address, with_cache_file);
-            report.push(run);
+        for _ in 0..settings.runs {
+            for with_cache_file in [true, false] {
+                let run = run_client(&settings, root, address, with_cache_file);
+                report.push(run);
+            }
         }
         sandbox.stop();
 
         println!(
-            "{:<8} {:<16} {:>10} {:>10} {:>9} {:>10}",
-            "front", "answers kept in", "rows", "peak MB", "seconds", "rows/s"
+            "{:<8} {:<16} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10}",
+            "front",
+            "answers kept in",
+            "rows",
+            "peak MB",
+            "anon MB",
+            "file MB",
+            "seconds",
+            "rows/s"
         );
+        let mb = |kib: i64| kib as f64 / 1024.0;
         for run in &report {
             println!(
-                "{:<8} {:<16} {:>10} {:>10.1} {:>9.1} {:>10.0}",
+                "{:<8} {:<16} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>10.0}",
                 run.front,
                 run.store,
                 run.rows_written,
-                run.peak_kib as f64 / 1024.0,
+                mb(run.peak.max_rss_kib),
+                mb(run.peak.anon_kib),
+                mb(run.peak.file_kib),
                 run.elapsed.as_secs_f64(),
                 run.rows_written as f64 / run.elapsed.as_secs_f64().max(1e-9)
             );
@@ -193,7 +217,7 @@ mod unix {
         front: &'static str,
         store: &'static str,
         rows_written: usize,
-        peak_kib: i64,
+        peak: Peak,
         elapsed: Duration,
         success: bool,
     }
@@ -207,7 +231,7 @@ mod unix {
         ));
         let cache_path = root.join("responses.redb");
         let leads = root.join("leads.csv");
-        let mut command = Command::new(PROSPEO);
+        let mut command = Command::new(client());
         command
             .env("PROSPEO_API_KEY", KEY)
             .env_remove("PROSPEO_API_KEY_FILE")
@@ -258,7 +282,7 @@ mod unix {
         };
         let started = Instant::now();
         let child = command.spawn().expect("prospeo starts");
-        let (success, peak_kib) = wait_with_peak(child, settings.timeout);
+        let (success, peak) = wait_with_peak(child, settings.timeout);
         let elapsed = started.elapsed();
         let rows_written = rows_in(&output);
         Run {
@@ -269,7 +293,7 @@ mod unix {
                 "temporary store"
             },
             rows_written,
-            peak_kib,
+            peak,
             elapsed,
             success,
         }
@@ -290,15 +314,56 @@ mod unix {
         }
     }
 
-    /// Waits for `child` (killing it after `timeout`); whether it succeeded, and its peak RSS
-    /// in KiB (`ru_maxrss` from `wait4`: that child's own figure, not the maximum over every
-    /// child as `getrusage(RUSAGE_CHILDREN)` would give). It includes what the child shared
-    /// with this process until exec: this process is kept small (see `own_rss_kib`).
-    fn wait_with_peak(mut child: Child, timeout: Duration) -> (bool, i64) {
+    /// The client measured: this build's `prospeo`, or `PROSPEO_BENCH_BIN` (another build's).
+    fn client() -> PathBuf {
+        std::env::var_os("PROSPEO_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(PROSPEO))
+    }
+
+    /// A child's memory at its peak, in KiB.
+    #[derive(Default)]
+    struct Peak {
+        /// `ru_maxrss` from `wait4`: the kernel's own peak of the resident set.
+        max_rss_kib: i64,
+        /// The largest `RssAnon` seen in the samples: the process's own memory.
+        anon_kib: i64,
+        /// The largest `RssFile` seen in the samples: mostly the binary's code.
+        file_kib: i64,
+    }
+
+    impl Peak {
+        /// Takes a sample of `pid`'s `/proc` status into the peaks.
+        fn sample(&mut self, pid: libc::pid_t) {
+            let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return;
+            };
+            self.anon_kib = self.anon_kib.max(status_kib(&status, "RssAnon:"));
+            self.file_kib = self.file_kib.max(status_kib(&status, "RssFile:"));
+        }
+    }
+
+    /// The value of a `/proc/*/status` line in KiB (0 when it is missing).
+    fn status_kib(status: &str, field: &str) -> i64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits for `child` (killing it after `timeout`); whether it succeeded, and its peaks:
+    /// `ru_maxrss` from `wait4` (that child's own figure, not the maximum over every child as
+    /// `getrusage(RUSAGE_CHILDREN)` would give; it includes what the child shared with this
+    /// process until exec: this process is kept small, see `own_rss_kib`), and the largest
+    /// anonymous and file-backed shares sampled every 50 ms meanwhile.
+    fn wait_with_peak(mut child: Child, timeout: Duration) -> (bool, Peak) {
         let pid = child.id() as libc::pid_t;
         let deadline = Instant::now() + timeout;
         let mut killed = false;
+        let mut peak = Peak::default();
         loop {
+            peak.sample(pid);
             let mut status = 0;
             // SAFETY: plain libc call; `usage` is a zeroed out-parameter of the right type.
             let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -310,7 +375,8 @@ mod unix {
                 if !ok {
                     eprintln!("prospeo ended with wait status {status:#x} (killed: {killed})");
                 }
-                return (ok, usage.ru_maxrss);
+                peak.max_rss_kib = usage.ru_maxrss;
+                return (ok, peak);
             }
             assert!(
                 reaped == 0,
@@ -329,15 +395,7 @@ mod unix {
 
     /// This process's resident set (VmRSS), in KiB: the floor under a child's figure.
     fn own_rss_kib() -> i64 {
-        fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmRSS:"))
-                    .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        fs::read_to_string("/proc/self/status").map_or(0, |status| status_kib(&status, "VmRSS:"))
     }
 
     /// A loopback port nothing listens on (released just before the sandbox takes it).
