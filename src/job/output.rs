@@ -639,8 +639,15 @@ impl ParquetOutput {
         for column in unique.unwrap_or_default() {
             properties = properties.set_column_dictionary_enabled(column, false);
         }
-        ParquetWriter::open(self.buffer.clone(), self.schema.clone(), properties.build())
-            .map_err(|e| e.to_string())
+        // A file without rows has nothing to encode: no threads for it.
+        let lanes = if first.is_some() { encoding_lanes() } else { 1 };
+        ParquetWriter::open(
+            self.buffer.clone(),
+            self.schema.clone(),
+            properties.build(),
+            lanes,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -673,6 +680,7 @@ impl ParquetWriter {
         buffer: SharedBuffer,
         schema: SchemaRef,
         properties: WriterProperties,
+        lanes: usize,
     ) -> Result<Self, ParquetError> {
         let max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
         let max_bytes = properties.max_row_group_bytes().unwrap_or(usize::MAX);
@@ -688,7 +696,7 @@ impl ParquetWriter {
             rows: 0,
             max_rows: max_rows.max(1),
             max_bytes,
-            lanes: Lanes::new(encoding_lanes()),
+            lanes: Lanes::new(lanes),
             failed: false,
         })
     }
@@ -865,10 +873,23 @@ impl Lanes {
         for (index, item) in items.into_iter().enumerate() {
             dealt[index % lanes].push((index, item));
         }
+        // A panic in `work` is the lane's error, with its message: the lane's thread lives on.
         let run = move |lane: Vec<(usize, T)>| -> Result<Vec<(usize, R)>, ParquetError> {
-            lane.into_iter()
-                .map(|(index, item)| work(item).map(|result| (index, result)))
-                .collect()
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                lane.into_iter()
+                    .map(|(index, item)| work(item).map(|result| (index, result)))
+                    .collect()
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
+                Err(ParquetError::General(format!(
+                    "encoding a column panicked: {message}"
+                )))
+            })
         };
         let mut dealt = dealt.into_iter();
         let here = dealt.next().unwrap_or_default();
@@ -879,7 +900,7 @@ impl Lanes {
                 // The writer waits for the answer (a send fails only once it gave up).
                 let _ = reply.send(run(lane));
             });
-            // A lane whose thread ended (a panic in an earlier job) is done here.
+            // A lane whose thread is gone (it cannot end while the lanes live) is done here.
             if let Err(std::sync::mpsc::SendError(job)) = helper.send(job) {
                 job();
             }
@@ -888,9 +909,9 @@ impl Lanes {
         let mut done = vec![run(here)];
         for answer in answers {
             done.push(
-                answer.recv().map_err(|_| {
-                    ParquetError::General("an encoding lane stopped (a panic)".into())
-                })?,
+                answer
+                    .recv()
+                    .map_err(|_| ParquetError::General("an encoding lane stopped".into()))?,
             );
         }
         let mut results: Vec<Option<R>> = (0..count).map(|_| None).collect();
@@ -1398,7 +1419,8 @@ mod tests {
                 ArrowWriter::try_new(theirs.clone(), schema.clone(), Some(properties())).unwrap();
             let ours = SharedBuffer::default();
             let mut lanes =
-                ParquetWriter::open(ours.clone(), schema.clone(), properties()).unwrap();
+                ParquetWriter::open(ours.clone(), schema.clone(), properties(), encoding_lanes())
+                    .unwrap();
             lanes.lanes = Lanes::new(3);
             for batch in &batches {
                 writer.write(batch).unwrap();
@@ -1437,7 +1459,13 @@ mod tests {
         let narrow = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
         let bad = RecordBatch::try_new(narrow, vec![column(10)]).unwrap();
         let properties = WriterProperties::builder().build();
-        let mut writer = ParquetWriter::open(SharedBuffer::default(), schema, properties).unwrap();
+        let mut writer = ParquetWriter::open(
+            SharedBuffer::default(),
+            schema,
+            properties,
+            encoding_lanes(),
+        )
+        .unwrap();
         writer.write(&good).unwrap();
         assert!(writer.write(&bad).is_err(), "a batch of the wrong shape");
         // The group written so far lost its writers: a file without its rows would look whole.
@@ -1467,6 +1495,20 @@ mod tests {
                 "{failed:?}"
             );
             assert!(lanes.run(Vec::<usize>::new(), Ok).unwrap().is_empty());
+            // A panic, on a helper's lane (item 1 of 2 or more) or the caller's, is an error
+            // that names it, and the lanes work on.
+            let panicked = lanes.run(items.clone(), |i| {
+                if i == 1 {
+                    panic!("item {i} broke");
+                }
+                Ok(i)
+            });
+            assert!(
+                matches!(&panicked, Err(ParquetError::General(e))
+                    if e == "encoding a column panicked: item 1 broke"),
+                "{panicked:?}"
+            );
+            assert_eq!(lanes.run(items.clone(), Ok).unwrap(), items);
         }
     }
 
