@@ -230,6 +230,12 @@ mod unix {
             settings.output
         ));
         let cache_path = root.join("responses.redb");
+        // Every run a first run: the cache file of an earlier pair (`--runs`) goes.
+        match fs::remove_file(&cache_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot remove {}: {e}", cache_path.display()),
+        }
         let leads = root.join("leads.csv");
         let mut command = Command::new(client());
         command
