@@ -1419,9 +1419,7 @@ mod tests {
                 ArrowWriter::try_new(theirs.clone(), schema.clone(), Some(properties())).unwrap();
             let ours = SharedBuffer::default();
             let mut lanes =
-                ParquetWriter::open(ours.clone(), schema.clone(), properties(), encoding_lanes())
-                    .unwrap();
-            lanes.lanes = Lanes::new(3);
+                ParquetWriter::open(ours.clone(), schema.clone(), properties(), 3).unwrap();
             for batch in &batches {
                 writer.write(batch).unwrap();
                 lanes.write(batch).unwrap();
